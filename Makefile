@@ -1,0 +1,42 @@
+# dwnotify: `make demo` runs the product on loopback emulators, `make test` installs and tests it.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+STATE ?= sqlite
+FC_PYTHON ?= 3.10
+
+.PHONY: install demo test lint typecheck unit bench soak build clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+demo: install
+	$(PY) -m dwnotify demo --state $(STATE)
+
+lint: install
+	$(VENV)/bin/ruff check functions emulators tests benchmarks
+	$(VENV)/bin/ruff format --check functions emulators tests benchmarks
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+unit: install
+	$(VENV)/bin/pytest -m "not slow"
+
+test: lint typecheck
+	$(VENV)/bin/pytest
+
+bench: install
+	$(PY) -m benchmarks
+
+soak: install
+	DWNOTIFY_SOAK=1 $(VENV)/bin/pytest tests -k "soak or property" -p no:randomly
+
+clean:
+	rm -rf build .dwnotify

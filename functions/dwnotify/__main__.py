@@ -1,0 +1,5 @@
+"""`python -m dwnotify`."""
+
+from .cli import run
+
+run()

@@ -1,0 +1,82 @@
+"""The one small Protocol every chat service implements, and helpers they share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+
+from ..errors import DeliveryError
+
+TRIM_MARKER = "…(truncated)"
+
+
+@dataclass(frozen=True)
+class ChannelMessage:
+    """What a channel sends: a plain title, the text in the service's markup, optional Block Kit."""
+
+    title: str
+    text: str
+    blocks: tuple[dict[str, Any], ...] | None = None
+
+
+class Channel(Protocol):
+    """A chat destination. `send` returns once the service accepted the message.
+
+    It raises DeliveryError otherwise: `retryable` when trying later may work (network errors,
+    timeouts, 5xx, rate limits, with `retry_after` when the service says how long), not when the
+    service refused the message itself (bad token, bad signature, message too large).
+    """
+
+    name: str
+
+    def send(self, message: ChannelMessage) -> None:
+        """Deliver one message."""
+        ...
+
+
+ChannelFactory = Callable[..., Channel]
+
+
+def post_json(
+    client: httpx.Client, channel: str, url: str, payload: dict[str, Any], timeout_s: float
+) -> httpx.Response:
+    """POST a JSON body; network failures become retryable DeliveryErrors that never show the URL."""
+    try:
+        return client.post(url, json=payload, timeout=timeout_s)
+    except httpx.TimeoutException:
+        raise DeliveryError("timed out", channel=channel, retryable=True) from None
+    except httpx.HTTPError as error:
+        raise DeliveryError(
+            f"network error: {type(error).__name__}", channel=channel, retryable=True
+        ) from None
+
+
+def retry_after_seconds(response: httpx.Response, default: float) -> float:
+    """The Retry-After header in seconds, or `default` when it is missing or not a number."""
+    try:
+        return max(0.0, float(response.headers.get("Retry-After", default)))
+    except ValueError:
+        return default
+
+
+def trim_utf8(text: str, max_bytes: int, marker: str = TRIM_MARKER) -> str:
+    """Cut `text` to at most `max_bytes` UTF-8 bytes on a character boundary, ending with `marker`."""
+    encoded = text.encode("utf-8")
+    if len(encoded) <= max_bytes:
+        return text
+    room = max(0, max_bytes - len(marker.encode("utf-8")))
+    return encoded[:room].decode("utf-8", errors="ignore") + marker
+
+
+def fit_text(text: str, max_bytes: int) -> str:
+    """Fit a message into `max_bytes`, trimming the body but keeping its last line (the console link)."""
+    if len(text.encode("utf-8")) <= max_bytes:
+        return text
+    body, _, last_line = text.rstrip("\n").rpartition("\n")
+    tail = "\n" + last_line
+    if not body or len(tail.encode("utf-8")) > max_bytes // 2:
+        return trim_utf8(text, max_bytes)
+    return trim_utf8(body, max_bytes - len(tail.encode("utf-8"))) + tail

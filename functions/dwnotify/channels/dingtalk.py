@@ -1,0 +1,117 @@
+"""DingTalk custom robots: signed webhooks that answer every error as HTTP 200 with an errcode."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+import urllib.parse
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from ..errors import DeliveryError
+from ..settings import ChannelSettings
+from .base import ChannelMessage, fit_text, post_json, retry_after_seconds
+
+MAX_BODY_BYTES = 20_000
+# Room left in the body for the JSON envelope, the title and the @mentions.
+_ENVELOPE_BYTES = 1_500
+_SILENCED_S = 600.0  # a robot sent too fast is silenced for ten minutes
+_RETRYABLE_ERRCODES = frozenset({-1, 130101})
+_REASONS = {
+    130101: "sending too fast: the robot is silenced for 10 minutes",
+    310000: "rejected by the robot's security settings (signature, keyword or IP allow-list)",
+    300001: "the access token does not exist",
+    400402: "the markdown title is missing",
+    460101: "the message is over 20,000 bytes",
+    101002: "the message is over 20,000 bytes",
+}
+
+
+def sign(secret: str, timestamp_ms: int) -> str:
+    """The `sign` query value for a robot with a signing secret, at `timestamp_ms`."""
+    digest = hmac.new(secret.encode("utf-8"), f"{timestamp_ms}\n{secret}".encode(), hashlib.sha256).digest()
+    return urllib.parse.quote_plus(base64.b64encode(digest).decode("ascii"))
+
+
+def build_payload(settings: ChannelSettings, message: ChannelMessage) -> dict[str, Any]:
+    """The markdown message with the keyword and @mentions the robot needs."""
+    text = message.text
+    mentions = [f"@{mobile}" for mobile in settings.at_mobiles]
+    mentions += [f"@{user_id}" for user_id in settings.at_user_ids]
+    footer = " ".join(mentions)
+    if settings.keyword and settings.keyword not in text and settings.keyword not in message.title:
+        footer = f"{footer} {settings.keyword}".strip()
+    text = fit_text(text, MAX_BODY_BYTES - _ENVELOPE_BYTES - len(footer.encode("utf-8")))
+    if footer:
+        text = f"{text}\n\n{footer}"
+    title = message.title or "DataWorks"
+    if settings.keyword and settings.keyword not in text:
+        title = f"{title} {settings.keyword}"
+    return {
+        "msgtype": "markdown",
+        "markdown": {"title": title[:100], "text": text},
+        "at": {
+            "atMobiles": list(settings.at_mobiles),
+            "atUserIds": list(settings.at_user_ids),
+            "isAtAll": settings.at_all,
+        },
+    }
+
+
+class DingTalkChannel:
+    """Sends markdown messages to one DingTalk robot."""
+
+    def __init__(
+        self,
+        settings: ChannelSettings,
+        client: httpx.Client,
+        *,
+        timeout_s: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.name = settings.name
+        self._settings = settings
+        self._client = client
+        self._timeout_s = timeout_s
+        self._clock = clock
+
+    def _url(self) -> str:
+        url = self._settings.url.reveal()
+        if not self._settings.secret:
+            return url
+        timestamp_ms = int(self._clock() * 1000)
+        signature = sign(self._settings.secret.reveal(), timestamp_ms)
+        separator = "&" if "?" in url else "?"
+        return f"{url}{separator}timestamp={timestamp_ms}&sign={signature}"
+
+    def send(self, message: ChannelMessage) -> None:
+        """Post the message; DingTalk's errcode decides success, not the HTTP status."""
+        payload = build_payload(self._settings, message)
+        response = post_json(self._client, self.name, self._url(), payload, self._timeout_s)
+        if response.status_code == 429 or response.status_code >= 500:
+            raise DeliveryError(
+                f"HTTP {response.status_code}",
+                channel=self.name,
+                retryable=True,
+                retry_after=retry_after_seconds(response, 60.0) if response.status_code == 429 else None,
+            )
+        if response.status_code != 200:
+            raise DeliveryError(f"HTTP {response.status_code}", channel=self.name, retryable=False)
+        try:
+            body = response.json()
+            errcode = int(body.get("errcode", -1))
+        except (ValueError, TypeError, AttributeError):
+            raise DeliveryError("answer is not DingTalk JSON", channel=self.name, retryable=True) from None
+        if errcode == 0:
+            return
+        reason = _REASONS.get(errcode, str(body.get("errmsg", ""))[:200])
+        raise DeliveryError(
+            f"errcode {errcode}: {reason}",
+            channel=self.name,
+            retryable=errcode in _RETRYABLE_ERRCODES,
+            retry_after=_SILENCED_S if errcode == 130101 else None,
+        )

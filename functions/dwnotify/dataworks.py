@@ -1,0 +1,295 @@
+"""The DataWorks OpenAPI client: aliyun-python-sdk-core `CommonRequest` in, domain `Run`s out.
+
+The SDK retries nothing that DataWorks answers (its retry table lists ECS only), so retries with
+exponential backoff and jitter, the client-side QPS limit and the count of every request are here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from .errors import DataWorksError
+from .model import Run, Stage, normalize_status
+from .settings import DataWorksSettings, ProjectSettings, Secret
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "2024-05-18"
+MAX_PAGE_SIZE = 100
+_BACKOFF_BASE_S = 0.5
+_BACKOFF_CAP_S = 8.0
+# Codes the gateway may give for an action this API surface does not have (which one is unconfirmed).
+_UNKNOWN_ACTION_CODES = frozenset({"InvalidAction.NotFound", "InvalidAction", "InvalidApi.NotFound"})
+_NOT_FOUND_HINTS = ("NotFound", "NotExist")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """An access key pair, with the STS token when the key is temporary."""
+
+    access_key_id: str
+    access_key_secret: Secret
+    security_token: Secret | None = None
+
+
+def credentials_from_env(environ: Mapping[str, str]) -> Credentials | None:
+    """Credentials from `ALIBABA_CLOUD_ACCESS_KEY_ID/SECRET` (and `_SECURITY_TOKEN`), if set."""
+    key_id = environ.get("ALIBABA_CLOUD_ACCESS_KEY_ID", "").strip()
+    secret = environ.get("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "").strip()
+    if not key_id or not secret:
+        return None
+    token = environ.get("ALIBABA_CLOUD_SECURITY_TOKEN", "").strip()
+    return Credentials(key_id, Secret(secret), Secret(token) if token else None)
+
+
+@dataclass(frozen=True)
+class RunPage:
+    """One page of ListPipelineRuns: the runs on it and the workspace's total count."""
+
+    total_count: int
+    runs: tuple[Run, ...]
+
+
+def _int(value: object, default: int = 0) -> int:
+    try:
+        return int(str(value).strip())
+    except (TypeError, ValueError):
+        return default
+
+
+def _text(value: object) -> str:
+    return "" if value is None else str(value)
+
+
+def _time(value: object) -> datetime | None:
+    millis = _int(value, -1)
+    if millis < 0:
+        return None
+    return datetime.fromtimestamp(millis / 1000, tz=timezone.utc)
+
+
+def _detail(value: object) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str) and value.strip():
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            return {"raw": value}
+        return parsed if isinstance(parsed, dict) else {"value": parsed}
+    return {}
+
+
+def parse_stage(raw: Mapping[str, Any]) -> Stage:
+    """A stage from its API object, tolerating missing fields and any status spelling."""
+    return Stage(
+        code=_text(raw.get("Code")).strip(),
+        step=_int(raw.get("Step")),
+        type=_text(raw.get("Type")).strip().capitalize(),
+        name=_text(raw.get("Name")).strip(),
+        description=_text(raw.get("Description")),
+        status=normalize_status(raw.get("Status")),
+        message=_text(raw.get("Message")),
+        detail=_detail(raw.get("Detail")),
+    )
+
+
+def parse_run(raw: Mapping[str, Any], project_id: int | None = None) -> Run:
+    """A run from its API object (`Pipeline`, a `PipelineRuns` item or an old `Deployment`)."""
+    stages = raw.get("Stages") or []
+    return Run(
+        id=_text(raw.get("Id")).strip(),
+        project_id=_int(raw.get("ProjectId"), project_id or 0) or (project_id or 0),
+        status=normalize_status(raw.get("Status")),
+        creator=_text(raw.get("Creator")).strip(),
+        description=_text(raw.get("Description")),
+        message=_text(raw.get("Message")),
+        create_time=_time(raw.get("CreateTime")),
+        modify_time=_time(raw.get("ModifyTime")),
+        stages=tuple(parse_stage(stage) for stage in stages if isinstance(stage, Mapping)),
+    )
+
+
+class _RateLimiter:
+    """Spaces request starts at least 1/qps apart (the API's limits are per account)."""
+
+    def __init__(self, qps: float, clock: Callable[[], float], sleep: Callable[[float], None]) -> None:
+        self._interval = 1.0 / qps
+        self._clock = clock
+        self._sleep = sleep
+        self._next_start = 0.0
+
+    def wait(self) -> None:
+        now = self._clock()
+        if now < self._next_start:
+            self._sleep(self._next_start - now)
+            now = self._next_start
+        self._next_start = now + self._interval
+
+
+class DataWorksClient:
+    """Lists and gets pipeline runs, with retries, a QPS limit and a call count."""
+
+    def __init__(
+        self,
+        settings: DataWorksSettings,
+        credentials: Credentials,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self._settings = settings
+        self._credentials = credentials
+        self._sleep = sleep
+        self._jitter = jitter
+        self._limiter = _RateLimiter(settings.max_qps, clock, sleep)
+        self._sdk_clients: dict[str, Any] = {}
+        self.legacy_api = False
+        self.calls = 0
+
+    def list_runs(self, project: ProjectSettings, page_number: int) -> RunPage:
+        """One page (100 runs, with their stages) of a workspace's pipeline runs."""
+        params = {"ProjectId": project.id, "PageNumber": page_number, "PageSize": MAX_PAGE_SIZE}
+        body = self._call(project, ("ListPipelineRuns", "ListDeployments"), params)
+        paging = body.get("PagingInfo") or {}
+        items = paging.get("PipelineRuns")
+        if items is None:
+            items = paging.get("Deployments") or []
+        runs = tuple(parse_run(item, project.id) for item in items if isinstance(item, Mapping))
+        return RunPage(total_count=_int(paging.get("TotalCount")), runs=runs)
+
+    def get_run(self, project: ProjectSettings, run_id: str) -> Run | None:
+        """One run by id, or None when DataWorks no longer knows it."""
+        params = {"ProjectId": project.id, "Id": run_id}
+        try:
+            body = self._call(project, ("GetPipelineRun", "GetDeployment"), params)
+        except DataWorksError as error:
+            if error.http_status == 404 or any(hint in error.code for hint in _NOT_FOUND_HINTS):
+                return None
+            raise
+        raw = body.get("Pipeline") or body.get("Deployment")
+        if not isinstance(raw, Mapping):
+            raise DataWorksError(f"GetPipelineRun for run {run_id} returned no Pipeline object")
+        return parse_run(raw, project.id)
+
+    def _call(
+        self, project: ProjectSettings, actions: tuple[str, str], params: Mapping[str, object]
+    ) -> dict[str, Any]:
+        """Call the new action, falling back to the old name once the gateway says it has none."""
+        if not self.legacy_api:
+            try:
+                return self._call_with_retries(project, actions[0], params)
+            except DataWorksError as error:
+                if error.code not in _UNKNOWN_ACTION_CODES:
+                    raise
+                log.warning("dataworks: %s is not available here, falling back to %s", actions[0], actions[1])
+                self.legacy_api = True
+        return self._call_with_retries(project, actions[1], params)
+
+    def _call_with_retries(
+        self, project: ProjectSettings, action: str, params: Mapping[str, object]
+    ) -> dict[str, Any]:
+        attempts = self._settings.max_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._call_once(project, action, params)
+            except DataWorksError as error:
+                if not error.retryable or attempt == attempts:
+                    raise
+                delay = min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2 ** (attempt - 1))
+                delay *= 0.5 + self._jitter() / 2
+                log.info(
+                    "dataworks: %s failed with %s, retry %d/%d in %.2fs",
+                    action,
+                    error.code or "a network error",
+                    attempt,
+                    attempts - 1,
+                    delay,
+                )
+                self._sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _call_once(
+        self, project: ProjectSettings, action: str, params: Mapping[str, object]
+    ) -> dict[str, Any]:
+        from aliyunsdkcore.acs_exception.exceptions import ClientException, ServerException
+        from aliyunsdkcore.request import CommonRequest
+
+        request = CommonRequest()
+        request.set_domain(project.endpoint)
+        request.set_protocol_type(self._settings.protocol)
+        request.set_version(API_VERSION)
+        request.set_action_name(action)
+        request.set_method("GET")
+        for name, value in params.items():
+            request.add_query_param(name, str(value))
+        self._limiter.wait()
+        self.calls += 1
+        try:
+            raw = self._sdk_client(project.region).do_action_with_exception(request)
+        except ServerException as error:
+            raise _server_error(action, error) from None
+        except ClientException as error:
+            raise DataWorksError(
+                f"{action} could not reach {project.endpoint}: {error.get_error_code()}",
+                code=str(error.get_error_code()),
+                retryable=True,
+            ) from None
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            raise DataWorksError(f"{action} returned a body that is not JSON") from None
+        if not isinstance(body, dict):
+            raise DataWorksError(f"{action} returned JSON that is not an object")
+        return body
+
+    def _sdk_client(self, region: str) -> Any:
+        client = self._sdk_clients.get(region)
+        if client is None:
+            client = _make_sdk_client(self._credentials, region, self._settings.timeout.total_seconds())
+            self._sdk_clients[region] = client
+        return client
+
+
+def _server_error(action: str, error: Any) -> DataWorksError:
+    code = str(error.get_error_code() or "")
+    status = error.get_http_status()
+    retryable = code.startswith("Throttling") or code.startswith("ServiceUnavailable")
+    retryable = retryable or status == 429 or (isinstance(status, int) and status >= 500)
+    return DataWorksError(
+        f"{action} failed: HTTP {status} {code}: {error.get_error_msg()}",
+        code=code,
+        http_status=status,
+        request_id=str(error.get_request_id() or ""),
+        retryable=retryable,
+    )
+
+
+def _make_sdk_client(credentials: Credentials, region: str, timeout_s: float) -> Any:
+    from aliyunsdkcore.auth.credentials import StsTokenCredential
+    from aliyunsdkcore.auth.signers.sts_token_signer import StsTokenSigner
+    from aliyunsdkcore.client import AcsClient
+
+    secret = credentials.access_key_secret.reveal()
+    client = AcsClient(
+        credentials.access_key_id,
+        secret,
+        region,
+        auto_retry=False,  # every retry is ours, so that every request is counted
+        connect_timeout=min(5, int(timeout_s) or 1),
+        timeout=int(timeout_s) or 1,
+    )
+    if credentials.security_token:
+        # The SDK lets ALIYUN_ACCESS_KEY_* in the environment override a `credential=` object, so
+        # the STS signer is set directly: the function's own role must be the one that signs.
+        token = credentials.security_token.reveal()
+        client._signer = StsTokenSigner(StsTokenCredential(credentials.access_key_id, secret, token))
+    return client

@@ -1,0 +1,287 @@
+"""Sending the outbox: one lease per channel, rate budgets kept in the store, digests, retries.
+
+For each channel with pending messages, a tick takes the channel's lease (so two ticks never send
+to one webhook at once), sends the due messages in order, and marks each one sent only after the
+service accepted it. A message waiting for a retry holds back the later messages of its run on that
+channel, never other runs or channels. When more messages are due than the channel's rate budget
+allows, they are merged into digest messages instead of being dropped or getting the robot silenced.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .channels.base import Channel, ChannelMessage
+from .errors import ConflictError, DeliveryError
+from .settings import ChannelSettings
+from .state.base import FAILED, SENT, Lease, OutboxMessage, StateStore
+
+log = logging.getLogger(__name__)
+
+CHANNEL_LEASE_S = 60.0
+RETRY_BASE_S = 10.0
+RETRY_CAP_S = 120.0  # a waiting message is tried again at least every two minutes
+_MAX_INLINE_WAIT_S = 1.5
+
+
+@dataclass(frozen=True)
+class RateBudget:
+    """At most `messages` sends in any `window_s` seconds to one webhook."""
+
+    messages: int
+    window_s: float
+
+
+# DingTalk silences a robot for ten minutes after 20 messages in a minute: stay one below.
+# Slack allows about one message a second per incoming webhook.
+RATE_BUDGETS: Mapping[str, RateBudget] = {
+    "dingtalk": RateBudget(19, 60.0),
+    "slack": RateBudget(1, 1.1),
+}
+_DIGEST_SEPARATOR = {"dingtalk": "\n\n---\n\n", "slack": "\n\n"}
+_DIGEST_MAX_BYTES = {"dingtalk": 17_000, "slack": 36_000}
+
+
+@dataclass
+class DeliveryStats:
+    """What one delivery pass did."""
+
+    sent: int = 0
+    failed: int = 0
+    posts: int = 0
+
+
+@dataclass
+class _Budget:
+    """A channel's recent send times, as kept in its lease data."""
+
+    rate: RateBudget
+    sent_at: list[float]
+    paused_until: float
+
+    @classmethod
+    def load(cls, rate: RateBudget, data: Mapping[str, Any], now: float) -> _Budget:
+        recent = [float(t) for t in data.get("sent_at", []) if float(t) > now - rate.window_s]
+        return cls(rate, recent, float(data.get("paused_until", 0.0)))
+
+    def dump(self) -> dict[str, Any]:
+        return {"sent_at": self.sent_at, "paused_until": self.paused_until}
+
+    def remaining(self, now: float) -> int:
+        self.sent_at = [t for t in self.sent_at if t > now - self.rate.window_s]
+        return max(0, self.rate.messages - len(self.sent_at))
+
+    def wait_for_room(self, now: float) -> float:
+        """Seconds until one more send fits the window."""
+        if self.remaining(now) > 0:
+            return 0.0
+        return float(self.sent_at[0] + self.rate.window_s - now)
+
+
+def retry_delay(attempts: int, retry_after: float | None, jitter: float) -> float:
+    """Exponential backoff with jitter, at least the service's Retry-After, capped at two minutes."""
+    backoff = min(RETRY_CAP_S, RETRY_BASE_S * 2.0 ** max(0, attempts - 1)) * (0.5 + jitter / 2)
+    return min(RETRY_CAP_S, max(backoff, retry_after or 0.0))
+
+
+def digest(channel_type: str, messages: Sequence[OutboxMessage]) -> ChannelMessage:
+    """One message carrying several, in order."""
+    if len(messages) == 1:
+        only = messages[0]
+        blocks = tuple(json.loads(only.blocks_json)) if only.blocks_json else None
+        return ChannelMessage(only.title, only.text, blocks)
+    separator = _DIGEST_SEPARATOR.get(channel_type, "\n\n")
+    title = f"DataWorks: {len(messages)} updates"
+    header = f"### {title}" if channel_type == "dingtalk" else f"*{title}*"
+    return ChannelMessage(title, separator.join([header, *(m.text for m in messages)]))
+
+
+def pack(channel_type: str, messages: Sequence[OutboxMessage]) -> list[list[OutboxMessage]]:
+    """Group messages, in order, into digests that each stay under the channel's size limit."""
+    limit = _DIGEST_MAX_BYTES.get(channel_type, 16_000)
+    groups: list[list[OutboxMessage]] = []
+    size = 0
+    for message in messages:
+        length = len(message.text.encode("utf-8")) + 16
+        if not groups or size + length > limit or message.blocks_json:
+            groups.append([])
+            size = 0
+        groups[-1].append(message)
+        size += length
+    return groups
+
+
+class Deliverer:
+    """Sends every channel's due messages once, in order, within its rate budget."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        channels: Mapping[str, ChannelSettings],
+        make_channel: Callable[[ChannelSettings], Channel],
+        *,
+        owner: str,
+        clock: Callable[[], float],
+        sleep: Callable[[float], None],
+        max_age_s: float,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self._store = store
+        self._channels = channels
+        self._make_channel = make_channel
+        self._owner = owner
+        self._clock = clock
+        self._sleep = sleep
+        self._max_age_s = max_age_s
+        self._jitter = jitter
+        self._built: dict[str, Channel] = {}
+
+    def deliver(self, deadline: float | None = None) -> DeliveryStats:
+        """One pass over every channel that has pending messages."""
+        stats = DeliveryStats()
+        for name in self._store.channels_with_pending(self._clock()):
+            if deadline is not None and self._clock() >= deadline:
+                break
+            settings = self._channels.get(name)
+            if settings is None:
+                self._orphaned(name, stats)
+                continue
+            lease = self._store.acquire_lease(f"channel:{name}", self._owner, CHANNEL_LEASE_S, self._clock())
+            if lease is None:
+                continue  # another tick is sending to this channel right now
+            try:
+                self._deliver_channel(settings, lease, stats, deadline)
+            except ConflictError as error:
+                log.warning("delivery: lost the lease of channel %s: %s", name, error)
+                continue
+            self._store.release_lease(lease)
+        return stats
+
+    def _orphaned(self, name: str, stats: DeliveryStats) -> None:
+        """Messages for a channel no longer in the config: give them up with a reason."""
+        lease = self._store.acquire_lease(f"channel:{name}", self._owner, CHANNEL_LEASE_S, self._clock())
+        if lease is None:
+            return
+        now = self._clock()
+        reason = f"channel {name} is no longer configured"
+        given_up = [
+            replace(m, status=FAILED, last_error=reason, finished_at=now)
+            for m in self._store.pending_messages(name)
+        ]
+        self._store.update_messages(lease, given_up)
+        log.error("delivery: %d message(s) given up: %s", len(given_up), reason)
+        stats.failed += len(given_up)
+        self._store.release_lease(lease)
+
+    def _due(self, lease: Lease, stats: DeliveryStats) -> list[OutboxMessage]:
+        """Pending messages that may go now; expired ones are given up on the way."""
+        now = self._clock()
+        due: list[OutboxMessage] = []
+        expired: list[OutboxMessage] = []
+        waiting_runs: set[str] = set()
+        for message in self._store.pending_messages(lease.name.removeprefix("channel:")):
+            if now - message.created_at > self._max_age_s:
+                reason = f"not delivered within delivery.max_age (last error: {message.last_error or 'none'})"
+                expired.append(replace(message, status=FAILED, last_error=reason, finished_at=now))
+            elif message.run_key in waiting_runs or message.next_attempt_at > now:
+                waiting_runs.add(message.run_key)
+            else:
+                due.append(message)
+        if expired:
+            self._store.update_messages(lease, expired)
+            for message in expired:
+                log.error(
+                    "delivery: message %s to %s given up: %s", message.id, message.channel, message.last_error
+                )
+            stats.failed += len(expired)
+        return due
+
+    def _deliver_channel(
+        self, settings: ChannelSettings, lease: Lease, stats: DeliveryStats, deadline: float | None
+    ) -> None:
+        due = self._due(lease, stats)
+        budget = _Budget.load(
+            RATE_BUDGETS.get(settings.type, RateBudget(20, 60.0)), lease.data, self._clock()
+        )
+        if not due or budget.paused_until > self._clock():
+            return
+        if len(due) <= max(1, budget.remaining(self._clock())):
+            units = [[message] for message in due]
+        else:
+            units = pack(settings.type, due)
+        for unit in units:
+            if deadline is not None and self._clock() >= deadline:
+                return
+            wait = budget.wait_for_room(self._clock())
+            if wait > _MAX_INLINE_WAIT_S:
+                return  # the rest waits for the next tick, still in order
+            if wait > 0:
+                self._sleep(wait)
+            renewed = self._store.acquire_lease(lease.name, self._owner, CHANNEL_LEASE_S, self._clock())
+            if renewed is None or not self._send_unit(settings, renewed, budget, unit, stats):
+                return
+
+    def _send_unit(
+        self,
+        settings: ChannelSettings,
+        lease: Lease,
+        budget: _Budget,
+        unit: list[OutboxMessage],
+        stats: DeliveryStats,
+    ) -> bool:
+        """Send one message or digest; False when the channel should not be tried again this tick."""
+        channel = self._built.get(settings.name) or self._make_channel(settings)
+        self._built[settings.name] = channel
+        try:
+            channel.send(digest(settings.type, unit))
+        except DeliveryError as error:
+            return self._record_failure(lease, budget, unit, error, stats)
+        now = self._clock()
+        budget.sent_at.append(now)
+        done = [
+            replace(m, status=SENT, attempts=m.attempts + 1, finished_at=now, last_error="") for m in unit
+        ]
+        self._store.update_messages(replace(lease, data=budget.dump()), done)
+        stats.sent += len(unit)
+        stats.posts += 1
+        return True
+
+    def _record_failure(
+        self,
+        lease: Lease,
+        budget: _Budget,
+        unit: list[OutboxMessage],
+        error: DeliveryError,
+        stats: DeliveryStats,
+    ) -> bool:
+        now = self._clock()
+        reason = str(error)
+        if not error.retryable:
+            failed = [
+                replace(m, status=FAILED, attempts=m.attempts + 1, last_error=reason, finished_at=now)
+                for m in unit
+            ]
+            self._store.update_messages(replace(lease, data=budget.dump()), failed)
+            for message in failed:
+                log.error("delivery: message %s to %s given up: %s", message.id, message.channel, reason)
+            stats.failed += len(unit)
+            return True
+        if error.retry_after:
+            budget.paused_until = now + error.retry_after
+        waiting = [
+            replace(
+                m,
+                attempts=m.attempts + 1,
+                last_error=reason,
+                next_attempt_at=now + retry_delay(m.attempts + 1, error.retry_after, self._jitter()),
+            )
+            for m in unit
+        ]
+        self._store.update_messages(replace(lease, data=budget.dump()), waiting)
+        log.warning("delivery: %s will retry %d message(s): %s", error.channel, len(unit), reason)
+        return False

@@ -1,0 +1,75 @@
+"""diff(previous, current) -> events: the pure heart of a tick. No I/O, no clock."""
+
+from __future__ import annotations
+
+from .model import (
+    FINAL_EVENT_NAMES,
+    INIT,
+    RUNNING,
+    Event,
+    Run,
+    RunState,
+    Stage,
+    is_final,
+)
+
+
+def _event_type(subject: str, status: str) -> str:
+    if status == RUNNING:
+        return f"{subject}.started"
+    if is_final(status):
+        return f"{subject}.{FINAL_EVENT_NAMES[status]}"
+    return f"{subject}.changed"
+
+
+def _stage_order(stage: Stage) -> tuple[int, str]:
+    return (stage.step, stage.code)
+
+
+def diff(previous: RunState | None, current: Run) -> tuple[list[Event], RunState]:
+    """Compare a run with what was stored of it; return the new events and the state to store.
+
+    A run seen for the first time is compared with one whose status and stages were all `init`.
+    Events come in the contract's order: `run.started`, stage events by Step, then the run's
+    final (or `run.changed`) event. An event whose key was announced before is never produced
+    again, so flapping statuses or a repeated tick cannot announce anything twice.
+    """
+    previous_status = previous.status if previous else INIT
+    previous_stages = previous.stage_statuses if previous else {}
+    announced = set(previous.announced) if previous else set()
+    candidates: list[Event] = []
+
+    run_moved = current.status != previous_status
+    if run_moved and current.status == RUNNING:
+        candidates.append(Event("run.started", current.key, current.status, previous_status))
+
+    for stage in sorted(current.stages, key=_stage_order):
+        before = previous_stages.get(stage.key, INIT)
+        if stage.status != before:
+            event_type = _event_type("stage", stage.status)
+            candidates.append(Event(event_type, current.key, stage.status, before, stage))
+
+    if run_moved and current.status != RUNNING:
+        event_type = _event_type("run", current.status)
+        candidates.append(Event(event_type, current.key, current.status, previous_status))
+
+    events = []
+    for event in candidates:
+        if event.key not in announced:
+            announced.add(event.key)
+            events.append(event)
+
+    state = RunState(
+        project_id=current.project_id,
+        run_id=current.id,
+        status=current.status,
+        stage_statuses={stage.key: stage.status for stage in current.stages},
+        announced=frozenset(announced),
+        create_time_ms=_epoch_ms(current),
+        version=previous.version if previous else 0,
+    )
+    return events, state
+
+
+def _epoch_ms(run: Run) -> int | None:
+    return int(run.create_time.timestamp() * 1000) if run.create_time else None

@@ -1,0 +1,76 @@
+"""Logging as one JSON object per line (FC ships stderr to SLS), with secrets masked on the way out."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from typing import TextIO
+
+_CONTEXT_FIELDS = ("run_id", "project_id", "request_id", "status", "channel")
+_secrets: set[str] = set()
+
+
+def register_secrets(values: Iterable[str]) -> None:
+    """Values that must never reach a log line, whatever code tries to print them."""
+    _secrets.update(value for value in values if value and len(value) >= 4)
+
+
+def mask(text: str) -> str:
+    """`text` with every registered secret replaced by `***`."""
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: time, level, logger, message and the context fields given as `extra`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, tz=timezone.utc).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": mask(record.getMessage()),
+        }
+        for name in _CONTEXT_FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                entry[name] = value
+        if record.exc_info and record.exc_info[0] is not None:
+            entry["error"] = mask(f"{record.exc_info[0].__name__}: {record.exc_info[1]}")
+        return json.dumps(entry, ensure_ascii=False)
+
+
+class _ContextFilter(logging.Filter):
+    def __init__(self, fields: dict[str, object]) -> None:
+        super().__init__()
+        self.fields = fields
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for name, value in self.fields.items():
+            if getattr(record, name, None) is None:
+                setattr(record, name, value)
+        return True
+
+
+def setup(level: str = "INFO", stream: TextIO | None = None, **context: object) -> None:
+    """Send dwnotify's logs as JSON lines to `stream` (stderr); quiet the HTTP libraries."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(_ContextFilter(dict(context)))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if getattr(old, "_dwnotify", False):
+            root.removeHandler(old)
+    handler._dwnotify = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level)
+    # httpx logs every request URL at INFO, and webhook URLs carry access tokens.
+    for noisy in ("httpx", "httpcore", "aliyunsdkcore", "urllib3", "tablestore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,158 @@
+"""Domain objects: runs, stages, statuses and events. Plain frozen dataclasses, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+INIT = "init"
+RUNNING = "running"
+SUCCESS = "success"
+FAIL = "fail"
+TERMINATED = "terminated"
+CANCELED = "canceled"
+
+FINAL_STATUSES = frozenset({SUCCESS, FAIL, TERMINATED, CANCELED})
+
+_STATUS_ALIASES = {
+    "init": INIT,
+    "running": RUNNING,
+    "success": SUCCESS,
+    "fail": FAIL,
+    "terminated": TERMINATED,
+    "termination": TERMINATED,
+    "canceled": CANCELED,
+    "cancel": CANCELED,
+    "cancelled": CANCELED,
+}
+
+# The event type suffix for each final status: run.succeeded, stage.failed, ...
+FINAL_EVENT_NAMES = {
+    SUCCESS: "succeeded",
+    FAIL: "failed",
+    TERMINATED: "terminated",
+    CANCELED: "canceled",
+}
+
+EVENT_TYPES = (
+    "run.started",
+    "run.succeeded",
+    "run.failed",
+    "run.terminated",
+    "run.canceled",
+    "run.changed",
+    "stage.started",
+    "stage.succeeded",
+    "stage.failed",
+    "stage.terminated",
+    "stage.canceled",
+    "stage.changed",
+)
+
+
+def normalize_status(raw: object) -> str:
+    """Map any spelling of a status (`Success`, `SUCCESS`, `Termination`, ...) to its normal form.
+
+    An unknown status is kept as it came (stripped), never dropped; a missing one is `init`.
+    """
+    if raw is None:
+        return INIT
+    text = str(raw).strip()
+    if not text:
+        return INIT
+    return _STATUS_ALIASES.get(text.lower(), text)
+
+
+def is_final(status: str) -> bool:
+    """True for the statuses after which a run or stage no longer changes."""
+    return status in FINAL_STATUSES
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a pipeline run (package build, check, deploy, ...)."""
+
+    code: str
+    step: int
+    type: str
+    name: str
+    description: str
+    status: str
+    message: str
+    detail: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def key(self) -> str:
+        """Identity of the stage within its run: its Code, else its Step."""
+        return self.code or f"step-{self.step}"
+
+
+@dataclass(frozen=True)
+class Run:
+    """A deployment pipeline run as the DataWorks API reports it, normalized."""
+
+    id: str
+    project_id: int
+    status: str
+    creator: str = ""
+    description: str = ""
+    message: str = ""
+    create_time: datetime | None = None
+    modify_time: datetime | None = None
+    stages: tuple[Stage, ...] = ()
+
+    @property
+    def key(self) -> str:
+        """Identity of the run across workspaces."""
+        return run_key(self.project_id, self.id)
+
+    @property
+    def final(self) -> bool:
+        """True once the run has reached a final status."""
+        return is_final(self.status)
+
+
+def run_key(project_id: int, run_id: str) -> str:
+    """The state-store key of a run."""
+    return f"{project_id}/{run_id}"
+
+
+@dataclass(frozen=True)
+class Event:
+    """A change worth announcing: one run or stage moving to a new status."""
+
+    type: str
+    run_key: str
+    status: str
+    previous: str | None
+    stage: Stage | None = None
+
+    @property
+    def key(self) -> str:
+        """Identity used to announce the event once: subject and the status it moved to."""
+        subject = f"stage:{self.stage.key}" if self.stage is not None else "run"
+        return f"{subject}:{self.status}"
+
+
+@dataclass(frozen=True)
+class RunState:
+    """What the state store remembers of a run between ticks."""
+
+    project_id: int
+    run_id: str
+    status: str
+    stage_statuses: dict[str, str]
+    announced: frozenset[str]
+    create_time_ms: int | None = None
+    version: int = 0
+
+    @property
+    def key(self) -> str:
+        """Identity of the run across workspaces."""
+        return run_key(self.project_id, self.run_id)
+
+    @property
+    def final(self) -> bool:
+        """True once the run and every stage are settled: it need not be polled again."""
+        return is_final(self.status)

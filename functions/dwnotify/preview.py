@@ -1,0 +1,73 @@
+"""`dwnotify render`: the messages a run would produce, from saved API responses, sending nothing."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .dataworks import parse_run
+from .diff import diff
+from .errors import ConfigError
+from .model import Run
+from .rules import route
+from .settings import DEFAULT_CONSOLE_URL, ProjectSettings, RuleSettings, Settings
+from .tick import console_url
+
+
+def read_run(path: Path) -> Run:
+    """A run from a JSON file holding a GetPipelineRun response or its `Pipeline` object."""
+    try:
+        data: Any = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ConfigError([f"{path}: not a readable JSON file ({error})"]) from None
+    if isinstance(data, dict):
+        data = data.get("Pipeline") or data.get("Deployment") or data
+    if not isinstance(data, dict) or "Id" not in data:
+        raise ConfigError([f"{path}: no pipeline run (an object with Id, Status, Stages) found"])
+    return parse_run(data)
+
+
+def render_preview(
+    run_path: Path,
+    previous_path: Path | None,
+    settings: Settings | None,
+    channel_name: str | None,
+    channel_type: str | None,
+    template: str | None,
+) -> list[tuple[str, str]]:
+    """(channel label, message text) for every message the run's events would produce."""
+    from .render import MessageContext, Renderer, builtin_templates_dir
+
+    run = read_run(run_path)
+    previous = diff(None, read_run(previous_path))[1] if previous_path else None
+    events, _ = diff(previous, run)
+    if not events:
+        return []
+    now = datetime.now(timezone.utc)
+    if settings is None:
+        assert channel_type is not None
+        project = ProjectSettings(run.project_id, None, "cn-shanghai", "")
+        rule = RuleSettings(
+            name="render", events=("*",), channels=(channel_type,), template=template or "default"
+        )
+        targets = [(channel_type, channel_type, rule, tuple(events))]
+        renderer = Renderer(None, builtin_templates_dir())
+        link = console_url(DEFAULT_CONSOLE_URL, project, run.id)
+    else:
+        project = settings.dataworks.project(run.project_id)
+        routes = route(events, run.project_id, settings.rules)
+        targets = [
+            (r.channel, settings.channels[r.channel].type, r.rule, r.events)
+            for r in routes
+            if channel_name is None or r.channel == channel_name
+        ]
+        renderer = Renderer(settings.templates, builtin_templates_dir())
+        link = console_url(settings.dataworks.console_url, project, run.id)
+    output = []
+    for name, kind, rule, chosen in targets:
+        context = MessageContext(run, chosen, project, rule.name, name, kind, link, now)
+        rendered = renderer.render(kind, template or rule.template, context)
+        output.append((f"{name} ({kind}, rule {rule.name})", rendered.text))
+    return output

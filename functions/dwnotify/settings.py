@@ -1,0 +1,148 @@
+"""Validated, frozen settings: what `config.load()` turns the YAML file into."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+DEFAULT_CONSOLE_URL = "https://dataworks.data.aliyun.com/{region}/datastudio?defaultProjectId={project_id}"
+
+# Keys each channel type accepts besides `type`; the loader rejects any other.
+CHANNEL_KEYS: Mapping[str, frozenset[str]] = {
+    "dingtalk": frozenset({"url", "secret", "keyword", "at_mobiles", "at_user_ids", "at_all"}),
+    "slack": frozenset({"url"}),
+}
+
+
+class Secret:
+    """A value that never prints itself: `repr`, `str` and f-strings show `***`."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The real value, for the one place that must send it."""
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __str__(self) -> str:
+        return "***"
+
+
+@dataclass(frozen=True)
+class ProjectSettings:
+    """One watched DataWorks workspace."""
+
+    id: int
+    name: str | None
+    region: str
+    endpoint: str
+
+    @property
+    def label(self) -> str:
+        """How messages name the workspace: its name, else its id."""
+        return self.name or str(self.id)
+
+
+@dataclass(frozen=True)
+class TrackedRun:
+    """A run named in `dataworks.runs`, polled with GetPipelineRun until it is final."""
+
+    project: int
+    id: str
+
+
+@dataclass(frozen=True)
+class DataWorksSettings:
+    """Where and how to call the DataWorks OpenAPI."""
+
+    region: str
+    endpoint: str
+    protocol: str
+    projects: tuple[ProjectSettings, ...]
+    runs: tuple[TrackedRun, ...] = ()
+    lookback: timedelta = timedelta(hours=1)
+    max_qps: float = 5.0
+    max_attempts: int = 4
+    timeout: timedelta = timedelta(seconds=10)
+    console_url: str = DEFAULT_CONSOLE_URL
+
+    def project(self, project_id: int) -> ProjectSettings:
+        """The settings of a watched workspace, or defaults for one only named in `runs`."""
+        for project in self.projects:
+            if project.id == project_id:
+                return project
+        return ProjectSettings(id=project_id, name=None, region=self.region, endpoint=self.endpoint)
+
+
+@dataclass(frozen=True)
+class StateSettings:
+    """Where the state (run statuses, outbox, leases) is kept."""
+
+    backend: str = "sqlite"
+    path: Path = Path(".dwnotify/state.db")
+    endpoint: str | None = None
+    instance: str | None = None
+    table: str = "dwnotify"
+    retention: timedelta = timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class ChannelSettings:
+    """One chat destination (a DingTalk robot, a Slack incoming webhook, ...)."""
+
+    name: str
+    type: str
+    url: Secret
+    secret: Secret | None = None
+    keyword: str | None = None
+    at_mobiles: tuple[str, ...] = ()
+    at_user_ids: tuple[str, ...] = ()
+    at_all: bool = False
+
+
+@dataclass(frozen=True)
+class RuleSettings:
+    """Which events go to which channels, rendered with which template."""
+
+    name: str
+    events: tuple[str, ...]
+    channels: tuple[str, ...]
+    projects: tuple[int, ...] | None = None
+    template: str = "default"
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    """How long and how hard to try delivering a message."""
+
+    max_age: timedelta = timedelta(hours=24)
+    timeout: timedelta = timedelta(seconds=10)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole validated configuration."""
+
+    dataworks: DataWorksSettings
+    state: StateSettings
+    channels: Mapping[str, ChannelSettings]
+    rules: tuple[RuleSettings, ...]
+    templates: Path | None = None
+    delivery: DeliverySettings = field(default_factory=DeliverySettings)
+    source: Path | None = None

@@ -1,0 +1,135 @@
+"""The StateStore Protocol and the records it keeps. Every backend passes one shared test suite.
+
+A store keeps four kinds of record:
+- run states: the last seen statuses of each run and the keys of the events already announced;
+- project cursors: per workspace, the run count at the last listing and the runs still moving;
+- the outbox: rendered messages waiting for (or done with) delivery, ordered per channel;
+- leases: short-lived claims (the tick's discovery lease, one per channel being delivered to),
+  each with a small JSON payload (a channel's rate budget).
+
+Concurrency rules every backend keeps: `commit` is atomic and applies only while the caller still
+holds the tick lease; run states are compare-and-set on their version; a lease is taken only when it
+is free or expired, so a killed tick's claims come back after their TTL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..model import RunState
+
+PENDING = "pending"
+SENT = "sent"
+FAILED = "failed"
+
+TICK_LEASE = "tick"
+
+
+@dataclass(frozen=True)
+class ProjectCursor:
+    """Where discovery stood in one workspace after the last tick."""
+
+    project_id: int
+    total_count: int
+    listed_at: float
+    active_run_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    """A rendered message for one channel, and how its delivery stands."""
+
+    id: str
+    channel: str
+    run_key: str
+    rule: str
+    seq: int
+    title: str
+    text: str
+    created_at: float
+    blocks_json: str | None = None
+    event_types: tuple[str, ...] = ()
+    status: str = PENDING
+    attempts: int = 0
+    next_attempt_at: float = 0.0
+    last_error: str = ""
+    finished_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A claim on a name (the tick, or one channel) held by one owner until `expires_at`."""
+
+    name: str
+    owner: str
+    expires_at: float
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    """What `dwnotify status` lists."""
+
+    runs: tuple[RunState, ...]
+    messages: tuple[OutboxMessage, ...]
+
+
+class StateStore(Protocol):
+    """Durable state shared by every tick, wherever it runs."""
+
+    def load_runs(self, keys: Collection[str]) -> dict[str, RunState]:
+        """The stored states of these runs (absent keys are simply missing from the result)."""
+        ...
+
+    def load_cursors(self, project_ids: Collection[int]) -> dict[int, ProjectCursor]:
+        """The stored cursors of these workspaces."""
+        ...
+
+    def acquire_lease(self, name: str, owner: str, ttl_s: float, now: float) -> Lease | None:
+        """Take or renew the lease `name` for `owner`; None while another owner holds it."""
+        ...
+
+    def release_lease(self, lease: Lease) -> None:
+        """Give the lease back (only if still held by its owner), keeping its data."""
+        ...
+
+    def commit(
+        self,
+        lease: Lease,
+        runs: Sequence[RunState],
+        cursors: Sequence[ProjectCursor],
+        messages: Sequence[OutboxMessage],
+        now: float,
+    ) -> None:
+        """Atomically store run states (compare-and-set on `version`), cursors and new messages.
+
+        Raises ConflictError, writing nothing, when `lease` is no longer held by its owner or a
+        run's stored version differs from the one given. Messages whose id exists are left as
+        they are.
+        """
+        ...
+
+    def channels_with_pending(self, now: float) -> list[str]:
+        """Names of the channels that have pending messages."""
+        ...
+
+    def pending_messages(self, channel: str) -> list[OutboxMessage]:
+        """A channel's pending messages in delivery order."""
+        ...
+
+    def update_messages(self, lease: Lease, messages: Sequence[OutboxMessage]) -> None:
+        """Store messages' new delivery status and `lease.data` (the channel's rate budget) at once.
+
+        Raises ConflictError, writing nothing, when `lease` is no longer held by its owner.
+        """
+        ...
+
+    def report(self, limit: int = 200) -> StatusReport:
+        """Tracked runs still moving, and pending or failed messages, for `dwnotify status`."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...

@@ -1,0 +1,309 @@
+"""The embedded SQLite state store: WAL journal, `BEGIN IMMEDIATE` for every write that must not race."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConflictError, StateError
+from ..model import RunState, run_key
+from .base import (
+    FAILED,
+    PENDING,
+    Lease,
+    OutboxMessage,
+    ProjectCursor,
+    StatusReport,
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    key TEXT PRIMARY KEY,
+    project_id INTEGER NOT NULL,
+    run_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    final INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cursors (
+    project_id INTEGER PRIMARY KEY,
+    data TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY,
+    owner TEXT,
+    expires_at REAL NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id TEXT PRIMARY KEY,
+    channel TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    next_attempt_at REAL NOT NULL,
+    created_at REAL NOT NULL,
+    finished_at REAL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_by_channel ON outbox (status, channel, seq);
+"""
+
+_MESSAGE_FIELDS = ("run_key", "rule", "title", "text", "blocks_json", "event_types", "attempts", "last_error")
+
+
+def _run_data(state: RunState) -> str:
+    return json.dumps(
+        {
+            "stages": state.stage_statuses,
+            "announced": sorted(state.announced),
+            "create_time_ms": state.create_time_ms,
+        },
+        ensure_ascii=False,
+    )
+
+
+def _run_from_row(row: sqlite3.Row) -> RunState:
+    data = json.loads(row["data"])
+    return RunState(
+        project_id=row["project_id"],
+        run_id=row["run_id"],
+        status=row["status"],
+        stage_statuses=dict(data["stages"]),
+        announced=frozenset(data["announced"]),
+        create_time_ms=data.get("create_time_ms"),
+        version=row["version"],
+    )
+
+
+def _message_from_row(row: sqlite3.Row) -> OutboxMessage:
+    data = json.loads(row["data"])
+    data["event_types"] = tuple(data.get("event_types", ()))
+    return OutboxMessage(
+        id=row["id"],
+        channel=row["channel"],
+        seq=row["seq"],
+        status=row["status"],
+        next_attempt_at=row["next_attempt_at"],
+        created_at=row["created_at"],
+        finished_at=row["finished_at"],
+        **data,
+    )
+
+
+def _message_row(message: OutboxMessage) -> dict[str, Any]:
+    data = {name: getattr(message, name) for name in _MESSAGE_FIELDS}
+    data["event_types"] = list(message.event_types)
+    return {
+        "id": message.id,
+        "channel": message.channel,
+        "seq": message.seq,
+        "status": message.status,
+        "next_attempt_at": message.next_attempt_at,
+        "created_at": message.created_at,
+        "finished_at": message.finished_at,
+        "data": json.dumps(data, ensure_ascii=False),
+    }
+
+
+class SqliteStateStore:
+    """StateStore on one SQLite file; safe for several processes at once."""
+
+    def __init__(self, path: Path, retention_s: float = 30 * 86400) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._retention_s = retention_s
+        self.round_trips = 0
+        try:
+            self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as error:
+            raise StateError(f"cannot open the SQLite state at {path}: {error}") from None
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction: the write lock is taken before anything is read."""
+        self.round_trips += 1
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as error:
+            raise StateError(f"cannot lock the SQLite state: {error}") from None
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        self.round_trips += 1
+        try:
+            return self._db.execute(sql, params).fetchall()
+        except sqlite3.Error as error:
+            raise StateError(f"SQLite read failed: {error}") from None
+
+    def load_runs(self, keys: Collection[str]) -> dict[str, RunState]:
+        """The stored states of these runs."""
+        found: dict[str, RunState] = {}
+        keys = list(keys)
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self._read(f"SELECT * FROM runs WHERE key IN ({marks})", chunk):  # noqa: S608
+                found[row["key"]] = _run_from_row(row)
+        return found
+
+    def load_cursors(self, project_ids: Collection[int]) -> dict[int, ProjectCursor]:
+        """The stored cursors of these workspaces."""
+        ids = list(project_ids)
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = self._read(f"SELECT * FROM cursors WHERE project_id IN ({marks})", ids)  # noqa: S608
+        cursors = {}
+        for row in rows:
+            data = json.loads(row["data"])
+            cursors[row["project_id"]] = ProjectCursor(
+                project_id=row["project_id"],
+                total_count=data["total_count"],
+                listed_at=data["listed_at"],
+                active_run_ids=tuple(data["active_run_ids"]),
+            )
+        return cursors
+
+    def acquire_lease(self, name: str, owner: str, ttl_s: float, now: float) -> Lease | None:
+        """Take or renew a lease when it is free, expired or already ours."""
+        with self._write() as db:
+            row = db.execute("SELECT * FROM leases WHERE name = ?", (name,)).fetchone()
+            if row is not None and row["owner"] not in (None, owner) and row["expires_at"] > now:
+                return None
+            data = json.loads(row["data"]) if row is not None else {}
+            db.execute(
+                "INSERT INTO leases (name, owner, expires_at, data) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at",
+                (name, owner, now + ttl_s, json.dumps(data)),
+            )
+        return Lease(name=name, owner=owner, expires_at=now + ttl_s, data=data)
+
+    def release_lease(self, lease: Lease) -> None:
+        """Free the lease if still ours, keeping its data for the next holder."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE leases SET owner = NULL, expires_at = 0, data = ? WHERE name = ? AND owner = ?",
+                (json.dumps(lease.data), lease.name, lease.owner),
+            )
+
+    @staticmethod
+    def _check_lease(db: sqlite3.Connection, lease: Lease, now: float | None = None) -> None:
+        row = db.execute("SELECT owner, expires_at FROM leases WHERE name = ?", (lease.name,)).fetchone()
+        expired = now is not None and row is not None and row["expires_at"] <= now
+        if row is None or row["owner"] != lease.owner or expired:
+            raise ConflictError(f"the {lease.name} lease is no longer held by this tick")
+
+    def commit(
+        self,
+        lease: Lease,
+        runs: Sequence[RunState],
+        cursors: Sequence[ProjectCursor],
+        messages: Sequence[OutboxMessage],
+        now: float,
+    ) -> None:
+        """Store run states, cursors and new messages in one transaction."""
+        with self._write() as db:
+            self._check_lease(db, lease, now)
+            for state in runs:
+                self._put_run(db, state, now)
+            for cursor in cursors:
+                data = {
+                    "total_count": cursor.total_count,
+                    "listed_at": cursor.listed_at,
+                    "active_run_ids": list(cursor.active_run_ids),
+                }
+                db.execute(
+                    "INSERT OR REPLACE INTO cursors (project_id, data) VALUES (?, ?)",
+                    (cursor.project_id, json.dumps(data)),
+                )
+            for message in messages:
+                db.execute(
+                    "INSERT OR IGNORE INTO outbox (id, channel, seq, status, next_attempt_at, created_at, "
+                    "finished_at, data) VALUES (:id, :channel, :seq, :status, :next_attempt_at, "
+                    ":created_at, :finished_at, :data)",
+                    _message_row(message),
+                )
+            self._prune(db, now)
+
+    @staticmethod
+    def _put_run(db: sqlite3.Connection, state: RunState, now: float) -> None:
+        key = run_key(state.project_id, state.run_id)
+        row = db.execute("SELECT version FROM runs WHERE key = ?", (key,)).fetchone()
+        stored = row["version"] if row is not None else 0
+        if stored != state.version:
+            raise ConflictError(f"run {key} changed since it was read (version {stored})")
+        db.execute(
+            "INSERT OR REPLACE INTO runs (key, project_id, run_id, status, final, data, version, "
+            "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                key,
+                state.project_id,
+                state.run_id,
+                state.status,
+                int(state.final),
+                _run_data(state),
+                state.version + 1,
+                now,
+            ),
+        )
+
+    def _prune(self, db: sqlite3.Connection, now: float) -> None:
+        cutoff = now - self._retention_s
+        db.execute("DELETE FROM outbox WHERE status != ? AND finished_at < ?", (PENDING, cutoff))
+        db.execute("DELETE FROM runs WHERE final = 1 AND updated_at < ?", (cutoff,))
+
+    def channels_with_pending(self, now: float) -> list[str]:
+        """Channels that have pending messages."""
+        rows = self._read("SELECT DISTINCT channel FROM outbox WHERE status = ?", (PENDING,))
+        return sorted(row["channel"] for row in rows)
+
+    def pending_messages(self, channel: str) -> list[OutboxMessage]:
+        """A channel's pending messages in delivery order."""
+        rows = self._read(
+            "SELECT * FROM outbox WHERE status = ? AND channel = ? ORDER BY seq, id", (PENDING, channel)
+        )
+        return [_message_from_row(row) for row in rows]
+
+    def update_messages(self, lease: Lease, messages: Sequence[OutboxMessage]) -> None:
+        """Store messages' delivery status and the channel lease's data, if the lease is ours."""
+        with self._write() as db:
+            self._check_lease(db, lease)
+            db.executemany(
+                "UPDATE outbox SET status = :status, next_attempt_at = :next_attempt_at, "
+                "finished_at = :finished_at, data = :data WHERE id = :id",
+                [_message_row(message) for message in messages],
+            )
+            db.execute(
+                "UPDATE leases SET data = ? WHERE name = ? AND owner = ?",
+                (json.dumps(lease.data), lease.name, lease.owner),
+            )
+
+    def report(self, limit: int = 200) -> StatusReport:
+        """Runs still moving and messages pending or failed."""
+        runs = [
+            _run_from_row(row)
+            for row in self._read("SELECT * FROM runs WHERE final = 0 ORDER BY key LIMIT ?", (limit,))
+        ]
+        rows = self._read(
+            "SELECT * FROM outbox WHERE status IN (?, ?) ORDER BY channel, seq LIMIT ?",
+            (PENDING, FAILED, limit),
+        )
+        return StatusReport(runs=tuple(runs), messages=tuple(_message_from_row(row) for row in rows))
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()

@@ -1,0 +1,248 @@
+"""One tick: discover -> diff -> route -> render -> commit (state and outbox at once) -> deliver."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from .diff import diff
+from .discovery import Discoverer, Observation, RunSource
+from .errors import ConflictError
+from .model import Event, Run, RunState
+from .rules import Route, route
+from .settings import ProjectSettings, Settings
+from .state.base import TICK_LEASE, OutboxMessage, StateStore
+
+if TYPE_CHECKING:
+    from .channels.base import Channel
+    from .render import Renderer
+    from .settings import ChannelSettings
+
+log = logging.getLogger(__name__)
+
+# Long enough for a slow tick; short enough that a killed tick's claim comes back within two minutes.
+TICK_LEASE_S = 90.0
+
+
+@dataclass
+class TickSummary:
+    """The one line of JSON a tick prints (and the FC handler returns)."""
+
+    runs_checked: int = 0
+    events: int = 0
+    messages_sent: int = 0
+    messages_failed: int = 0
+    messages_pending: int = 0
+    api_calls: int = 0
+    duration_ms: int = 0
+    messages_queued: int = 0
+    chat_posts: int = 0
+    discovery_skipped: bool = False
+    errors: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        """The summary as one line of JSON."""
+        return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
+
+
+def console_url(pattern: str, project: ProjectSettings, run_id: str) -> str:
+    """The DataWorks console link for a run (no documented URL opens one run: the workspace's)."""
+    return pattern.format(region=project.region, project_id=project.id, run_id=run_id)
+
+
+def message_id(run_key: str, rule: str, channel: str, events: Sequence[Event]) -> str:
+    """A stable id: the same events routed the same way always make the same outbox row."""
+    material = "|".join([run_key, rule, channel, *(event.key for event in events)])
+    return hashlib.sha256(material.encode("utf-8")).hexdigest()[:32]
+
+
+def _changed(previous: RunState | None, state: RunState) -> bool:
+    if previous is None:
+        return True
+    return (
+        previous.status != state.status
+        or previous.stage_statuses != state.stage_statuses
+        or previous.announced != state.announced
+    )
+
+
+class Notifier:
+    """Holds what outlives one tick (clients, renderer, store) so warm FC invocations reuse it."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        source: RunSource,
+        store: StateStore,
+        make_channel: Callable[[ChannelSettings], Channel] | None = None,
+        renderer: Renderer | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        api_calls: Callable[[], int] = lambda: 0,
+    ) -> None:
+        self.settings = settings
+        self._source = source
+        self._store = store
+        self._make_channel = make_channel
+        self._renderer = renderer
+        self._clock = clock
+        self._sleep = sleep
+        self._api_calls = api_calls
+
+    @property
+    def renderer(self) -> Renderer:
+        """The template renderer, built (and Jinja2 imported) on first use."""
+        if self._renderer is None:
+            from .render import Renderer, builtin_templates_dir
+
+            self._renderer = Renderer(self.settings.templates, builtin_templates_dir())
+        return self._renderer
+
+    def tick(self, *, deadline: float | None = None, dry_run: bool = False) -> TickSummary:
+        """Run one tick; `deadline` (epoch seconds) stops new work so the next tick can take it."""
+        started = self._clock()
+        calls_before = self._api_calls()
+        owner = uuid.uuid4().hex
+        summary = TickSummary()
+        lease = self._store.acquire_lease(TICK_LEASE, owner, TICK_LEASE_S, started)
+        if lease is None:
+            summary.discovery_skipped = True
+            log.info("tick: another tick is discovering; only delivering")
+        else:
+            try:
+                self._discover_and_commit(lease.owner, summary, dry_run)
+            finally:
+                self._store.release_lease(lease)
+        if not dry_run:
+            self._deliver(owner, summary, deadline)
+        summary.api_calls = self._api_calls() - calls_before
+        summary.duration_ms = int((self._clock() - started) * 1000)
+        return summary
+
+    def _discover_and_commit(self, owner: str, summary: TickSummary, dry_run: bool) -> None:
+        now = self._clock()
+        ids = [project.id for project in self.settings.dataworks.projects]
+        cursors = self._store.load_cursors(ids)
+        found = Discoverer(self.settings.dataworks, self._source, self._store).discover(cursors, now)
+        summary.errors.extend(found.errors)
+        summary.runs_checked = len(found.observations)
+        states: list[RunState] = []
+        messages: list[OutboxMessage] = []
+        for observation in found.observations:
+            events, state = diff(observation.previous, observation.run)
+            if _changed(observation.previous, state):
+                states.append(state)
+            if observation.silent or not events:
+                continue
+            summary.events += len(events)
+            self._log_events(observation, events)
+            routes = route(events, observation.run.project_id, self.settings.rules)
+            messages.extend(self._render(observation.run, routes, now, len(messages)))
+        summary.messages_queued = len(messages)
+        if dry_run:
+            for message in messages:
+                log.info("dry run: would send to %s: %s", message.channel, message.title)
+            return
+        lease = self._store.acquire_lease(TICK_LEASE, owner, TICK_LEASE_S, self._clock())
+        if lease is None:
+            summary.errors.append("another tick took over before this one could commit")
+            return
+        try:
+            self._store.commit(lease, states, found.cursors, messages, self._clock())
+        except ConflictError as error:
+            log.warning("tick: nothing committed, another tick got there first: %s", error)
+            summary.errors.append(str(error))
+
+    @staticmethod
+    def _log_events(observation: Observation, events: Sequence[Event]) -> None:
+        run = observation.run
+        for event in events:
+            log.info(
+                "event %s",
+                event.type,
+                extra={"run_id": run.id, "project_id": run.project_id, "status": event.status},
+            )
+
+    def _render(self, run: Run, routes: Sequence[Route], now: float, offset: int) -> list[OutboxMessage]:
+        from .render import MessageContext
+
+        project = self.settings.dataworks.project(run.project_id)
+        link = console_url(self.settings.dataworks.console_url, project, run.id)
+        messages = []
+        for index, item in enumerate(routes, start=offset):
+            channel = self.settings.channels[item.channel]
+            context = MessageContext(
+                run=run,
+                events=item.events,
+                project=project,
+                rule_name=item.rule.name,
+                channel_name=channel.name,
+                channel_type=channel.type,
+                console_url=link,
+                now=datetime.fromtimestamp(now, tz=timezone.utc),
+            )
+            rendered = self.renderer.render(channel.type, item.rule.template, context)
+            blocks = json.dumps(list(rendered.blocks), ensure_ascii=False) if rendered.blocks else None
+            messages.append(
+                OutboxMessage(
+                    id=message_id(run.key, item.rule.name, item.channel, item.events),
+                    channel=item.channel,
+                    run_key=run.key,
+                    rule=item.rule.name,
+                    seq=int(now * 1000) * 1000 + index,
+                    title=rendered.title,
+                    text=rendered.text,
+                    created_at=now,
+                    blocks_json=blocks,
+                    event_types=tuple(event.type for event in item.events),
+                )
+            )
+        return messages
+
+    def _deliver(self, owner: str, summary: TickSummary, deadline: float | None) -> None:
+        channels = self._store.channels_with_pending(self._clock())
+        if channels:
+            from .delivery import Deliverer
+
+            deliverer = Deliverer(
+                self._store,
+                self.settings.channels,
+                self._channel_factory(),
+                owner=owner,
+                clock=self._clock,
+                sleep=self._sleep,
+                max_age_s=self.settings.delivery.max_age.total_seconds(),
+            )
+            stats = deliverer.deliver(deadline)
+            summary.messages_sent = stats.sent
+            summary.messages_failed = stats.failed
+            summary.chat_posts = stats.posts
+        summary.messages_pending = sum(
+            len(self._store.pending_messages(name))
+            for name in self._store.channels_with_pending(self._clock())
+        )
+
+    def _channel_factory(self) -> Callable[[ChannelSettings], Channel]:
+        if self._make_channel is None:
+            import httpx
+
+            from .channels import build_channel
+
+            client = httpx.Client(timeout=self.settings.delivery.timeout.total_seconds())
+            timeout_s = self.settings.delivery.timeout.total_seconds()
+            clock = self._clock
+            self._make_channel = lambda settings: build_channel(settings, client, timeout_s, clock)
+        return self._make_channel
+
+
+def summary_dict(summary: TickSummary) -> dict[str, Any]:
+    """The summary as a plain dict (what the FC handler returns)."""
+    return asdict(summary)

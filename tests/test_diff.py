@@ -1,0 +1,182 @@
+"""diff(previous, current): table-driven cases and properties over any sequence of snapshots."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dwnotify.diff import diff
+from dwnotify.model import FINAL_EVENT_NAMES, FINAL_STATUSES, Run, RunState, Stage, normalize_status
+
+
+def stage(code: str, step: int, status: str, message: str = "") -> Stage:
+    return Stage(code, step, "Deploy", f"stage {code}", "", status, message)
+
+
+def run(status: str, *stages: Stage, run_id: str = "r1") -> Run:
+    return Run(id=run_id, project_id=10000, status=status, stages=tuple(stages))
+
+
+def types(events: list) -> list[str]:  # type: ignore[type-arg]
+    return [event.type for event in events]
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "expected"),
+    [
+        (None, run("running", stage("A", 1, "running")), ["run.started", "stage.started"]),
+        (None, run("running", stage("A", 1, "success")), ["run.started", "stage.succeeded"]),
+        (
+            None,
+            run("success", stage("A", 1, "success"), stage("B", 2, "success")),
+            ["stage.succeeded", "stage.succeeded", "run.succeeded"],
+        ),
+        (None, run("init", stage("A", 1, "init")), []),
+        (run("running", stage("A", 1, "running")), run("running", stage("A", 1, "running")), []),
+        (
+            run("running", stage("A", 1, "running"), stage("B", 2, "init")),
+            run("fail", stage("A", 1, "success"), stage("B", 2, "fail")),
+            ["stage.succeeded", "stage.failed", "run.failed"],
+        ),
+        (run("running"), run("terminated"), ["run.terminated"]),
+        (run("running"), run("canceled"), ["run.canceled"]),
+        (
+            run("running", stage("A", 1, "running")),
+            run("running", stage("A", 1, "terminated")),
+            ["stage.terminated"],
+        ),
+        (
+            run("running", stage("A", 1, "running")),
+            run("running", stage("A", 1, "canceled")),
+            ["stage.canceled"],
+        ),
+        (run("running"), run("Paused"), ["run.changed"]),
+        (
+            run("running", stage("A", 1, "running")),
+            run("running", stage("A", 1, "Waiting")),
+            ["stage.changed"],
+        ),
+        (run("running", stage("A", 1, "running")), run("running", stage("A", 1, "init")), ["stage.changed"]),
+    ],
+)
+def test_event_types(before: Run | None, after: Run, expected: list[str]) -> None:
+    previous = diff(None, before)[1] if before is not None else None
+    events, _ = diff(previous, after)
+    assert types(events) == expected
+
+
+def test_stage_events_follow_step_order_not_list_order() -> None:
+    current = run(
+        "success", stage("LATE", 3, "success"), stage("EARLY", 1, "success"), stage("MID", 2, "fail")
+    )
+    events, _ = diff(None, current)
+    assert [event.stage.code for event in events if event.stage] == ["EARLY", "MID", "LATE"]
+    assert events[-1].type == "run.succeeded"
+
+
+def test_flapping_status_is_announced_once() -> None:
+    first, state = diff(None, run("running", stage("A", 1, "success")))
+    assert types(first) == ["run.started", "stage.succeeded"]
+    # A stale read shows the stage running again, then succeeded again.
+    _, state = diff(state, run("running", stage("A", 1, "running")))
+    again, state = diff(state, run("running", stage("A", 1, "success")))
+    assert again == []
+
+
+def test_unknown_status_is_carried_through() -> None:
+    events, state = diff(
+        None, run(normalize_status("Suspended"), stage("A", 1, normalize_status("WAIT_APPROVAL")))
+    )
+    assert [(e.type, e.status) for e in events] == [
+        ("stage.changed", "WAIT_APPROVAL"),
+        ("run.changed", "Suspended"),
+    ]
+    assert state.stage_statuses == {"A": "WAIT_APPROVAL"}
+
+
+def test_previous_status_is_reported() -> None:
+    _, state = diff(None, run("running", stage("A", 1, "running")))
+    events, _ = diff(state, run("fail", stage("A", 1, "fail", "boom")))
+    assert [(e.type, e.previous) for e in events] == [("stage.failed", "running"), ("run.failed", "running")]
+    assert events[0].stage is not None and events[0].stage.message == "boom"
+
+
+def test_state_keeps_the_stored_version() -> None:
+    _, state = diff(None, run("running"))
+    stored = replace(state, version=7)
+    _, new_state = diff(stored, run("success"))
+    assert new_state.version == 7
+
+
+@pytest.mark.parametrize(
+    ("raw", "normal"),
+    [
+        ("Init", "init"),
+        ("INIT", "init"),
+        ("Running", "running"),
+        ("RUNNING", "running"),
+        ("Success", "success"),
+        ("SUCCESS", "success"),
+        ("Fail", "fail"),
+        ("FAIL", "fail"),
+        ("Terminated", "terminated"),
+        ("Termination", "terminated"),
+        ("TERMINATION", "terminated"),
+        ("Canceled", "canceled"),
+        ("Cancel", "canceled"),
+        ("CANCEL", "canceled"),
+        ("Cancelled", "canceled"),
+        (" running ", "running"),
+        (None, "init"),
+        ("", "init"),
+        ("SomethingNew", "SomethingNew"),
+    ],
+)
+def test_every_status_spelling(raw: str | None, normal: str) -> None:
+    assert normalize_status(raw) == normal
+
+
+STATUSES = ["init", "running", "success", "fail", "terminated", "canceled", "Paused"]
+snapshot = st.tuples(
+    st.sampled_from(STATUSES),
+    st.lists(st.sampled_from(STATUSES), min_size=3, max_size=3),
+)
+
+
+def _run_of(snap: tuple[str, list[str]]) -> Run:
+    status, stage_statuses = snap
+    return run(status, *(stage(f"S{i}", i, s) for i, s in enumerate(stage_statuses, start=1)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(snapshot, min_size=1, max_size=12))
+def test_no_event_twice_and_every_final_status_announced(snapshots: list[tuple[str, list[str]]]) -> None:
+    state: RunState | None = None
+    seen: list[tuple[str, str | None, str]] = []
+    for snap in snapshots:
+        current = _run_of(snap)
+        events, state = diff(state, current)
+        for event in events:
+            subject = event.stage.key if event.stage else None
+            identity = (event.type, subject, event.status)
+            assert identity not in seen, f"{identity} announced twice"
+            seen.append(identity)
+        # Every final status the run or a stage is in has had its final event by now.
+        if current.status in FINAL_STATUSES:
+            assert (f"run.{FINAL_EVENT_NAMES[current.status]}", None, current.status) in seen
+        for item in current.stages:
+            if item.status in FINAL_STATUSES:
+                assert (f"stage.{FINAL_EVENT_NAMES[item.status]}", item.key, item.status) in seen
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(snapshot, min_size=1, max_size=8))
+def test_repeating_a_snapshot_announces_nothing_new(snapshots: list[tuple[str, list[str]]]) -> None:
+    state: RunState | None = None
+    for snap in snapshots:
+        _, state = diff(state, _run_of(snap))
+        again, state = diff(state, _run_of(snap))
+        assert again == []
