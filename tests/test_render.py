@@ -1,0 +1,437 @@
+"""Tests for dwnotify.render: lookup, sandbox, escaping, filters and the built-in templates."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from dwnotify.errors import TemplateError
+from dwnotify.model import (
+    CANCELED,
+    EVENT_TYPES,
+    FAIL,
+    INIT,
+    RUNNING,
+    SUCCESS,
+    TERMINATED,
+    Event,
+    Run,
+    Stage,
+    run_key,
+)
+from dwnotify.render import (
+    TRUNCATED_MARKER,
+    MessageContext,
+    RenderedMessage,
+    Renderer,
+    builtin_templates_dir,
+    format_datetime,
+    format_duration,
+    status_emoji,
+    status_label,
+    truncate_bytes,
+)
+from dwnotify.samples import sample_context
+from dwnotify.settings import DEFAULT_CONSOLE_URL, ProjectSettings
+
+NOW = datetime(2026, 5, 1, 8, 0, tzinfo=timezone.utc)
+PROJECT = ProjectSettings(id=10001, name="Finance DW", region="cn-shanghai", endpoint="dw.example")
+UNNAMED = ProjectSettings(id=10000, name=None, region="cn-shanghai", endpoint="dw.example")
+CONSOLE = DEFAULT_CONSOLE_URL.format(region="cn-shanghai", project_id=10001)
+DOC_RUN_ID = "a7ef0634-20ec-4a7c-a214-54020f91XXXX\n"  # the API doc's example, newline included
+CHECK_MESSAGE = "节点 dwd_order 的下游依赖检查未通过"
+
+
+def stage(
+    name: str = "生产发布检查", status: str = FAIL, message: str = CHECK_MESSAGE, step: int = 2
+) -> Stage:
+    return Stage(f"S{step}", step, "Check", name, "", status, message)
+
+
+def make_run(status: str = FAIL, stages: tuple[Stage, ...] = (), **fields: object) -> Run:
+    values: dict[str, object] = {
+        "id": DOC_RUN_ID,
+        "project_id": PROJECT.id,
+        "status": status,
+        "creator": "1379463177661024",
+        "description": "订单宽表上线",
+        "message": "发布检查未通过",
+        "create_time": NOW - timedelta(minutes=3, seconds=12),
+        "modify_time": NOW,
+        "stages": stages or (stage("发布包构建", SUCCESS, "", 1), stage()),
+    }
+    values.update(fields)
+    return Run(**values)  # type: ignore[arg-type]
+
+
+def event(type_: str, status: str, previous: str | None = RUNNING, on: Stage | None = None) -> Event:
+    return Event(
+        type=type_,
+        run_key=run_key(PROJECT.id, DOC_RUN_ID.strip()),
+        status=status,
+        previous=previous,
+        stage=on,
+    )
+
+
+def context(
+    run: Run, events: tuple[Event, ...], channel_type: str = "dingtalk", project: ProjectSettings = PROJECT
+) -> MessageContext:
+    return MessageContext(run, events, project, "failures", "ops", channel_type, CONSOLE, NOW)
+
+
+def write(folder: Path, relative: str, text: str) -> Path:
+    path = folder / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def render_source(
+    tmp_path: Path, channel_type: str, source: str, ext: str, ctx: MessageContext | None = None
+) -> RenderedMessage:
+    write(tmp_path, f"{channel_type}/t.{ext}.j2", source)
+    run = make_run()
+    return Renderer(tmp_path).render(
+        channel_type, "t", ctx or context(run, (event("run.failed", FAIL),), channel_type)
+    )
+
+
+# --- every event type x every channel type x every built-in template -------------------------
+
+_STATUS_OF = {"started": RUNNING, "succeeded": SUCCESS, "failed": FAIL, "terminated": TERMINATED}
+_STATUS_OF |= {"canceled": CANCELED, "changed": "Paused"}
+HEADLINES = {
+    "run.started": "发布开始",
+    "run.succeeded": "发布成功",
+    "run.failed": "发布失败",
+    "run.terminated": "发布已终止",
+    "run.canceled": "发布已取消",
+    "run.changed": "Paused",
+    "stage.started": "发布进行中",
+    "stage.succeeded": "发布进行中",
+    "stage.failed": "阶段失败",
+    "stage.terminated": "阶段已终止",
+    "stage.canceled": "阶段已取消",
+    "stage.changed": "发布进行中",
+}
+
+
+def one_event_context(event_type: str, channel_type: str) -> MessageContext:
+    subject, _, verb = event_type.partition(".")
+    status = _STATUS_OF[verb]
+    if subject == "run":
+        return context(make_run(status), (event(event_type, status),), channel_type)
+    changed = stage(status=status, message=CHECK_MESSAGE if status == FAIL else "")
+    run = make_run(RUNNING, (stage("发布包构建", SUCCESS, "", 1), changed), message="")
+    return context(run, (event(event_type, status, on=changed),), channel_type)
+
+
+@pytest.mark.parametrize("template", ["default", "failure"])
+@pytest.mark.parametrize("channel_type", ["dingtalk", "slack"])
+@pytest.mark.parametrize("event_type", EVENT_TYPES)
+def test_every_event_renders_with_every_builtin_template(
+    event_type: str, channel_type: str, template: str
+) -> None:
+    message = Renderer(None).render(channel_type, template, one_event_context(event_type, channel_type))
+    assert HEADLINES[event_type] in message.title
+    assert "`a7ef0634-20ec-4a7c-a214-54020f91XXXX`" in message.text
+    assert "Finance DW" in message.text
+    assert CONSOLE in message.text
+    assert message.blocks is None
+    if event_type.startswith("stage.") and (template == "default" or event_type in {"stage.failed"}):
+        assert "生产发布检查" in message.text
+    if event_type in {"stage.failed", "run.failed"}:
+        assert CHECK_MESSAGE in message.text
+    if channel_type == "dingtalk":
+        assert "```" not in message.text
+        assert not any(line.startswith("|") for line in message.text.splitlines())
+        assert max(len(line) for line in message.text.splitlines() if "](" not in line) < 80
+
+
+def test_default_dingtalk_message_for_a_failed_run() -> None:
+    build, check = stage("发布包构建", SUCCESS, "", 1), stage()
+    run = make_run(FAIL, (build, check))
+    events = (
+        event("stage.succeeded", SUCCESS, INIT, build),
+        event("stage.failed", FAIL, RUNNING, check),
+        event("run.failed", FAIL),
+    )
+    message = Renderer(None).render("dingtalk", "default", context(run, events))
+    assert message.title == "❌ 发布失败 · Deployment failed"
+    assert message.text.startswith("### ❌ 发布失败 · Deployment failed\n")
+    assert "`a7ef0634-20ec-4a7c-a214-54020f91XXXX`" in message.text
+    assert "**Finance DW**" in message.text
+    assert "- ❌ 生产发布检查: 失败 Failed" in message.text
+    assert "- ✅ 发布包构建: 成功 Succeeded" in message.text
+    assert message.text.index("发布包构建") < message.text.index("生产发布检查")
+    assert f"> {CHECK_MESSAGE}" in message.text
+    assert "> 发布检查未通过" in message.text
+    assert "1379463177661024" in message.text and "订单宽表上线" in message.text
+    assert "3m 12s" in message.text
+    assert f"]({CONSOLE})" in message.text
+
+
+def test_unnamed_workspace_shows_its_id() -> None:
+    ctx = context(make_run(), (event("run.failed", FAIL),), project=UNNAMED)
+    assert "**10000**" in Renderer(None).render("dingtalk", "default", ctx).text
+
+
+def test_sample_context_renders_with_every_builtin_template() -> None:
+    renderer = Renderer(None)
+    for channel_type in ("dingtalk", "slack"):
+        ctx = sample_context("ops", channel_type, "failures", PROJECT, NOW)
+        assert ctx.run.id.endswith("\n") and ctx.console_url == CONSOLE
+        for name in ("default", "failure"):
+            renderer.compile(channel_type, name)
+            text = renderer.render(channel_type, name, ctx).text
+            assert "生产发布检查" in text and "ads_order_summary_d" in text and "4m 22s" in text
+
+
+# --- lookup, compile errors, render errors ---------------------------------------------------
+
+
+def test_builtin_templates_dir_is_the_repository_templates_folder() -> None:
+    assert builtin_templates_dir() == Path(__file__).resolve().parents[1] / "templates"
+
+
+def test_user_folder_overrides_a_builtin_template(tmp_path: Path) -> None:
+    write(tmp_path, "dingtalk/default.md.j2", "### Custom {{ run.id }}\n")
+    renderer = Renderer(tmp_path)
+    ctx = context(make_run(), (event("run.failed", FAIL),))
+    assert (
+        renderer.render("dingtalk", "default", ctx).text == "### Custom a7ef0634-20ec-4a7c-a214-54020f91XXXX"
+    )
+    assert "Finance DW" in renderer.render("dingtalk", "failure", ctx).text  # still the built-in
+
+
+def test_blocks_json_in_either_folder_wins_over_mrkdwn(tmp_path: Path) -> None:
+    user, builtin = tmp_path / "user", tmp_path / "builtin"
+    write(user, "slack/default.mrkdwn.j2", "*user mrkdwn*")
+    write(
+        builtin,
+        "slack/default.blocks.json.j2",
+        '[{"type": "section", "text": {"type": "mrkdwn", "text": "*b*"}}]',
+    )
+    message = Renderer(user, builtin).render("slack", "default", context(make_run(), (), "slack"))
+    assert message.blocks == ({"type": "section", "text": {"type": "mrkdwn", "text": "*b*"}},)
+    assert (message.title, message.text) == ("b", "*b*")
+
+
+@pytest.mark.parametrize(
+    ("channel_type", "name", "expected"),
+    [
+        ("dingtalk", "nope", "dingtalk/nope.md.j2 not found"),
+        ("slack", "nope", "slack/nope.blocks.json.j2 or slack/nope.mrkdwn.j2 not found"),
+        ("lark", "default", "no templates for channel type 'lark'"),
+    ],
+)
+def test_missing_template_is_a_template_error(channel_type: str, name: str, expected: str) -> None:
+    with pytest.raises(TemplateError, match=expected):
+        Renderer(None).compile(channel_type, name)
+
+
+def test_syntax_error_names_the_file_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "dingtalk/broken.md.j2", "### ok\n\n{% if run.id %}\nno endif\n")
+    with pytest.raises(TemplateError) as caught:
+        Renderer(tmp_path).compile("dingtalk", "broken")
+    assert str(path) in str(caught.value) and "line 4" in str(caught.value)
+    assert "Traceback" not in str(caught.value)
+    assert caught.value.template == "dingtalk/broken.md.j2"
+
+
+def test_compile_checks_included_templates(tmp_path: Path) -> None:
+    write(tmp_path, "dingtalk/main.md.j2", '### x\n{% include "dingtalk/_missing.md.j2" %}\n')
+    with pytest.raises(TemplateError, match=r"dingtalk/_missing\.md\.j2 not found"):
+        Renderer(tmp_path).compile("dingtalk", "main")
+
+
+def test_compiled_templates_are_cached(tmp_path: Path) -> None:
+    path = write(tmp_path, "dingtalk/once.md.j2", "### {{ headline }}")
+    renderer = Renderer(tmp_path)
+    renderer.compile("dingtalk", "once")
+    path.unlink()
+    assert (
+        renderer.render("dingtalk", "once", context(make_run(), ())).title == "发布失败 · Deployment failed"
+    )
+
+
+def test_undefined_variable_is_a_template_error_with_its_line(tmp_path: Path) -> None:
+    with pytest.raises(TemplateError) as caught:
+        render_source(tmp_path, "dingtalk", "### title\n{{ run.no_such_field }}\n", "md")
+    assert "t.md.j2, line 2" in str(caught.value) and "no_such_field" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ ''.__class__.__mro__ }}",
+        "{{ ''.__class__ }}",
+        "{{ run.__class__.__init__.__globals__ }}",
+        "{{ cycler.__init__.__globals__.os }}",
+        "{{ lipsum.__globals__ }}",
+        "{{ range(10**9) | list }}",
+        "{{ env }}",
+    ],
+)
+def test_sandbox_refuses_unsafe_access(tmp_path: Path, source: str) -> None:
+    with pytest.raises(TemplateError):
+        render_source(tmp_path, "dingtalk", "### x\n" + source, "md")
+
+
+def test_empty_output_is_a_template_error(tmp_path: Path) -> None:
+    with pytest.raises(TemplateError, match="empty message"):
+        render_source(tmp_path, "dingtalk", "{% if false %}x{% endif %}\n", "md")
+
+
+# --- escaping --------------------------------------------------------------------------------
+
+
+def test_slack_escapes_values_but_keeps_template_links() -> None:
+    odd = stage(name="a<b>&c", message="x < y && z > w")
+    ctx = context(make_run(FAIL, (odd,)), (event("stage.failed", FAIL, on=odd),), "slack")
+    text = Renderer(None).render("slack", "default", ctx).text
+    assert "a&lt;b&gt;&amp;c" in text and "a<b>" not in text
+    assert "> x &lt; y &amp;&amp; z &gt; w" in text
+    assert f"<{CONSOLE}|" in text
+
+
+def test_dingtalk_leaves_values_as_they_are(tmp_path: Path) -> None:
+    message = render_source(tmp_path, "dingtalk", "### {{ '<b>&' }} {{ none }}|", "md")
+    assert message.text == "### <b>& |"
+
+
+def test_slack_filters_escape_what_they_wrap(tmp_path: Path) -> None:
+    source = "*t*\n{{ 'a>b' | quote }}\n{{ 'https://x/?a=1&b=2' | link('R&D | ops') }}\n"
+    source += "{{ {'k': '<v>'} | tojson }}"
+    text = render_source(tmp_path, "slack", source, "mrkdwn").text
+    assert text.splitlines()[1:] == [
+        "> a&gt;b",
+        "<https://x/?a=1&amp;b=2|R&amp;D / ops>",
+        '{"k": "&lt;v&gt;"}',
+    ]
+
+
+def test_blocks_json_template_is_escaped_and_parsed(tmp_path: Path) -> None:
+    odd = stage(name='say "hi" <now> & go\\', message="line1\nline2")
+    ctx = context(make_run(FAIL, (odd,)), (event("stage.failed", FAIL, on=odd),), "slack")
+    source = """{"text": "*{{ headline }}*", "blocks": [
+      {"type": "section",
+       "text": {"type": "mrkdwn", "text": "{{ events[0].stage.name }}\\n<{{ run.console_url }}|Open>"}},
+      {"type": "section", "text": {"type": "mrkdwn", "text": "{{ events[0].stage.message | quote }}"}},
+      {"type": "context", "elements": [{"type": "mrkdwn", "text": {{ run.description | tojson }}}]}
+    ]}"""
+    message = render_source(tmp_path, "slack", source, "blocks.json", ctx)
+    assert message.blocks is not None and len(message.blocks) == 3
+    assert message.blocks[0]["text"]["text"] == f'say "hi" &lt;now&gt; &amp; go\\\n<{CONSOLE}|Open>'
+    assert message.blocks[1]["text"]["text"] == "> line1\n> line2"
+    assert message.blocks[2]["elements"][0]["text"] == "订单宽表上线"
+    assert (message.title, message.text) == ("阶段失败 · Stage failed", "*阶段失败 · Stage failed*")
+
+
+def test_blocks_json_list_without_text_derives_it(tmp_path: Path) -> None:
+    source = '[{"type": "header", "text": {"type": "plain_text", "text": "{{ headline }}"}},'
+    source += ' {"type": "section", "fields": [{"type": "mrkdwn", "text": "{{ project.label }}"}]}]'
+    message = render_source(tmp_path, "slack", source, "blocks.json")
+    assert message.text == "发布失败 · Deployment failed\nFinance DW"
+
+
+@pytest.mark.parametrize("source", ['[{"type": "section",]', '{"text": "x"}', "[1, 2]"])
+def test_invalid_blocks_json_is_a_template_error(tmp_path: Path, source: str) -> None:
+    with pytest.raises(TemplateError, match=r"blocks\.json\.j2"):
+        render_source(tmp_path, "slack", source, "blocks.json")
+
+
+# --- filters ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("seconds", "expected"),
+    [(0, "0s"), (45, "45s"), (192, "3m 12s"), (180, "3m"), (3780, "1h 3m"), (3605, "1h"), (90061, "1d 1h")],
+)
+def test_duration(seconds: int, expected: str) -> None:
+    assert format_duration(timedelta(seconds=seconds)) == expected
+
+
+def test_duration_of_none_and_negative() -> None:
+    assert format_duration(None) == ""
+    assert format_duration(timedelta(seconds=-5)) == "0s"
+
+
+def test_datetime_defaults_to_china_time() -> None:
+    assert format_datetime(NOW) == "2026-05-01 16:00"
+    assert format_datetime(NOW.replace(tzinfo=None), "%H:%M", "UTC") == "08:00"
+    assert format_datetime(None) == ""
+    with pytest.raises(ValueError, match="unknown time zone"):
+        format_datetime(NOW, tz="Mars/Olympus")
+
+
+@pytest.mark.parametrize(
+    ("status", "emoji", "label"),
+    [
+        ("Success", "✅", "成功 Succeeded"),
+        ("FAIL", "❌", "失败 Failed"),
+        ("running", "⏳", "运行中 Running"),
+        ("Init", "⏸", "未开始 Pending"),
+        ("Termination", "⛔", "已终止 Terminated"),
+        ("Cancelled", "🚫", "已取消 Canceled"),
+        ("Paused", "❔", "Paused"),
+    ],
+)
+def test_status_emoji_and_label(status: str, emoji: str, label: str) -> None:
+    assert (status_emoji(status), status_label(status)) == (emoji, label)
+
+
+def test_status_label_languages() -> None:
+    assert (status_label(FAIL, "zh"), status_label(FAIL, "en")) == ("失败", "Failed")
+
+
+def test_truncate_bytes_cuts_chinese_on_a_character_boundary() -> None:
+    text = "发布检查未通过" * 20
+    for limit in range(len(TRUNCATED_MARKER.encode()), 60):
+        cut = truncate_bytes(text, limit)
+        assert len(cut.encode()) <= limit
+        assert cut.endswith(TRUNCATED_MARKER)
+        assert text.startswith(cut.removesuffix(TRUNCATED_MARKER))
+    assert truncate_bytes("短文本", 9) == "短文本"
+    assert truncate_bytes(None, 5) == ""
+
+
+def test_truncate_bytes_in_a_template(tmp_path: Path) -> None:
+    text = render_source(tmp_path, "dingtalk", "### {{ '发布检查未通过' | truncate_bytes(20) }}", "md").text
+    assert text == "### 发布…(truncated)"
+
+
+def test_template_sees_the_contract_context(tmp_path: Path) -> None:
+    source = (
+        "### {{ run.id }}|{{ run.project_id }}|{{ run.status }}|{{ run.final }}|"
+        "{{ run.duration | duration }}\n"
+        "{{ run.create_time | datetime('%H:%M') }}|{{ run.stages | map(attribute='step') | join(',') }}\n"
+        "{% for e in events %}{{ e.type }} {{ e.stage.code if e.stage else '-' }} "
+        "{{ e.status }}<{{ e.previous }}\n"
+        "{% endfor %}{{ project.id }}|{{ project.name }}|{{ project.label }}|{{ rule.name }}|"
+        "{{ channel.name }}|{{ channel.type }}|{{ now.isoformat() }}|{{ outcome }}"
+    )
+    build, check = stage("发布包构建", SUCCESS, "", 1), stage()
+    run = make_run(FAIL, (check, build))
+    events = (event("stage.failed", FAIL, RUNNING, check), event("run.failed", FAIL))
+    text = render_source(tmp_path, "dingtalk", source, "md", context(run, events, project=UNNAMED)).text
+    assert text.splitlines() == [
+        "### a7ef0634-20ec-4a7c-a214-54020f91XXXX|10001|fail|True|3m 12s",
+        "15:56|1,2",
+        "stage.failed S2 fail<running",
+        "run.failed - fail<running",
+        f"10000||10000|failures|ops|dingtalk|{NOW.isoformat()}|fail",
+    ]
+
+
+def test_running_run_has_no_duration(tmp_path: Path) -> None:
+    ctx = context(make_run(RUNNING), (event("run.started", RUNNING, None),))
+    text = render_source(
+        tmp_path, "dingtalk", "### {{ run.duration is none }} {{ run.final }}", "md", ctx
+    ).text
+    assert text == "### True False"
+    assert json.dumps(text)  # plain str, not a wrapper type
