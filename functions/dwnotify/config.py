@@ -1,0 +1,441 @@
+"""The YAML config file -> validated, frozen `Settings`, with every problem named by its dotted path."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Collection, Mapping
+from pathlib import Path
+from types import MappingProxyType
+from urllib.parse import urlsplit
+
+from dwnotify.errors import ConfigError
+from dwnotify.interpolate import Loc, expand_tree
+from dwnotify.model import EVENT_TYPES
+from dwnotify.settings import (
+    CHANNEL_KEYS,
+    DEFAULT_CONSOLE_URL,
+    ChannelSettings,
+    DataWorksSettings,
+    DeliverySettings,
+    ProjectSettings,
+    RuleSettings,
+    Secret,
+    Settings,
+    StateSettings,
+    TrackedRun,
+)
+from dwnotify.yamlcheck import NAME, Checker, Fields, kind, read_yaml, suggest
+
+CONFIG_ENV = "DWNOTIFY_CONFIG"
+DEFAULT_CONFIG_PATH = Path("notifier.yaml")
+
+_REGION = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)+")
+_HOST = re.compile(r"[A-Za-z0-9.-]+(?::[0-9]+)?")
+_TABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
+_EVENT_PATTERNS = (*EVENT_TYPES, "run.*", "stage.*", "*")
+_DATAWORKS_OPTIONAL = (
+    "endpoint",
+    "protocol",
+    "runs",
+    "lookback",
+    "max_qps",
+    "max_attempts",
+    "timeout",
+    "console_url",
+)
+_EVENT_UNKNOWN = "is not an event type, 'run.*', 'stage.*' or '*'"
+
+
+def resolve_config_path(cli_value: str | None, environ: Mapping[str, str]) -> Path:
+    """The config file to read: `--config`, else `$DWNOTIFY_CONFIG`, else `./notifier.yaml`."""
+    return Path(cli_value or environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
+
+
+def load(path: Path, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read, interpolate and validate the config file at `path`; raise `ConfigError` listing every problem."""
+    data, duplicates = read_yaml(path)
+    try:
+        settings = parse(data, path.resolve().parent, os.environ if environ is None else environ, path)
+    except ConfigError as exc:
+        raise ConfigError([*duplicates, *exc.problems]) from None
+    if duplicates:
+        raise ConfigError(duplicates)
+    return settings
+
+
+def parse(data: object, base_dir: Path, environ: Mapping[str, str], source: Path | None = None) -> Settings:
+    """Validate YAML `data` into `Settings`; relative paths resolve against `base_dir`."""
+    expansion = expand_tree(data, environ)
+    checker = Checker(str(source) if source else "config", expansion.sensitive)
+    for loc, message in expansion.problems:  # every one: a string may name several missing variables
+        checker.problems.append(f"{checker.where(loc)}: {message}")
+        checker.blamed.add(loc)
+    settings = _settings(checker, expansion.data, base_dir, source)
+    if checker.problems or settings is None:
+        raise ConfigError(checker.problems or [f"{checker.root}: the config is not valid"])
+    return settings
+
+
+def _settings(c: Checker, data: object, base_dir: Path, source: Path | None) -> Settings | None:
+    if data is None:
+        c.add((), "the config is empty; it needs at least dataworks, channels and rules")
+        return None
+    top = c.section(
+        data, (), required=("dataworks", "channels", "rules"), optional=("state", "templates", "delivery")
+    )
+    if top is None:
+        return None
+    dataworks = _dataworks(c, *top.at("dataworks"))
+    channels = _channels(c, *top.at("channels"))
+    channel_value = top.values.get("channels")
+    # Without a readable, non-empty channels mapping, every rule's channel would be reported as unknown.
+    known_channels = (
+        set(map(str, channel_value)) if isinstance(channel_value, dict) and channel_value else None
+    )
+    known_projects = _watched(dataworks)
+    rules = _rules(c, *top.at("rules"), known_channels, known_projects)
+    state = _state(c, *top.at("state"), base_dir)
+    templates = _templates(c, *top.at("templates"), base_dir)
+    delivery = _delivery(c, *top.at("delivery"))
+    if dataworks is None or channels is None or rules is None:
+        return None
+    return Settings(
+        dataworks=dataworks,
+        state=state,
+        channels=MappingProxyType(channels),
+        rules=rules,
+        templates=templates,
+        delivery=delivery,
+        source=source,
+    )
+
+
+def _watched(dataworks: DataWorksSettings | None) -> set[int] | None:
+    if dataworks is None:
+        return None
+    return {project.id for project in dataworks.projects} | {run.project for run in dataworks.runs}
+
+
+# dataworks ------------------------------------------------------------------------------------------
+
+
+def _dataworks(c: Checker, value: object, loc: Loc) -> DataWorksSettings | None:
+    if value is None:
+        return None
+    f = c.section(value, loc, required=("region", "projects"), optional=_DATAWORKS_OPTIONAL)
+    if f is None:
+        return None
+    region = c.matching(*f.at("region"), _REGION, "must be a region id such as cn-shanghai")
+    endpoint = _host(c, *f.at("endpoint")) or _default_endpoint(region or "")
+    projects = _projects(c, *f.at("projects"), region or "", endpoint)
+    defaults = DataWorksSettings
+    settings = DataWorksSettings(
+        region=region or "",
+        endpoint=endpoint,
+        protocol=c.choice(*f.at("protocol"), ("https", "http")) or "https",
+        projects=projects,
+        runs=_runs(c, *f.at("runs")),
+        lookback=c.duration(*f.at("lookback"), defaults.lookback, zero_ok=True),
+        max_qps=c.number(*f.at("max_qps"), defaults.max_qps),
+        max_attempts=c.integer(*f.at("max_attempts")) or defaults.max_attempts,
+        timeout=c.duration(*f.at("timeout"), defaults.timeout),
+        console_url=_console_url(c, *f.at("console_url")),
+    )
+    return settings if region and projects else None
+
+
+def _default_endpoint(region: str) -> str:
+    return f"dataworks.{region}.aliyuncs.com"
+
+
+def _host(c: Checker, value: object, loc: Loc) -> str | None:
+    rule = (
+        "must be a host name and optional port, without scheme or path (dataworks.protocol sets the scheme)"
+    )
+    return c.matching(value, loc, _HOST, rule)
+
+
+def _projects(c: Checker, value: object, loc: Loc, region: str, endpoint: str) -> tuple[ProjectSettings, ...]:
+    projects: list[ProjectSettings] = []
+    first_seen: dict[int, Loc] = {}
+    for item, here in c.items(value, loc, empty="must list at least one workspace id"):
+        project = _project(c, item, here, region, endpoint)
+        if project is None:
+            continue
+        id_loc = (*here, "id") if isinstance(item, dict) else here
+        if project.id in first_seen:
+            c.add(
+                id_loc, f"workspace {project.id} is listed twice (first at {c.where(first_seen[project.id])})"
+            )
+            continue
+        first_seen[project.id] = id_loc
+        projects.append(project)
+    return tuple(projects)
+
+
+def _project(c: Checker, item: object, loc: Loc, region: str, endpoint: str) -> ProjectSettings | None:
+    if isinstance(item, (int, str)) and not isinstance(item, bool):
+        project_id = c.integer(item, loc)
+        return None if project_id is None else ProjectSettings(project_id, None, region, endpoint)
+    if not isinstance(item, dict):
+        c.wrong_type(loc, "a workspace id or a mapping with id, name, region and endpoint", item)
+        return None
+    f = c.section(item, loc, required=("id",), optional=("name", "region", "endpoint"))
+    if f is None:
+        return None
+    project_id = c.integer(*f.at("id"))
+    name = c.text(*f.at("name"), numbers=True)
+    own_region = c.matching(*f.at("region"), _REGION, "must be a region id such as cn-hangzhou") or region
+    own_endpoint = _host(c, *f.at("endpoint"))
+    if own_endpoint is None:
+        own_endpoint = endpoint if own_region == region else _default_endpoint(own_region)
+    return None if project_id is None else ProjectSettings(project_id, name, own_region, own_endpoint)
+
+
+def _runs(c: Checker, value: object, loc: Loc) -> tuple[TrackedRun, ...]:
+    if value is None:
+        return ()
+    runs: list[TrackedRun] = []
+    for item, here in c.items(value, loc):
+        f = c.section(item, here, required=("project", "id"))
+        if f is None:
+            continue
+        project = c.integer(*f.at("project"))
+        run_id = c.text(*f.at("id"), numbers=True)
+        if project is None or run_id is None:
+            continue
+        run = TrackedRun(project=project, id=run_id)
+        if run in runs:
+            c.add(here, f"run {run_id!r} of workspace {project} is listed twice")
+            continue
+        runs.append(run)
+    return tuple(runs)
+
+
+def _console_url(c: Checker, value: object, loc: Loc) -> str:
+    url = c.text(value, loc)
+    if url is None:
+        return DEFAULT_CONSOLE_URL
+    try:
+        url.format(region="cn-shanghai", project_id=10000, run_id="run-id")
+    except KeyError as exc:
+        c.add(
+            loc,
+            f"has an unknown placeholder {{{exc.args[0]}}}; the placeholders are {{region}}, "
+            "{project_id} and {run_id}",
+        )
+        return DEFAULT_CONSOLE_URL
+    except (IndexError, ValueError, AttributeError):
+        c.add(
+            loc,
+            "is not a valid pattern; use {region}, {project_id} and {run_id}, and {{ }} for literal braces",
+        )
+        return DEFAULT_CONSOLE_URL
+    if not url.startswith(("http://", "https://")):
+        c.add(loc, "must start with http:// or https://")
+    return url
+
+
+# state, templates, delivery -------------------------------------------------------------------------
+
+_TABLESTORE_ONLY = ("endpoint", "instance", "table")
+
+
+def _state(c: Checker, value: object, loc: Loc, base_dir: Path) -> StateSettings:
+    default_path = base_dir / StateSettings.path
+    if value is None:
+        return StateSettings(path=default_path)
+    f = c.section(value, loc, optional=("backend", "path", "retention", *_TABLESTORE_ONLY))
+    if f is None:
+        return StateSettings(path=default_path)
+    backend = c.choice(*f.at("backend"), ("sqlite", "tablestore")) or "sqlite"
+    endpoint = c.text(*f.at("endpoint"))
+    if endpoint is not None and not endpoint.startswith(("http://", "https://")):
+        c.add(f.at("endpoint")[1], "must start with http:// or https://", endpoint)
+    _check_backend_keys(c, f, backend)
+    return StateSettings(
+        backend=backend,
+        path=c.path(*f.at("path"), base_dir) or default_path,
+        endpoint=endpoint,
+        instance=c.text(*f.at("instance")),
+        table=c.matching(*f.at("table"), _TABLE, "must be a Tablestore table name (letters, digits and '_')")
+        or StateSettings.table,
+        retention=c.duration(*f.at("retention"), StateSettings.retention),
+    )
+
+
+def _check_backend_keys(c: Checker, f: Fields, backend: str) -> None:
+    # A key of the other backend is a sign the backend line is wrong or missing: say so, do not ignore it.
+    if backend == "tablestore":
+        for key in ("endpoint", "instance"):
+            if key not in f.values:
+                c.add(f.at(key)[1], "is required when the backend is tablestore")
+        if "path" in f.values:
+            c.add(f.at("path")[1], "is only used by the sqlite backend, but the backend is tablestore")
+        return
+    for key in _TABLESTORE_ONLY:
+        if key in f.values:
+            c.add(f.at(key)[1], f"is only used by the tablestore backend, but the backend is {backend}")
+
+
+def _templates(c: Checker, value: object, loc: Loc, base_dir: Path) -> Path | None:
+    folder = c.path(value, loc, base_dir)
+    if folder is not None and not folder.is_dir():
+        problem = f"{folder} is not a folder" if folder.exists() else f"the folder {folder} does not exist"
+        c.add(loc, problem)
+    return folder
+
+
+def _delivery(c: Checker, value: object, loc: Loc) -> DeliverySettings:
+    f = None if value is None else c.section(value, loc, optional=("max_age", "timeout"))
+    if f is None:
+        return DeliverySettings()
+    return DeliverySettings(
+        max_age=c.duration(*f.at("max_age"), DeliverySettings.max_age),
+        timeout=c.duration(*f.at("timeout"), DeliverySettings.timeout),
+    )
+
+
+# channels -------------------------------------------------------------------------------------------
+
+
+def _channels(c: Checker, value: object, loc: Loc) -> dict[str, ChannelSettings] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        c.wrong_type(loc, "a mapping of channel names to channels", value)
+        return None
+    if not value:
+        c.add(loc, "must define at least one channel")
+    channels: dict[str, ChannelSettings] = {}
+    for name, item in value.items():
+        here = (*loc, str(name))
+        if not isinstance(name, str):
+            c.add(here, f"channel names must be strings, not {kind(name)} (put the name in quotes)")
+            continue
+        if not NAME.fullmatch(name):
+            c.add(here, "channel names may only contain letters, digits, '_' and '-'")
+            continue
+        channel = _channel(c, name, item, here)
+        if channel is not None:
+            channels[name] = channel
+    return channels
+
+
+def _channel(c: Checker, name: str, value: object, loc: Loc) -> ChannelSettings | None:
+    raw_type = value.get("type") if isinstance(value, dict) else None
+    allowed = CHANNEL_KEYS.get(raw_type) if isinstance(raw_type, str) else None
+    if allowed is None:  # unknown type: judge the other keys against every channel type's
+        allowed = frozenset().union(*CHANNEL_KEYS.values())
+    f = c.section(value, loc, required=("type", "url"), optional=allowed)
+    if f is None:
+        return None
+    kind = c.choice(*f.at("type"), sorted(CHANNEL_KEYS))
+    url = _webhook_url(c, *f.at("url"))
+    secret = _signing_secret(c, *f.at("secret"), kind)
+    keyword = c.text(*f.at("keyword"), empty_ok=True)
+    at_mobiles = c.strings(*f.at("at_mobiles"))
+    at_user_ids = c.strings(*f.at("at_user_ids"))
+    at_all = c.boolean(*f.at("at_all"), False)
+    if kind is None or url is None:
+        return None
+    return ChannelSettings(name, kind, url, secret, keyword, at_mobiles, at_user_ids, at_all)
+
+
+def _webhook_url(c: Checker, value: object, loc: Loc) -> Secret | None:
+    url = c.text(value, loc)
+    if url is None:
+        return None
+    try:
+        parts = urlsplit(url)
+        valid = (
+            parts.scheme in ("http", "https") and bool(parts.hostname) and not any(ch.isspace() for ch in url)
+        )
+    except ValueError:
+        valid = False
+    if not valid:
+        c.add(loc, "must be an http:// or https:// URL with a host")
+        return None
+    return Secret(url)
+
+
+def _signing_secret(c: Checker, value: object, loc: Loc, kind: str | None) -> Secret | None:
+    secret = c.text(value, loc, empty_ok=True)
+    if secret is None:
+        return None
+    if kind == "dingtalk" and not secret.startswith("SEC"):
+        c.add(loc, "a DingTalk signing secret starts with 'SEC' (is this the access token instead?)")
+    return Secret(secret)
+
+
+# rules ----------------------------------------------------------------------------------------------
+
+
+def _rules(
+    c: Checker, value: object, loc: Loc, channels: Collection[str] | None, projects: Collection[int] | None
+) -> tuple[RuleSettings, ...] | None:
+    if value is None:
+        return None
+    rules: list[RuleSettings] = []
+    first_seen: dict[str, Loc] = {}
+    for item, here in c.items(value, loc, empty="must list at least one rule"):
+        rule = _rule(c, item, here, channels, projects)
+        if rule is None:
+            continue
+        if rule.name in first_seen:
+            c.add(
+                (*here, "name"),
+                f"rule name {rule.name!r} is already used by {c.where(first_seen[rule.name])}",
+            )
+        first_seen.setdefault(rule.name, here)
+        rules.append(rule)
+    return tuple(rules)
+
+
+def _rule(
+    c: Checker, value: object, loc: Loc, channels: Collection[str] | None, projects: Collection[int] | None
+) -> RuleSettings | None:
+    f = c.section(value, loc, required=("name", "events", "channels"), optional=("projects", "template"))
+    if f is None:
+        return None
+    name = c.text(*f.at("name"), numbers=True)
+    events = _names(c, *f.at("events"), _EVENT_PATTERNS, noun="event pattern", unknown=_EVENT_UNKNOWN)
+    unknown_channel = "is not a channel defined under channels"
+    targets = _names(c, *f.at("channels"), channels, noun="channel", unknown=unknown_channel)
+    watched = _project_filter(c, *f.at("projects"), projects)
+    template = c.name(*f.at("template")) or RuleSettings.template
+    if name is None or not events or not targets:
+        return None
+    return RuleSettings(name=name, events=events, channels=targets, projects=watched, template=template)
+
+
+def _names(
+    c: Checker, value: object, loc: Loc, known: Collection[str] | None, *, noun: str, unknown: str
+) -> tuple[str, ...]:
+    """A non-empty list of names, each one of `known` (unless that could not be read itself)."""
+    names: list[str] = []
+    for item, here in c.items(value, loc, empty=f"must list at least one {noun}"):
+        name = c.text(item, here)
+        if name is not None and known is not None and name not in known:
+            c.add(here, f"{c.quote(here, name)} {unknown}{suggest(name, known)}")
+        elif name is not None:
+            names.append(name)
+    return tuple(names)
+
+
+def _project_filter(
+    c: Checker, value: object, loc: Loc, known: Collection[int] | None
+) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    ids: list[int] = []
+    for item, here in c.items(
+        value, loc, empty="must list at least one workspace id (leave it out to match all)"
+    ):
+        project_id = c.integer(item, here)
+        if project_id is not None and known is not None and project_id not in known:
+            c.add(here, f"workspace {project_id} is in neither dataworks.projects nor dataworks.runs")
+        elif project_id is not None:
+            ids.append(project_id)
+    return tuple(ids)
