@@ -26,22 +26,30 @@ log = logging.getLogger(__name__)
 CHANNEL_LEASE_S = 60.0
 RETRY_BASE_S = 10.0
 RETRY_CAP_S = 120.0  # a waiting message is tried again at least every two minutes
-_MAX_INLINE_WAIT_S = 1.5
 
 
 @dataclass(frozen=True)
 class RateBudget:
-    """At most `messages` sends in any `window_s` seconds to one webhook."""
+    """At most `messages` sends in any `window_s` seconds to one webhook.
+
+    A tick may also wait up to `inline_wait_s` in all for room in the window (worth it when the
+    window is a second long, not when it is a minute).
+    """
 
     messages: int
     window_s: float
+    inline_wait_s: float = 0.0
+
+    def capacity(self, remaining: int) -> int:
+        """How many sends one tick can make: what the window has left, plus what waiting frees."""
+        return remaining + int(self.inline_wait_s * self.messages / self.window_s)
 
 
 # DingTalk silences a robot for ten minutes after 20 messages in a minute: stay one below.
 # Slack allows about one message a second per incoming webhook.
 RATE_BUDGETS: Mapping[str, RateBudget] = {
     "dingtalk": RateBudget(19, 60.0),
-    "slack": RateBudget(1, 1.1),
+    "slack": RateBudget(1, 1.1, inline_wait_s=8.0),
 }
 _DIGEST_SEPARATOR = {"dingtalk": "\n\n---\n\n", "slack": "\n\n"}
 _DIGEST_MAX_BYTES = {"dingtalk": 17_000, "slack": 36_000}
@@ -210,18 +218,20 @@ class Deliverer:
         )
         if not due or budget.paused_until > self._clock():
             return
-        if len(due) <= max(1, budget.remaining(self._clock())):
+        if len(due) <= max(1, budget.rate.capacity(budget.remaining(self._clock()))):
             units = [[message] for message in due]
         else:
             units = pack(settings.type, due)
+        waited = 0.0
         for unit in units:
             if deadline is not None and self._clock() >= deadline:
                 return
             wait = budget.wait_for_room(self._clock())
-            if wait > _MAX_INLINE_WAIT_S:
+            if wait > 0 and waited + wait > budget.rate.inline_wait_s:
                 return  # the rest waits for the next tick, still in order
             if wait > 0:
                 self._sleep(wait)
+                waited += wait
             renewed = self._store.acquire_lease(lease.name, self._owner, CHANNEL_LEASE_S, self._clock())
             if renewed is None or not self._send_unit(settings, renewed, budget, unit, stats):
                 return

@@ -1,0 +1,206 @@
+"""The DataWorks client: real aliyun-python-sdk-core requests against the emulator on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from dwnotify.dataworks import Credentials, DataWorksClient, parse_run
+from dwnotify.errors import DataWorksError
+from dwnotify.settings import DataWorksSettings, ProjectSettings, Secret
+from emulators import DataWorksEmulator
+from tests.conftest import CREDENTIALS, ManualClock
+
+DOC = Path(__file__).resolve().parents[2] / "shared" / "spec" / "GetPipelineRun-api-doc.txt"
+STAGES = [
+    {"code": "BUILD", "step": 1, "type": "Build", "name": "发布包构建"},
+    {"code": "DEPLOY", "step": 2, "type": "Deploy", "name": "发布到生产环境"},
+]
+
+
+def doc_example() -> dict:  # type: ignore[type-arg]
+    """The success response printed in the API doc, parsed from the doc itself."""
+    text = DOC.read_text(encoding="utf-8")
+    start = text.index("{", text.index("JSON format"))
+    body, _ = json.JSONDecoder().raw_decode(text[start:])
+    return body  # type: ignore[no-any-return]
+
+
+def make_client(
+    emulator: DataWorksEmulator,
+    clock: ManualClock,
+    credentials: Credentials = CREDENTIALS,
+    **overrides: object,
+) -> tuple[DataWorksClient, ProjectSettings]:
+    host = emulator.base_url.removeprefix("http://")
+    project = ProjectSettings(10000, None, "cn-shanghai", host)
+    settings = DataWorksSettings(
+        region="cn-shanghai", endpoint=host, protocol="http", projects=(project,), **overrides
+    )  # type: ignore[arg-type]
+    client = DataWorksClient(settings, credentials, sleep=clock.sleep, clock=clock, jitter=lambda: 1.0)
+    return client, project
+
+
+@pytest.fixture
+def emulator(clock: ManualClock) -> DataWorksEmulator:
+    emu = DataWorksEmulator({"projects": [10000]}, clock=clock)
+    emu.start()
+    yield emu  # type: ignore[misc]
+    emu.stop()
+
+
+def test_the_doc_example_parses() -> None:
+    run = parse_run(doc_example()["Pipeline"])
+    assert run.id == "a7ef0634-20ec-4a7c-a214-54020f91XXXX"  # the trailing newline is gone
+    assert run.project_id == 56160
+    assert run.status == "running"
+    assert run.create_time is not None and run.create_time.year == 2024
+    [stage] = run.stages
+    assert (stage.code, stage.step, stage.type, stage.status) == ("DEV_CHECK", 1, "Check", "running")
+    assert "checkerList" in stage.detail["key"]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {
+            "Id": " x ",
+            "ProjectId": "10000",
+            "Status": "SUCCESS",
+            "CreateTime": "1724984066000",
+            "Stages": None,
+        },
+        {
+            "Id": "x",
+            "Status": "Termination",
+            "Stages": [{"Step": "2", "Status": "CANCEL", "Detail": "not json"}],
+        },
+        {"Id": "x", "Stages": [{"Code": "A", "Detail": '{"checkerList": []}', "Type": "CHECK"}]},
+    ],
+)
+def test_odd_responses_parse(raw: dict) -> None:  # type: ignore[type-arg]
+    run = parse_run(raw, project_id=10000)
+    assert run.id == "x" and run.project_id == 10000
+    for stage in run.stages:
+        assert isinstance(stage.detail, dict)
+        assert stage.type in ("", "Check")
+
+
+def test_list_and_get_through_the_real_sdk(emulator: DataWorksEmulator, clock: ManualClock) -> None:
+    run_id = emulator.add_run(10000, status="Running", stages=STAGES, stage_statuses={"BUILD": "Running"})
+    client, project = make_client(emulator, clock)
+    page = client.list_runs(project, 1)
+    assert page.total_count == 1
+    assert [run.id for run in page.runs] == [run_id]
+    got = client.get_run(project, run_id)
+    assert got is not None and [s.status for s in got.stages] == ["running", "init"]
+    assert client.get_run(project, "no-such-run") is None
+    assert client.calls == 3 == emulator.call_count()
+
+
+@pytest.mark.parametrize("spelling", ["doc", "sdk"])
+@pytest.mark.parametrize(
+    ("status", "normal"),
+    [("Init", "init"), ("Running", "running"), ("Success", "success"), ("Fail", "fail"),
+     ("Terminated", "terminated"), ("Canceled", "canceled")],
+)  # fmt: skip
+def test_every_status_spelling_from_the_wire(
+    clock: ManualClock, spelling: str, status: str, normal: str
+) -> None:
+    with DataWorksEmulator({"projects": [10000]}, clock=clock, status_spelling=spelling) as emu:
+        emu.add_run(10000, status=status, stages=STAGES, stage_statuses={"BUILD": status})
+        client, project = make_client(emu, clock)
+        [run] = client.list_runs(project, 1).runs
+        assert (run.status, run.stages[0].status) == (normal, normal)
+
+
+def test_old_api_fallback_is_remembered(clock: ManualClock) -> None:
+    with DataWorksEmulator({"projects": [10000]}, clock=clock, old_api_only=True) as emu:
+        run_id = emu.add_run(10000, status="Success", stages=STAGES, stage_statuses={"BUILD": "Success"})
+        client, project = make_client(emu, clock)
+        page = client.list_runs(project, 1)
+        assert page.total_count == 1 and page.runs[0].status == "success"
+        assert page.runs[0].stages[0].type == "Build"
+        assert client.legacy_api
+        assert client.get_run(project, run_id) is not None
+        assert emu.call_count("ListPipelineRuns") == 1  # tried once, then remembered
+        assert emu.call_count("GetPipelineRun") == 0
+        assert (emu.call_count("ListDeployments"), emu.call_count("GetDeployment")) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        ("Throttling.User", 429),
+        ("Throttling.Api", 429),
+        ("Throttling.System", 429),
+        ("InternalError.System", 500),
+    ],
+)
+def test_throttling_and_5xx_are_retried_with_backoff(
+    emulator: DataWorksEmulator, clock: ManualClock, code: str, status: int
+) -> None:
+    emulator.inject("ListPipelineRuns", code, status, times=2)
+    client, project = make_client(emulator, clock)
+    assert client.list_runs(project, 1).total_count == 0
+    assert client.calls == 3  # every attempt counts
+    assert clock.slept == [0.5, 1.0]  # exponential (jitter pinned to its maximum here)
+
+
+def test_network_errors_are_retried(emulator: DataWorksEmulator, clock: ManualClock) -> None:
+    emulator.drop_connections(1)
+    client, project = make_client(emulator, clock)
+    assert client.list_runs(project, 1).total_count == 0
+    assert client.calls == 2
+
+
+def test_retries_give_up_after_max_attempts(emulator: DataWorksEmulator, clock: ManualClock) -> None:
+    emulator.inject(None, "Throttling.User", 429, times=10)
+    client, project = make_client(emulator, clock, max_attempts=3)
+    with pytest.raises(DataWorksError) as caught:
+        client.list_runs(project, 1)
+    assert caught.value.code == "Throttling.User" and caught.value.retryable
+    assert client.calls == 3
+
+
+def test_forbidden_is_not_retried(emulator: DataWorksEmulator, clock: ManualClock) -> None:
+    emulator.inject(None, "Forbidden.Access", 403)
+    client, project = make_client(emulator, clock)
+    with pytest.raises(DataWorksError) as caught:
+        client.list_runs(project, 1)
+    assert (caught.value.code, caught.value.http_status, client.calls) == ("Forbidden.Access", 403, 1)
+
+
+def test_wrong_secret_is_refused_without_showing_it(emulator: DataWorksEmulator, clock: ManualClock) -> None:
+    client, project = make_client(emulator, clock, Credentials("test-ak", Secret("wrong-secret-4711")))
+    with pytest.raises(DataWorksError) as caught:
+        client.list_runs(project, 1)
+    assert caught.value.code == "SignatureDoesNotMatch"
+    assert "wrong-secret-4711" not in str(caught.value)
+
+
+def test_sts_credentials_sign_with_the_token(clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The SDK would prefer these over the STS credential; the client must not let it.
+    monkeypatch.setenv("ALIYUN_ACCESS_KEY_ID", "someone-else")
+    monkeypatch.setenv("ALIYUN_ACCESS_KEY_SECRET", "their-secret")
+    with DataWorksEmulator({"projects": [10000]}, clock=clock, security_token="sts-token-1") as emu:
+        creds = Credentials("test-ak", Secret("test-secret"), Secret("sts-token-1"))
+        client, project = make_client(emu, clock, creds)
+        assert client.list_runs(project, 1).total_count == 0
+
+
+def test_client_side_qps_limit_spaces_calls(emulator: DataWorksEmulator, clock: ManualClock) -> None:
+    client, project = make_client(emulator, clock, max_qps=2.0)
+    for _ in range(3):
+        client.list_runs(project, 1)
+    assert clock.slept == [0.5, 0.5]
+
+
+def test_timeout_setting_reaches_the_sdk(emulator: DataWorksEmulator, clock: ManualClock) -> None:
+    client, project = make_client(emulator, clock, timeout=timedelta(seconds=3))
+    client.list_runs(project, 1)
+    sdk = client._sdk_client("cn-shanghai")
+    assert sdk._read_timeout == 3

@@ -1,0 +1,95 @@
+"""Discovery finds every new run and change whatever the list order, with as few calls as it can."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import World
+from tests.test_tick import slack_text
+
+STAGES = [{"code": "BUILD", "step": 1, "type": "Build", "name": "Build package"}]
+
+
+def add_history(world: World, project: int, count: int) -> None:
+    for index in range(count):
+        world.dataworks.add_run(
+            project, status="Success", stages=STAGES, stage_statuses={"BUILD": "Success"},
+            created=-86400 - index * 60,
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize("order", ["newest", "oldest", "shuffled"])
+def test_new_runs_are_found_on_any_page_whatever_the_order(world: World, order: str) -> None:
+    world.dataworks.scenario.list_order = order
+    add_history(world, 10000, 250)
+    first = world.tick()
+    assert first.events == 0  # history is older than lookback: recorded silently, nothing announced
+    assert first.api_calls == 3 + 1  # a first sight reads every page (3 of 10000, 1 of 10001)
+
+    new_ids = {
+        world.dataworks.add_run(10000, status="Success", stages=STAGES, stage_statuses={"BUILD": "Success"})
+        for _ in range(3)
+    }
+    second = world.tick()
+    assert second.events == 3 * 2
+    texts = [slack_text(message) for message in world.slack_messages()]
+    assert len(texts) == 3
+    assert all(sum(run_id in text for text in texts) == 1 for run_id in new_ids)
+    if order == "newest":
+        assert second.api_calls == 2  # page 1 held all three: one call per workspace
+
+
+def test_steady_state_reads_one_page_even_with_deep_history(world: World) -> None:
+    add_history(world, 10000, 250)
+    world.tick()
+    for _ in range(3):
+        assert world.tick().api_calls == 2
+
+
+def test_a_moving_run_pushed_off_page_one_is_fetched_by_id(world: World) -> None:
+    slow = world.dataworks.add_run(
+        10000, status="Running", stages=STAGES, stage_statuses={"BUILD": "Running"}
+    )
+    world.tick()
+    for _ in range(100):  # 100 newer runs push it to page 2 (newest-first)
+        world.dataworks.add_run(10000, status="Success", stages=STAGES, stage_statuses={"BUILD": "Success"})
+    world.tick()
+    world.dataworks.set_run_status(
+        slow, status="Fail", stages={"BUILD": {"status": "Fail", "message": "boom"}}
+    )
+    gets_before = world.dataworks.call_count("GetPipelineRun")
+    summary = world.tick()
+    assert world.dataworks.call_count("GetPipelineRun") == gets_before + 1
+    assert summary.events == 2  # stage.failed, run.failed
+    assert any("boom" in m["markdown"]["text"] for m in world.ding())
+
+
+def test_deleted_runs_trigger_one_full_scan(world: World) -> None:
+    add_history(world, 10000, 150)
+    world.tick()
+    removed = world.dataworks.scenario.runs.pop()
+    assert removed is not None
+    summary = world.tick()
+    assert summary.api_calls == 2 + 1  # both pages of 10000 (the count went down), one of 10001
+
+
+def test_configured_runs_are_polled_until_final(world: World) -> None:
+    run_id = world.dataworks.add_run(
+        10002, status="Running", stages=STAGES, stage_statuses={"BUILD": "Running"}
+    )
+    world.config_overrides["dataworks.runs"] = [{"project": 10002, "id": run_id}]
+    first = world.tick()
+    assert first.events == 2 and world.dataworks.call_count("GetPipelineRun") == 1
+    world.dataworks.set_run_status(run_id, status="Success", stages={"BUILD": "Success"})
+    assert world.tick().events == 2
+    world.tick()
+    assert world.dataworks.call_count("GetPipelineRun") == 2  # final: no longer polled
+
+
+def test_a_failing_workspace_does_not_stop_the_others(world: World) -> None:
+    world.dataworks.add_run(10001, status="Running", stages=STAGES, stage_statuses={"BUILD": "Running"})
+    world.config_overrides["dataworks.max_attempts"] = 1
+    world.dataworks.inject("ListPipelineRuns", "Forbidden.Access", 403, times=1)
+    summary = world.tick()
+    assert summary.events == 2
+    assert len(summary.errors) == 1 and "Forbidden.Access" in summary.errors[0]
