@@ -67,7 +67,9 @@ def trim_utf8(text: str, max_bytes: int, marker: str = TRIM_MARKER) -> str:
     encoded = text.encode("utf-8")
     if len(encoded) <= max_bytes:
         return text
-    room = max(0, max_bytes - len(marker.encode("utf-8")))
+    if len(marker.encode("utf-8")) > max_bytes:
+        marker = ""
+    room = max_bytes - len(marker.encode("utf-8"))
     return encoded[:room].decode("utf-8", errors="ignore") + marker
 
 

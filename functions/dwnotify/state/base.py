@@ -92,7 +92,7 @@ class StateStore(Protocol):
         ...
 
     def release_lease(self, lease: Lease) -> None:
-        """Give the lease back (only if still held by its owner), keeping its data."""
+        """Give the lease back (only if still held by its owner); its stored data is kept as it is."""
         ...
 
     def commit(

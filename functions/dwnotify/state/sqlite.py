@@ -193,11 +193,11 @@ class SqliteStateStore:
         return Lease(name=name, owner=owner, expires_at=now + ttl_s, data=data)
 
     def release_lease(self, lease: Lease) -> None:
-        """Free the lease if still ours, keeping its data for the next holder."""
+        """Free the lease if still ours; its stored data stays for the next holder."""
         with self._write() as db:
             db.execute(
-                "UPDATE leases SET owner = NULL, expires_at = 0, data = ? WHERE name = ? AND owner = ?",
-                (json.dumps(lease.data), lease.name, lease.owner),
+                "UPDATE leases SET owner = NULL, expires_at = 0 WHERE name = ? AND owner = ?",
+                (lease.name, lease.owner),
             )
 
     @staticmethod

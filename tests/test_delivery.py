@@ -1,0 +1,200 @@
+"""Delivery: every announced event reaches its channel once, in order, whatever the webhooks do."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from dwnotify.channels.base import ChannelMessage, fit_text
+from dwnotify.channels.dingtalk import MAX_BODY_BYTES, build_payload, sign
+from dwnotify.channels.slack import MAX_BLOCKS, MAX_SECTION_CHARS, sections
+from dwnotify.delivery import RETRY_CAP_S, retry_delay
+from dwnotify.settings import ChannelSettings, Secret
+from tests.conftest import DING_TOKEN, World
+from tests.test_tick import slack_text
+
+STAGES = [
+    {"code": "BUILD", "step": 1, "type": "Build", "name": "发布包构建"},
+    {"code": "DEPLOY", "step": 2, "type": "Deploy", "name": "发布到生产环境"},
+]
+RUN_ID = re.compile(r"`([0-9a-f-]{36})`")
+
+
+def fail_run(world: World, project: int = 10000, message: str = "节点依赖缺失") -> str:
+    return world.dataworks.add_run(
+        project,
+        status="Fail",
+        message="部署失败",
+        stages=STAGES,
+        stage_statuses={"BUILD": "Success", "DEPLOY": {"status": "Fail", "message": message}},
+    )
+
+
+def start_run(world: World) -> str:
+    return world.dataworks.add_run(
+        10000, status="Running", stages=STAGES, stage_statuses={"BUILD": "Running"}
+    )
+
+
+def ids_in(texts: list[str]) -> list[str]:
+    return [run_id for text in texts for run_id in RUN_ID.findall(text)]
+
+
+def ding_texts(world: World) -> list[str]:
+    return [message["markdown"]["text"] for message in world.ding()]
+
+
+def test_a_webhook_failing_for_several_ticks_gets_every_message_once_in_order(world: World) -> None:
+    world.slack.inject(status=500, body="rollup_error", times=4)
+    run_id = start_run(world)
+    world.tick()
+    world.dataworks.set_run_status(run_id, stages={"BUILD": "Success", "DEPLOY": "Running"})
+    world.tick()
+    world.dataworks.set_run_status(run_id, status="Success", stages={"DEPLOY": "Success"})
+    summary = world.tick()
+    assert summary.messages_pending >= 1 and world.slack_messages() == []
+    for _ in range(6):
+        world.tick(advance=120)
+    texts = [slack_text(message) for message in world.slack_messages()]
+    assert len(texts) == 3  # started, in progress, succeeded: each once
+    assert "运行中" in texts[0] and "发布到生产环境" in texts[1] and "成功" in texts[2]
+    assert world.app is not None
+    assert world.app.store.report().messages == ()
+
+
+def test_a_dead_webhook_is_given_up_with_a_reason_and_blocks_nobody(world: World) -> None:
+    world.slack.inject(status=410, body="channel_is_archived", times=100)
+    fail_run(world)
+    summary = world.tick()
+    assert summary.messages_failed == 1 and summary.messages_sent == 1  # Slack given up, DingTalk sent
+    assert summary.messages_pending == 0
+    assert len(world.ding()) == 1
+    assert world.app is not None
+    [failed] = world.app.store.report().messages
+    assert (
+        failed.status == "failed"
+        and "410" in failed.last_error
+        and "channel_is_archived" in failed.last_error
+    )
+
+
+def test_slack_429_is_waited_out(world: World) -> None:
+    world.slack.inject(status=429, body="rate_limited", headers={"Retry-After": "30"}, times=1)
+    start_run(world)
+    first = world.tick()
+    assert (first.messages_sent, first.messages_pending) == (0, 1)
+    second = world.tick(advance=60)
+    assert (second.messages_sent, second.messages_pending) == (1, 0)
+    assert len(world.slack_messages()) == 1
+
+
+def test_dingtalk_130101_pauses_the_robot_for_ten_minutes(world: World) -> None:
+    world.dingtalk.inject(status=200, body={"errcode": 130101, "errmsg": "send too fast"}, times=1)
+    fail_run(world)
+    assert world.tick().messages_pending == 1
+    attempts_after_refusal = len(world.dingtalk.attempts)
+    for _ in range(8):
+        world.tick(advance=60)
+    assert len(world.dingtalk.attempts) == attempts_after_refusal  # nobody knocks on a silenced robot
+    world.tick(advance=180)
+    assert len(world.ding()) == 1
+
+
+def test_thirty_failures_at_once_reach_one_robot_unsilenced(world: World) -> None:
+    run_ids = {fail_run(world, project=10000 + (index % 2)) for index in range(30)}
+    summary = world.tick()
+    assert summary.messages_failed == 0 and summary.messages_pending == 0
+    assert not world.dingtalk.silenced(DING_TOKEN)
+    delivered = ids_in(ding_texts(world))
+    assert sorted(delivered) == sorted(run_ids)  # every run once, none twice
+    assert len(world.ding()) <= 19
+    slack_ids = ids_in([slack_text(m) for m in world.slack_messages()])
+    assert sorted(slack_ids) == sorted(run_ids)
+
+
+def test_bursts_over_several_ticks_never_exceed_the_robot_budget(world: World) -> None:
+    for _ in range(5):
+        for _ in range(12):
+            fail_run(world)
+        world.tick(advance=20)
+    world.tick(advance=60)
+    sent_at = sorted(a.at for a in world.dingtalk.attempts)
+    for index, start in enumerate(sent_at):
+        assert sum(1 for t in sent_at[index:] if t < start + 60) <= 20
+    assert not world.dingtalk.silenced(DING_TOKEN)
+    assert len(ids_in(ding_texts(world))) == 60
+
+
+def test_messages_past_max_age_fail_with_the_last_error(world: World) -> None:
+    world.config_overrides["delivery"] = {"max_age": "10m"}
+    world.slack.inject(status=503, body="", times=1000)
+    start_run(world)
+    world.tick()
+    for _ in range(12):
+        world.tick(advance=60)
+    assert world.app is not None
+    [failed] = world.app.store.report().messages
+    assert failed.status == "failed" and "max_age" in failed.last_error and "503" in failed.last_error
+
+
+def test_retry_delay_is_exponential_and_capped() -> None:
+    assert [retry_delay(n, None, 1.0) for n in (1, 2, 3, 4, 5, 6)] == [10, 20, 40, 80, 120, 120]
+    assert retry_delay(1, 30.0, 0.0) == 30.0
+    assert retry_delay(1, 600.0, 1.0) == RETRY_CAP_S
+
+
+def test_dingtalk_sign_matches_the_documented_recipe() -> None:
+    # HMAC-SHA256(key=secret, msg="<timestamp>\n<secret>"), base64, then URL-encoded.
+    assert sign("SECabc", 1700000000000) == "jcUpW0QmtKduN03n4JqQ0PBosVjqnM8gU7fIIvsDmCM%3D"
+
+
+def ding(**overrides: Any) -> ChannelSettings:
+    return ChannelSettings(
+        name="ops", type="dingtalk", url=Secret("https://x/robot/send?access_token=t"), **overrides
+    )
+
+
+def test_dingtalk_keyword_and_mentions() -> None:
+    payload = build_payload(
+        ding(keyword="发布", at_mobiles=("13800000000",), at_user_ids=("u1",), at_all=False),
+        ChannelMessage("Deployment failed", "### Deployment failed\n\nbody"),
+    )
+    text = payload["markdown"]["text"]
+    assert "发布" in text and "@13800000000" in text and "@u1" in text
+    assert payload["at"] == {"atMobiles": ["13800000000"], "atUserIds": ["u1"], "isAtAll": False}
+
+
+def test_chinese_text_over_the_byte_limit_is_trimmed_on_a_character_boundary() -> None:
+    body = "### 发布失败\n\n" + "节点依赖缺失" * 3000 + "\n[打开 DataWorks](https://console/link)"
+    payload = build_payload(ding(), ChannelMessage("发布失败", body))
+    text = payload["markdown"]["text"]
+    assert len(json.dumps(payload, ensure_ascii=False).encode("utf-8")) < MAX_BODY_BYTES
+    assert "…(truncated)" in text
+    assert text.endswith("[打开 DataWorks](https://console/link)")  # the console link survives
+    text.encode("utf-8").decode("utf-8")  # no broken character
+
+
+@pytest.mark.parametrize("limit", [10, 11, 12, 13])
+def test_fit_text_never_splits_a_character(limit: int) -> None:
+    fitted = fit_text("发布失败发布失败", limit)
+    assert len(fitted.encode("utf-8")) <= limit
+
+
+def test_long_mrkdwn_is_split_into_sections_within_block_kit_limits() -> None:
+    blocks = sections("\n".join(f"line {i} " + "x" * 500 for i in range(400)))
+    assert len(blocks) <= MAX_BLOCKS
+    assert all(
+        len(block["text"]["text"]) <= MAX_SECTION_CHARS for block in blocks if block["type"] == "section"
+    )
+
+
+def test_chinese_text_over_the_byte_limit_is_accepted_end_to_end(world: World) -> None:
+    fail_run(world, message="上游节点未发布，" * 2500)
+    summary = world.tick()
+    assert summary.messages_failed == 0
+    [message] = world.ding()
+    assert "…(truncated)" in message["markdown"]["text"]
+    assert "defaultProjectId=10000" in message["markdown"]["text"]
