@@ -1,0 +1,75 @@
+"""Ticks that overlap (FC runs a slow tick beside the next timer fire) announce each event once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+
+from tests.conftest import World
+from tests.test_delivery import ding_texts, fail_run, ids_in
+from tests.test_tick import slack_text
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def delivered(world: World) -> tuple[Counter[str], Counter[str]]:
+    ding = Counter(ids_in(ding_texts(world)))
+    slack = Counter(ids_in([slack_text(m) for m in world.slack_messages()]))
+    return ding, slack
+
+
+def test_three_ticks_started_together_in_threads_send_each_message_once(world: World) -> None:
+    run_ids = {fail_run(world) for _ in range(12)}
+    apps = [world.build() for _ in range(3)]
+    world.clock.advance(60)
+    barrier = threading.Barrier(3)
+    summaries = []
+
+    def tick(index: int) -> None:
+        barrier.wait()
+        summaries.append(apps[index].notifier.tick())
+
+    threads = [threading.Thread(target=tick, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert len(summaries) == 3
+    assert sum(not s.discovery_skipped for s in summaries) == 1  # one tick discovered, two only delivered
+    assert sum(s.events for s in summaries) == 12 * 3  # stage.succeeded, stage.failed, run.failed
+    world.app = apps[0]
+    world.tick(advance=120)  # whatever a lease kept back goes now
+    ding, slack = delivered(world)
+    assert set(ding) == set(slack) == run_ids
+    assert max(ding.values()) == 1 and max(slack.values()) == 1
+    for app in apps[1:]:
+        app.close()
+
+
+def test_three_tick_processes_at_once_send_each_message_once(world: World) -> None:
+    run_ids = {fail_run(world) for _ in range(8)}
+    config = world.write_config()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ALIYUN_", "ALIBABA_CLOUD_"))}
+    env.update(world.environ())
+    env.update({"ALIBABA_CLOUD_ACCESS_KEY_ID": "test-ak", "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "test-secret"})
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "dwnotify", "--config", str(config), "tick"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    outputs = [process.communicate(timeout=120) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0, 0], outputs
+    world.tick(advance=120)
+    ding, slack = delivered(world)
+    assert set(ding) == set(slack) == run_ids
+    assert max(ding.values()) == 1 and max(slack.values()) == 1
