@@ -1,0 +1,390 @@
+"""DataWorks OpenAPI (RPC, version 2024-05-18) stand-in with scripted pipeline runs.
+
+Serves `GetPipelineRun` / `ListPipelineRuns` and their old names `GetDeployment` / `ListDeployments`
+behind the checks of `rpc.Gateway`, over a `scenario.Scenario` whose runs move with the emulator's
+clock. Codes chosen where DataWorks documents none (UNCONFIRMED against the live service):
+
+- unknown run id: HTTP 404 `Invalid.Pipeline.NotFound`
+- unknown workspace: HTTP 403 `Forbidden.Access`
+- a path other than `/`, or a method other than GET/POST: HTTP 404 `InvalidAction.NotFound`
+
+List order is undocumented by DataWorks, so `list_order` picks one: newest or oldest first by
+CreateTime, `shuffled` (a new seeded permutation whenever page 1 is listed, continued by the later
+pages of that listing), `shuffled_per_call` (a new permutation on every call) or `shuffled_fixed`.
+
+Limits (`qps_limit`, `daily_limit`) count calls on the emulator clock (a sliding second; a day in
+UTC+8), so a test with a manual clock decides when they reset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import yaml
+
+from emulators._base import Emulator, Request, Response, cli_parser, serve
+from emulators.rpc import (
+    COMMON_PARAMS,
+    AcsError,
+    Faults,
+    FlowControl,
+    Gateway,
+    error_body,
+    invalid,
+    missing,
+    new_request_id,
+)
+from emulators.scenario import (
+    LIST_ORDERS,
+    SPELLINGS,
+    Change,
+    RunSpec,
+    Scenario,
+    canonical_status,
+    check_choice,
+    parse_change,
+    parse_run,
+)
+
+PRODUCT = "dataworks-public"
+VERSIONS = frozenset({"2024-05-18", "2020-05-18"})
+NEW_ACTIONS = frozenset({"GetPipelineRun", "ListPipelineRuns"})
+OLD_ACTIONS = frozenset({"GetDeployment", "ListDeployments"})
+MAX_PAGE_SIZE = 100
+MORNING = Path(__file__).with_name("scenarios") / "morning.yaml"
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request as the emulator saw it: business params only (no signing fields)."""
+
+    action: str | None
+    params: dict[str, str]
+    http_status: int
+    code: str | None
+    at: float
+
+
+class DataWorksEmulator(Emulator):
+    """DataWorks RPC endpoint: signature checks, scripted runs, faults, limits and a call log."""
+
+    service = "dataworks"
+
+    def __init__(
+        self,
+        scenario: Scenario | Mapping[str, Any] | str | Path | None = None,
+        *,
+        access_key_id: str = "test-ak",
+        access_key_secret: str = "test-secret",  # noqa: S107 - the contract's test credential
+        security_token: str | None = None,
+        clock: Callable[[], float] | None = None,
+        old_api_only: bool | None = None,
+        status_spelling: str | None = None,
+        list_order: str | None = None,
+        qps_limit: int | None = None,
+        daily_limit: int | None = None,
+        region: str = "cn-shanghai",
+        verbose: bool = False,
+    ) -> None:
+        super().__init__(clock, verbose=verbose)
+        created_at = self.clock.now()
+        if isinstance(scenario, Scenario):
+            self.scenario = scenario
+        elif isinstance(scenario, str | Path):
+            self.scenario = Scenario.load(scenario, default_start=created_at)
+        else:
+            self.scenario = Scenario.from_dict(scenario or {}, default_start=created_at)
+        if old_api_only is not None:
+            self.scenario.old_api_only = old_api_only
+        if status_spelling is not None:
+            self.scenario.status_spelling = check_choice(status_spelling, tuple(SPELLINGS), "status_spelling")
+        if list_order is not None:
+            self.scenario.list_order = check_choice(list_order, LIST_ORDERS, "list_order")
+        self.gateway = Gateway({access_key_id: access_key_secret}, security_token)
+        self.host_id = f"dataworks.{region}.aliyuncs.com"
+        self.calls: list[Call] = []
+        self._faults = Faults()
+        self._limits = FlowControl(qps_limit, daily_limit)
+        self._list_calls = 0
+        self._listings: dict[int, int] = {}  # project -> page-1 list calls, for "shuffled"
+
+    # -- test controls -----------------------------------------------------------------------
+    def inject(
+        self, action: str | None, code: str, http_status: int, times: int = 1, message: str | None = None
+    ) -> None:
+        """Make the next `times` calls of `action` (None: any action) fail with this error."""
+        with self._lock:
+            self._faults.add(action, code, http_status, times, message)
+
+    def call_count(self, action: str | None = None) -> int:
+        """Requests received so far (all of them, or one action's), failures and drops included."""
+        with self._lock:
+            return sum(1 for c in self.calls if action is None or c.action == action)
+
+    def scenario_offset(self) -> float:
+        """Seconds of scenario time elapsed now."""
+        return self.scenario.offset(self.now())
+
+    def add_run(
+        self,
+        project: int,
+        run_id: str | None = None,
+        *,
+        status: str = "Running",
+        message: str = "",
+        stages: Sequence[Mapping[str, Any]] | None = None,
+        stage_statuses: Mapping[str, Any] | None = None,
+        created: float | None = None,
+        **fields: Any,
+    ) -> str:
+        """Add a run created now (or at offset `created`) with this status; return its id.
+
+        `stages` use the scenario's stage form; `stage_statuses` maps a stage code to a status or
+        {status, message}; other keyword fields (creator, description, objects,
+        id_trailing_newline) are as in the scenario file.
+        """
+        with self._lock:
+            offset = self.scenario_offset() if created is None else created
+            doc: dict[str, Any] = {"project": project, "created": offset, **fields}
+            if run_id is not None:
+                doc["id"] = run_id
+            if stages is not None:
+                doc["stages"] = list(stages)
+            index = len(self.scenario.runs)
+            run = parse_run(doc, "add_run", self.scenario.quirks, index=index)
+            change: dict[str, Any] = {"at": offset, "status": status, "message": message}
+            run.add_change(_change(run, change, stage_statuses))
+            self.scenario.add_run(run)
+            return run.id
+
+    def set_run_status(
+        self,
+        run_id: str,
+        status: str | None = None,
+        message: str | None = None,
+        stages: Mapping[str, Any] | None = None,
+        project: int | None = None,
+    ) -> None:
+        """Change a run now: its status/message and stages (code -> status or {status, message})."""
+        with self._lock:
+            wanted = run_id.strip()
+            run = next(
+                (r for r in self.scenario.runs if r.id == wanted and project in (None, r.project)), None
+            )
+            if run is None:
+                raise KeyError(f"no run {run_id!r}")
+            change = {"at": self.scenario_offset(), "status": status, "message": message}
+            run.add_change(_change(run, change, stages))
+
+    def snapshot(self) -> dict[str, Any]:
+        """Clock, scenario offset and the call log (for GET /_emulator)."""
+        with self._lock:
+            calls = [asdict(c) for c in self.calls]
+        return {**super().snapshot(), "offset": self.scenario_offset(), "calls": calls}
+
+    def on_drop(self, request: Request) -> None:
+        """Log a dropped request with HTTP status 0."""
+        params = {**request.args, **_form(request)}
+        self._record(params.get("Action"), params, 0, None)
+
+    # -- the protocol --------------------------------------------------------------------------
+    def handle(self, request: Request) -> Response:
+        """Answer one RPC request."""
+        params = {**request.args, **_form(request)}
+        request_id = new_request_id()
+        action = params.get("Action")
+        try:
+            if request.path != "/" or request.method not in ("GET", "POST"):
+                raise _not_found_action()
+            self.gateway.check_common(params)
+            if params["Version"] not in VERSIONS:
+                raise AcsError("InvalidVersion", "Specified parameter Version is not valid.")
+            if action not in self._actions():
+                raise _not_found_action()
+            self.gateway.authenticate(request.method, params)
+            with self._lock:
+                self._faults.take(action)
+                self._limits.admit(self.now())
+            body = self._run_action(str(action), params)
+        except AcsError as error:
+            self._record(action, params, error.http_status, error.code)
+            document = error_body(error, request_id, self.host_id, PRODUCT)
+            return Response.json(error.http_status, document, {"x-acs-request-id": request_id})
+        self._record(action, params, 200, None)
+        return Response.json(200, {"RequestId": request_id, **body}, {"x-acs-request-id": request_id})
+
+    def _actions(self) -> frozenset[str]:
+        return OLD_ACTIONS if self.scenario.old_api_only else NEW_ACTIONS | OLD_ACTIONS
+
+    def _record(self, action: str | None, params: Mapping[str, str], status: int, code: str | None) -> None:
+        business = {k: v for k, v in params.items() if k not in COMMON_PARAMS}
+        with self._lock:
+            self.calls.append(Call(action, business, status, code, self.now()))
+
+    def _run_action(self, action: str, params: Mapping[str, str]) -> dict[str, Any]:
+        old = action in OLD_ACTIONS
+        project = _int_param(params, "ProjectId", required=True)
+        with self._lock:
+            if project not in self.scenario.projects:
+                raise AcsError(
+                    "Forbidden.Access",
+                    f"You are not authorized to access workspace {project}, or it does not exist.",
+                    403,
+                )
+            if action in ("GetPipelineRun", "GetDeployment"):
+                return {"Deployment" if old else "Pipeline": self._get(project, params, old)}
+            return {"PagingInfo": self._list(project, params, old)}
+
+    def _get(self, project: int, params: Mapping[str, str], old: bool) -> dict[str, Any]:
+        run_id = params.get("Id")
+        if not run_id:
+            raise missing("Id")
+        offset = self.scenario_offset()
+        run = self.scenario.find(project, run_id)
+        if run is None or not run.visible(offset):
+            raise AcsError(
+                "Invalid.Pipeline.NotFound", f"The pipeline run {run_id.strip()} does not exist.", 404
+            )
+        return run.render(self.scenario.start, offset, self.scenario.status_spelling, old)
+
+    def _list(self, project: int, params: Mapping[str, str], old: bool) -> dict[str, Any]:
+        page_number = _int_param(params, "PageNumber", default=1)
+        page_size = _int_param(params, "PageSize", default=10)
+        if page_number < 1:
+            raise invalid("PageNumber", " It must be 1 or more.")
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise invalid("PageSize", f" It must be between 1 and {MAX_PAGE_SIZE}.")
+        offset = self.scenario_offset()
+        wanted_status = canonical_status(params["Status"]) if params.get("Status") else None
+        runs = []
+        for run in self.scenario.runs:
+            if run.project != project or not run.visible(offset):
+                continue
+            if params.get("Creator") and run.creator != params["Creator"]:
+                continue
+            if params.get("ObjectId") and params["ObjectId"] not in run.objects:
+                continue
+            if wanted_status is not None and run.state(offset).status.lower() != wanted_status.lower():
+                continue
+            runs.append(run)
+        self._list_calls += 1
+        if page_number == 1:
+            self._listings[project] = self._listings.get(project, 0) + 1
+        runs = self._order(runs, project)
+        page = runs[(page_number - 1) * page_size : page_number * page_size]
+        start, spelling = self.scenario.start, self.scenario.status_spelling
+        rendered = [run.render(start, offset, spelling, old) for run in page]
+        if old:
+            return {
+                "PageNumber": str(page_number),
+                "PageSize": str(page_size),
+                "TotalCount": str(len(runs)),
+                "Deployments": rendered,
+            }
+        return {
+            "PageNumber": page_number,
+            "PageSize": page_size,
+            "TotalCount": len(runs),
+            "PipelineRuns": rendered,
+        }
+
+    def _order(self, runs: list[RunSpec], project: int) -> list[RunSpec]:
+        order, seed = self.scenario.list_order, self.scenario.seed
+        runs.sort(key=lambda r: (r.created, r.id), reverse=order != "oldest")
+        if order == "shuffled":  # a new order per listing; its later pages continue it
+            random.Random(f"{seed}/{project}/{self._listings.get(project, 0)}").shuffle(runs)
+        elif order == "shuffled_per_call":
+            random.Random(f"{seed}/{self._list_calls}").shuffle(runs)
+        elif order == "shuffled_fixed":
+            runs.sort(key=lambda r: random.Random(f"{self.scenario.seed}/{r.id}").random())
+        return runs
+
+
+def _change(run: RunSpec, doc: dict[str, Any], stages: Mapping[str, Any] | None) -> Change:
+    doc = {k: v for k, v in doc.items() if v is not None}
+    doc["stages"] = dict(stages or {})
+    return parse_change(doc, f"run {run.id}", {s.code for s in run.stages})
+
+
+def _form(request: Request) -> dict[str, str]:
+    if request.method != "POST" or not request.body:
+        return {}
+    return dict(parse_qsl(request.body.decode("utf-8", "replace"), keep_blank_values=True))
+
+
+def _not_found_action() -> AcsError:
+    return AcsError(
+        "InvalidAction.NotFound", "Specified api is not found, please check your url and method.", 404
+    )
+
+
+def _int_param(params: Mapping[str, str], name: str, *, required: bool = False, default: int = 0) -> int:
+    value = params.get(name)
+    if not value:
+        if required:
+            raise missing(name)
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise invalid(name, " An integer is expected.") from None
+
+
+def main(argv: Sequence[str]) -> int:
+    """`python -m emulators dataworks`: serve a scenario until SIGTERM/SIGINT."""
+    parser = cli_parser("dataworks", "DataWorks OpenAPI (RPC 2024-05-18) stand-in with scripted runs.")
+    parser.add_argument("--scenario", type=Path, default=MORNING, help="scenario file (default: morning)")
+    parser.add_argument(
+        "--start",
+        default="now",
+        help='scenario start: "now" (default, the script plays out live), "file" (keep the '
+        "file's start) or an ISO 8601 time",
+    )
+    parser.add_argument("--speed", type=float, default=1.0, help="scenario seconds per real second")
+    parser.add_argument("--access-key-id", default="test-ak")
+    parser.add_argument("--access-key-secret", default="test-secret")
+    parser.add_argument("--security-token", help="accept STS requests carrying this token")
+    parser.add_argument(
+        "--old-api-only", action="store_true", help="serve only GetDeployment/ListDeployments"
+    )
+    parser.add_argument("--status-spelling", choices=sorted(SPELLINGS))
+    parser.add_argument("--list-order", choices=LIST_ORDERS)
+    parser.add_argument("--qps-limit", type=int)
+    parser.add_argument("--daily-limit", type=int)
+    args = parser.parse_args(argv)
+    emulator = DataWorksEmulator(
+        _cli_scenario(args),
+        access_key_id=args.access_key_id,
+        access_key_secret=args.access_key_secret,
+        security_token=args.security_token,
+        clock=_scaled_clock(args.speed),
+        old_api_only=args.old_api_only or None,
+        status_spelling=args.status_spelling,
+        list_order=args.list_order,
+        qps_limit=args.qps_limit,
+        daily_limit=args.daily_limit,
+        verbose=args.verbose,
+    )
+    return serve(emulator, args.host, args.port)
+
+
+def _cli_scenario(args: argparse.Namespace) -> Scenario:
+    with open(args.scenario, encoding="utf-8") as f:
+        doc = yaml.safe_load(f) or {}
+    if args.start != "file":
+        doc["start"] = args.start
+    return Scenario.from_dict(doc, default_start=time.time())
+
+
+def _scaled_clock(speed: float) -> Callable[[], float] | None:
+    if speed == 1.0:
+        return None
+    origin = time.time()
+    return lambda: origin + (time.time() - origin) * speed
