@@ -50,9 +50,19 @@ class RateBudget:
 RATE_BUDGETS: Mapping[str, RateBudget] = {
     "dingtalk": RateBudget(19, 60.0),
     "slack": RateBudget(1, 1.1, inline_wait_s=8.0),
+    # Lark: 5 a second and 100 a minute per bot; a tick's 8 s of waiting caps it near 40 sends.
+    "lark": RateBudget(5, 1.1, inline_wait_s=8.0),
+    "wecom": RateBudget(19, 60.0),  # WeCom: 20 messages a minute per robot, then errcode 45009
+    "webhook": RateBudget(60, 60.0),
 }
-_DIGEST_SEPARATOR = {"dingtalk": "\n\n---\n\n", "slack": "\n\n"}
-_DIGEST_MAX_BYTES = {"dingtalk": 17_000, "slack": 36_000}
+_DIGEST_SEPARATOR = {
+    "dingtalk": "\n\n---\n\n",
+    "slack": "\n\n",
+    "lark": "\n\n---\n\n",
+    "wecom": "\n\n",
+    "webhook": "\n\n---\n\n",
+}
+_DIGEST_MAX_BYTES = {"dingtalk": 17_000, "slack": 36_000, "lark": 16_000, "wecom": 3_800, "webhook": 30_000}
 
 
 @dataclass
@@ -62,6 +72,7 @@ class DeliveryStats:
     sent: int = 0
     failed: int = 0
     posts: int = 0
+    pending: int = 0
 
 
 @dataclass
@@ -150,69 +161,85 @@ class Deliverer:
         self._built: dict[str, Channel] = {}
 
     def deliver(self, deadline: float | None = None) -> DeliveryStats:
-        """One pass over every channel that has pending messages."""
+        """One pass over every channel that has pending messages; `stats.pending` is what is left."""
         stats = DeliveryStats()
         for name in self._store.channels_with_pending(self._clock()):
-            if deadline is not None and self._clock() >= deadline:
-                break
-            settings = self._channels.get(name)
-            if settings is None:
-                self._orphaned(name, stats)
-                continue
+            pending = self._store.pending_messages(name)
+            out_of_time = deadline is not None and self._clock() >= deadline
+            if out_of_time or not any(self._actionable(m) for m in pending):
+                stats.pending += len(pending)
+                continue  # nothing due: no lease taken, no write made
             lease = self._store.acquire_lease(f"channel:{name}", self._owner, CHANNEL_LEASE_S, self._clock())
             if lease is None:
+                stats.pending += len(pending)
                 continue  # another tick is sending to this channel right now
             try:
-                self._deliver_channel(settings, lease, stats, deadline)
+                self._deliver_channel(name, lease, stats, deadline)
             except ConflictError as error:
                 log.warning("delivery: lost the lease of channel %s: %s", name, error)
                 continue
             self._store.release_lease(lease)
         return stats
 
-    def _orphaned(self, name: str, stats: DeliveryStats) -> None:
-        """Messages for a channel no longer in the config: give them up with a reason."""
-        lease = self._store.acquire_lease(f"channel:{name}", self._owner, CHANNEL_LEASE_S, self._clock())
-        if lease is None:
+    def _actionable(self, message: OutboxMessage) -> bool:
+        now = self._clock()
+        return message.next_attempt_at <= now or now - message.created_at > self._max_age_s
+
+    def _give_up(
+        self, lease: Lease, messages: list[OutboxMessage], reason: str, stats: DeliveryStats
+    ) -> None:
+        """Mark messages failed with a reason, logged once at ERROR."""
+        if not messages:
             return
         now = self._clock()
-        reason = f"channel {name} is no longer configured"
-        given_up = [
-            replace(m, status=FAILED, last_error=reason, finished_at=now)
-            for m in self._store.pending_messages(name)
-        ]
-        self._store.update_messages(lease, given_up)
-        log.error("delivery: %d message(s) given up: %s", len(given_up), reason)
-        stats.failed += len(given_up)
-        self._store.release_lease(lease)
+        failed = [replace(m, status=FAILED, last_error=reason, finished_at=now) for m in messages]
+        self._store.update_messages(lease, failed)
+        for message in failed:
+            log.error("delivery: message %s to %s given up: %s", message.id, message.channel, reason)
+        stats.failed += len(failed)
 
-    def _due(self, lease: Lease, stats: DeliveryStats) -> list[OutboxMessage]:
-        """Pending messages that may go now; expired ones are given up on the way."""
+    def _sort(self, messages: list[OutboxMessage]) -> tuple[list[OutboxMessage], list[OutboxMessage], int]:
+        """(due now, past max_age, still waiting): a waiting message holds back later ones of its run."""
         now = self._clock()
         due: list[OutboxMessage] = []
         expired: list[OutboxMessage] = []
         waiting_runs: set[str] = set()
-        for message in self._store.pending_messages(lease.name.removeprefix("channel:")):
+        waiting = 0
+        for message in messages:
             if now - message.created_at > self._max_age_s:
-                reason = f"not delivered within delivery.max_age (last error: {message.last_error or 'none'})"
-                expired.append(replace(message, status=FAILED, last_error=reason, finished_at=now))
+                expired.append(message)
             elif message.run_key in waiting_runs or message.next_attempt_at > now:
                 waiting_runs.add(message.run_key)
+                waiting += 1
             else:
                 due.append(message)
-        if expired:
-            self._store.update_messages(lease, expired)
-            for message in expired:
-                log.error(
-                    "delivery: message %s to %s given up: %s", message.id, message.channel, message.last_error
-                )
-            stats.failed += len(expired)
-        return due
+        return due, expired, waiting
 
-    def _deliver_channel(
-        self, settings: ChannelSettings, lease: Lease, stats: DeliveryStats, deadline: float | None
+    def _deliver_channel(self, name: str, lease: Lease, stats: DeliveryStats, deadline: float | None) -> None:
+        due, expired, waiting = self._sort(self._store.pending_messages(name))
+        for message in expired:
+            last = message.last_error or "none"
+            self._give_up(
+                lease, [message], f"not delivered within delivery.max_age (last error: {last})", stats
+            )
+        settings = self._channels.get(name)
+        if settings is None:
+            self._give_up(lease, due, f"channel {name} is no longer configured", stats)
+            stats.pending += waiting
+            return
+        sent_before, failed_before = stats.sent, stats.failed
+        self._send_due(settings, lease, due, stats, deadline)
+        handled = (stats.sent - sent_before) + (stats.failed - failed_before)
+        stats.pending += waiting + len(due) - handled
+
+    def _send_due(
+        self,
+        settings: ChannelSettings,
+        lease: Lease,
+        due: list[OutboxMessage],
+        stats: DeliveryStats,
+        deadline: float | None,
     ) -> None:
-        due = self._due(lease, stats)
         budget = _Budget.load(
             RATE_BUDGETS.get(settings.type, RateBudget(20, 60.0)), lease.data, self._clock()
         )
@@ -232,8 +259,12 @@ class Deliverer:
             if wait > 0:
                 self._sleep(wait)
                 waited += wait
-            renewed = self._store.acquire_lease(lease.name, self._owner, CHANNEL_LEASE_S, self._clock())
-            if renewed is None or not self._send_unit(settings, renewed, budget, unit, stats):
+            if lease.expires_at - self._clock() < CHANNEL_LEASE_S / 2:
+                renewed = self._store.acquire_lease(lease.name, self._owner, CHANNEL_LEASE_S, self._clock())
+                if renewed is None:
+                    return
+                lease = renewed
+            if not self._send_unit(settings, lease, budget, unit, stats):
                 return
 
     def _send_unit(

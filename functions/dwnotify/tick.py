@@ -208,39 +208,35 @@ class Notifier:
         return messages
 
     def _deliver(self, owner: str, summary: TickSummary, deadline: float | None) -> None:
-        channels = self._store.channels_with_pending(self._clock())
-        if channels:
-            from .delivery import Deliverer
+        from .delivery import Deliverer
 
-            deliverer = Deliverer(
-                self._store,
-                self.settings.channels,
-                self._channel_factory(),
-                owner=owner,
-                clock=self._clock,
-                sleep=self._sleep,
-                max_age_s=self.settings.delivery.max_age.total_seconds(),
-            )
-            stats = deliverer.deliver(deadline)
-            summary.messages_sent = stats.sent
-            summary.messages_failed = stats.failed
-            summary.chat_posts = stats.posts
-        summary.messages_pending = sum(
-            len(self._store.pending_messages(name))
-            for name in self._store.channels_with_pending(self._clock())
+        deliverer = Deliverer(
+            self._store,
+            self.settings.channels,
+            self._channel_factory,
+            owner=owner,
+            clock=self._clock,
+            sleep=self._sleep,
+            max_age_s=self.settings.delivery.max_age.total_seconds(),
         )
+        stats = deliverer.deliver(deadline)
+        summary.messages_sent = stats.sent
+        summary.messages_failed = stats.failed
+        summary.chat_posts = stats.posts
+        summary.messages_pending = stats.pending
 
-    def _channel_factory(self) -> Callable[[ChannelSettings], Channel]:
+    def _channel_factory(self, settings: ChannelSettings) -> Channel:
+        """The channel for a destination; httpx is imported when the first message goes out."""
         if self._make_channel is None:
             import httpx
 
             from .channels import build_channel
 
-            client = httpx.Client(timeout=self.settings.delivery.timeout.total_seconds())
             timeout_s = self.settings.delivery.timeout.total_seconds()
+            client = httpx.Client(timeout=timeout_s)
             clock = self._clock
-            self._make_channel = lambda settings: build_channel(settings, client, timeout_s, clock)
-        return self._make_channel
+            self._make_channel = lambda channel: build_channel(channel, client, timeout_s, clock)
+        return self._make_channel(settings)
 
 
 def summary_dict(summary: TickSummary) -> dict[str, Any]:
