@@ -161,6 +161,7 @@ class Emulator:
         self.verbose = verbose
         self._lock = threading.RLock()
         self._drops = 0
+        self.response_delay_s = 0.0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -233,6 +234,8 @@ class Emulator:
                 self._drops -= 1
                 self.on_drop(request)
                 return None
+        if self.response_delay_s > 0:
+            time.sleep(self.response_delay_s)  # a slow service: answers arrive this much later
         return self.handle(request)
 
     def handle(self, request: Request) -> Response | None:

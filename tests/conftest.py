@@ -11,6 +11,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,8 +129,9 @@ def clock() -> ManualClock:
     return ManualClock(float(int(time.time())))
 
 
-@pytest.fixture
-def world(tmp_path: Path, clock: ManualClock) -> Iterator[World]:
+@contextmanager
+def open_world(tmp_path: Path, clock: ManualClock) -> Iterator[World]:
+    """Fresh emulators and state for one World (tests that need several build their own)."""
     dataworks = DataWorksEmulator({"projects": [10000, 10001, 10002]}, clock=clock)
     dingtalk = DingTalkEmulator({DING_TOKEN: DING_SECRET}, clock=clock)
     slack = SlackEmulator({SLACK_HOOK}, clock=clock)
@@ -143,6 +145,12 @@ def world(tmp_path: Path, clock: ManualClock) -> Iterator[World]:
             built.app.close()
         for emulator in (dataworks, dingtalk, slack):
             emulator.stop()
+
+
+@pytest.fixture
+def world(tmp_path: Path, clock: ManualClock) -> Iterator[World]:
+    with open_world(tmp_path, clock) as built:
+        yield built
 
 
 @pytest.fixture(autouse=True)
