@@ -18,7 +18,7 @@ from .errors import ConflictError
 from .model import Event, Run, RunState
 from .rules import Route, route
 from .settings import ProjectSettings, Settings
-from .state.base import TICK_LEASE, OutboxMessage, StateStore
+from .state.base import TICK_LEASE, OutboxMessage, ProjectCursor, StateStore
 
 if TYPE_CHECKING:
     from .channels.base import Channel
@@ -61,6 +61,16 @@ def message_id(run_key: str, rule: str, channel: str, events: Sequence[Event]) -
     """A stable id: the same events routed the same way always make the same outbox row."""
     material = "|".join([run_key, rule, channel, *(event.key for event in events)])
     return hashlib.sha256(material.encode("utf-8")).hexdigest()[:32]
+
+
+def _cursor_moved(previous: ProjectCursor | None, cursor: ProjectCursor) -> bool:
+    """Whether a cursor is worth writing: an unchanged count and active set need no write.
+
+    Keeping the older `listed_at` only widens the window in which unseen runs count as new.
+    """
+    if previous is None:
+        return True
+    return (previous.total_count, previous.active_run_ids) != (cursor.total_count, cursor.active_run_ids)
 
 
 def _changed(previous: RunState | None, state: RunState) -> bool:
@@ -156,7 +166,9 @@ class Notifier:
             summary.errors.append("another tick took over before this one could commit")
             return
         try:
-            self._store.commit(lease, states, found.cursors, messages, self._clock())
+            moved = [c for c in found.cursors if _cursor_moved(cursors.get(c.project_id), c)]
+            if states or moved or messages:
+                self._store.commit(lease, states, moved, messages, self._clock())
         except ConflictError as error:
             log.warning("tick: nothing committed, another tick got there first: %s", error)
             summary.errors.append(str(error))
