@@ -360,7 +360,7 @@ def history_runs(project: int, count: int, quirks: Mapping[str, bool]) -> list[R
     """`count` finished runs created before the start, newest first, ids and outcomes deterministic."""
     rng = random.Random(f"history/{project}")
     outcomes = [o for o, weight in _HISTORY_OUTCOMES for _ in range(weight)]
-    runs, created = [], 0.0
+    runs, created = [], -3600.0  # history ends an hour before the start: older than a default lookback
     for i in range(count):
         created -= rng.randint(600, 5400)
         outcome = rng.choice(outcomes)

@@ -66,6 +66,7 @@ class Discovery:
     observations: list[Observation] = field(default_factory=list)
     cursors: list[ProjectCursor] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    runs_fetched: int = 0
 
 
 @dataclass
@@ -119,6 +120,7 @@ class Discoverer:
                     seen[key] = run
                     self._observe(result, run, threshold)
         self._track_configured_runs(result, seen, now)
+        result.runs_fetched = len(seen)
         return result
 
     def _new_threshold(self, cursor: ProjectCursor | None, now: float) -> float:

@@ -143,7 +143,7 @@ class Notifier:
         cursors = self._store.load_cursors(ids)
         found = Discoverer(self.settings.dataworks, self._source, self._store).discover(cursors, now)
         summary.errors.extend(found.errors)
-        summary.runs_checked = len(found.observations)
+        summary.runs_checked = found.runs_fetched
         states: list[RunState] = []
         messages: list[OutboxMessage] = []
         for observation in found.observations:
