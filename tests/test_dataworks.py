@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from dwnotify import logs
 from dwnotify.dataworks import Credentials, DataWorksClient, parse_run
 from dwnotify.errors import DataWorksError
 from dwnotify.settings import DataWorksSettings, ProjectSettings, Secret
@@ -204,3 +207,32 @@ def test_timeout_setting_reaches_the_sdk(emulator: DataWorksEmulator, clock: Man
     client.list_runs(project, 1)
     sdk = client._sdk_client("cn-shanghai")
     assert sdk._read_timeout == 3
+
+
+def test_the_sts_token_never_reaches_an_error(clock: ManualClock) -> None:
+    token = "CAIS+sts/token==secret-part"
+    with DataWorksEmulator({"projects": [10000]}, clock=clock, security_token=token) as emu:
+        # A wrong secret: the gateway answers with its string-to-sign, which holds the token.
+        client, project = make_client(
+            emu, clock, Credentials("test-ak", Secret("wrong-secret"), Secret(token))
+        )
+        with pytest.raises(DataWorksError) as caught:
+            client.list_runs(project, 1)
+        assert caught.value.code in ("SignatureDoesNotMatch", "InvalidAccessKeySecret")
+        message = str(caught.value)
+        assert "secret-part" not in message and "secret-part" not in repr(caught.value)
+
+
+def test_sdk_logs_never_carry_the_sts_token(clock: ManualClock) -> None:
+    stream = io.StringIO()
+    logs.setup("DEBUG", stream)
+    token = "CAIS+sts/token==hidden-part"
+    with DataWorksEmulator({"projects": [10000]}, clock=clock, security_token=token) as emu:
+        client, project = make_client(
+            emu, clock, Credentials("test-ak", Secret("wrong-secret"), Secret(token))
+        )
+        with pytest.raises(DataWorksError) as caught:
+            client.list_runs(project, 1)
+        logging.getLogger("dwnotify").error("tick failed: %s", caught.value)
+    assert "tick failed" in stream.getvalue()
+    assert "hidden-part" not in stream.getvalue()

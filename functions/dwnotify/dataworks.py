@@ -265,12 +265,21 @@ def _server_error(action: str, error: Any) -> DataWorksError:
     retryable = code.startswith("Throttling") or code.startswith("ServiceUnavailable")
     retryable = retryable or status == 429 or (isinstance(status, int) and status >= 500)
     return DataWorksError(
-        f"{action} failed: HTTP {status} {code}: {error.get_error_msg()}",
+        f"{action} failed: HTTP {status} {code}: {_safe_message(error.get_error_msg())}",
         code=code,
         http_status=status,
         request_id=str(error.get_request_id() or ""),
         retryable=retryable,
     )
+
+
+def _safe_message(message: object) -> str:
+    """The gateway's message without the string-to-sign it echoes (it carries the STS token)."""
+    text = str(message or "")
+    cut = text.lower().find("string to sign")
+    if cut >= 0:
+        text = text[:cut].rstrip(" :,;")
+    return text[:300]
 
 
 def _make_sdk_client(credentials: Credentials, region: str, timeout_s: float) -> Any:

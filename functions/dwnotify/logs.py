@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import urllib.parse
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import TextIO
@@ -14,8 +15,10 @@ _secrets: set[str] = set()
 
 
 def register_secrets(values: Iterable[str]) -> None:
-    """Values that must never reach a log line, whatever code tries to print them."""
-    _secrets.update(value for value in values if value and len(value) >= 4)
+    """Values that must never reach a log line, whatever code tries to print them (also URL-encoded)."""
+    for value in values:
+        if value and len(value) >= 4:
+            _secrets.update({value, urllib.parse.quote(value, safe=""), urllib.parse.quote_plus(value)})
 
 
 def mask(text: str) -> str:
@@ -71,6 +74,9 @@ def setup(level: str = "INFO", stream: TextIO | None = None, **context: object) 
     handler._dwnotify = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
-    # httpx logs every request URL at INFO, and webhook URLs carry access tokens.
-    for noisy in ("httpx", "httpcore", "aliyunsdkcore", "urllib3", "tablestore"):
+    # httpx logs every request URL at INFO (webhook URLs carry access tokens); the cloud SDKs log
+    # the gateway's string-to-sign (with the STS token) at ERROR. dwnotify logs their errors itself.
+    for noisy in ("httpx", "httpcore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    for sdk in ("aliyunsdkcore", "tablestore"):
+        logging.getLogger(sdk).setLevel(logging.CRITICAL + 1)
