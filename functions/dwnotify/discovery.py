@@ -88,6 +88,18 @@ class _ProjectScan:
                 self.runs.setdefault(run.key, run)
 
 
+def _sorted_newest_first_past(runs: tuple[Run, ...], threshold: float) -> bool:
+    """True when a full page is ordered newest-first by CreateTime and ends before `threshold`.
+
+    The API does not document its order; a full page of 100 runs that happens to be sorted is
+    strong evidence that the list is, and then no later page holds a run newer than this one's last.
+    """
+    times = [run.create_time.timestamp() for run in runs if run.create_time is not None]
+    if len(times) < MAX_PAGE_SIZE or len(times) != len(runs):
+        return False
+    return all(a >= b for a, b in zip(times, times[1:])) and times[-1] < threshold
+
+
 class Discoverer:
     """Runs one tick's discovery over every watched workspace and every run named in the config."""
 
@@ -145,11 +157,14 @@ class Discoverer:
         self, project: ProjectSettings, cursor: ProjectCursor | None, now: float
     ) -> tuple[_ProjectScan, ProjectCursor]:
         scan = _ProjectScan(project)
-        scan.add(self._source.list_runs(project, 1))
+        first_page = self._source.list_runs(project, 1)
+        scan.add(first_page)
         self._load(scan.runs)
-        full = cursor is None or scan.total < cursor.total_count
-        expected_new = 0 if cursor is None else scan.total - cursor.total_count
         threshold = self._new_threshold(cursor, now)
+        full = cursor is None or scan.total < cursor.total_count
+        if full and _sorted_newest_first_past(first_page.runs, threshold):
+            full = False  # the list shows itself newest-first and page 1 already reaches past the window
+        expected_new = 0 if cursor is None else scan.total - cursor.total_count
         while scan.pages_read < scan.pages_total and (
             full or self._count_new(scan, threshold) < expected_new
         ):
