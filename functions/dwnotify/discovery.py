@@ -15,6 +15,7 @@ import logging
 import math
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Protocol
 
 from .dataworks import MAX_PAGE_SIZE, RunPage
@@ -97,7 +98,7 @@ def _sorted_newest_first_past(runs: tuple[Run, ...], threshold: float) -> bool:
     times = [run.create_time.timestamp() for run in runs if run.create_time is not None]
     if len(times) < MAX_PAGE_SIZE or len(times) != len(runs):
         return False
-    return all(a >= b for a, b in zip(times, times[1:])) and times[-1] < threshold
+    return all(a >= b for a, b in pairwise(times)) and times[-1] < threshold
 
 
 class Discoverer:
