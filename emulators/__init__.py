@@ -17,9 +17,20 @@ _EXPORTS = {
     "Scenario": "emulators.scenario",
     "DingTalkEmulator": "emulators.webhooks",
     "SlackEmulator": "emulators.webhooks",
+    "LarkEmulator": "emulators.chat_more",
+    "WeComEmulator": "emulators.chat_more",
+    "GenericWebhookEmulator": "emulators.chat_more",
 }
 
-__all__ = ["DataWorksEmulator", "DingTalkEmulator", "Scenario", "SlackEmulator"]
+__all__ = [
+    "DataWorksEmulator",
+    "DingTalkEmulator",
+    "GenericWebhookEmulator",
+    "LarkEmulator",
+    "Scenario",
+    "SlackEmulator",
+    "WeComEmulator",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -14,6 +14,9 @@ SERVICES: dict[str, str] = {
     "dataworks": "emulators.dataworks:main",
     "dingtalk": "emulators.webhooks:main_dingtalk",
     "slack": "emulators.webhooks:main_slack",
+    "lark": "emulators.chat_more:main_lark",
+    "wecom": "emulators.chat_more:main_wecom",
+    "webhook": "emulators.chat_more:main_webhook",
     "tablestore": "emulators.tablestore:main",
 }
 

@@ -534,7 +534,7 @@ PROBLEM_CASES: list[tuple[dict[str, Any], str, str]] = [
     (
         {"channels.team.type": "slak"},
         "channels.team.type",
-        "'slak' is not one of 'dingtalk', 'slack' (did you mean 'slack'?)",
+        "'slak' is not one of 'dingtalk', 'lark', 'slack', 'webhook', 'wecom' (did you mean 'slack'?)",
     ),
     ({"channels.ops.url": DELETE}, "channels.ops.url", "this required key is missing"),
     ({"channels.ops.url": ""}, "channels.ops.url", "must not be empty"),

@@ -226,7 +226,7 @@ def test_blocks_json_in_either_folder_wins_over_mrkdwn(tmp_path: Path) -> None:
     [
         ("dingtalk", "nope", "dingtalk/nope.md.j2 not found"),
         ("slack", "nope", "slack/nope.blocks.json.j2 or slack/nope.mrkdwn.j2 not found"),
-        ("lark", "default", "no templates for channel type 'lark'"),
+        ("teams", "default", "no templates for channel type 'teams'"),
     ],
 )
 def test_missing_template_is_a_template_error(channel_type: str, name: str, expected: str) -> None:

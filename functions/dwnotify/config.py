@@ -333,6 +333,8 @@ def _channel(c: Checker, name: str, value: object, loc: Loc) -> ChannelSettings 
         return None
     kind = c.choice(*f.at("type"), sorted(CHANNEL_KEYS))
     url = _webhook_url(c, *f.at("url"))
+    if url is not None and kind in _URL_SHAPES and _URL_SHAPES[kind][0] not in url.reveal():
+        c.add(f.at("url")[1], _URL_SHAPES[kind][1])
     secret = _signing_secret(c, *f.at("secret"), kind)
     keyword = c.text(*f.at("keyword"), empty_ok=True)
     at_mobiles = c.strings(*f.at("at_mobiles"))
@@ -341,6 +343,13 @@ def _channel(c: Checker, name: str, value: object, loc: Loc) -> ChannelSettings 
     if kind is None or url is None:
         return None
     return ChannelSettings(name, kind, url, secret, keyword, at_mobiles, at_user_ids, at_all)
+
+
+# What a type's webhook URL always contains; the message never shows the URL (it holds the token).
+_URL_SHAPES = {
+    "lark": ("/bot/v2/hook/", "must be a Lark/Feishu custom bot URL (.../open-apis/bot/v2/hook/<token>)"),
+    "wecom": ("key=", "must be a WeCom group robot URL with its key (.../webhook/send?key=<key>)"),
+}
 
 
 def _webhook_url(c: Checker, value: object, loc: Loc) -> Secret | None:

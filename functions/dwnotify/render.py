@@ -248,6 +248,10 @@ class _Format:
 FORMATS: Mapping[str, tuple[_Format, ...]] = {
     "dingtalk": (_Format("md", mrkdwn=False),),
     "slack": (_Format("blocks.json", mrkdwn=True, is_json=True), _Format("mrkdwn", mrkdwn=True)),
+    # One environment per extension: these must equal DingTalk's "md" format (markdown, values as they are).
+    "lark": (_Format("md", mrkdwn=False),),
+    "wecom": (_Format("md", mrkdwn=False),),
+    "webhook": (_Format("md", mrkdwn=False),),
 }
 
 

@@ -13,6 +13,9 @@ DEFAULT_CONSOLE_URL = "https://dataworks.data.aliyun.com/{region}/datastudio?def
 CHANNEL_KEYS: Mapping[str, frozenset[str]] = {
     "dingtalk": frozenset({"url", "secret", "keyword", "at_mobiles", "at_user_ids", "at_all"}),
     "slack": frozenset({"url"}),
+    "lark": frozenset({"url", "secret", "keyword"}),
+    "wecom": frozenset({"url", "at_user_ids"}),  # markdown can only mention by userid, not by mobile
+    "webhook": frozenset({"url", "secret"}),
 }
 
 

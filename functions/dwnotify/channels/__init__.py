@@ -24,9 +24,30 @@ def _slack(settings: ChannelSettings, client: httpx.Client, timeout_s: float, cl
     return SlackChannel(settings, client, timeout_s=timeout_s)
 
 
+def _lark(settings: ChannelSettings, client: httpx.Client, timeout_s: float, clock: Clock) -> Channel:
+    from .lark import LarkChannel
+
+    return LarkChannel(settings, client, timeout_s=timeout_s, clock=clock)
+
+
+def _wecom(settings: ChannelSettings, client: httpx.Client, timeout_s: float, clock: Clock) -> Channel:
+    from .wecom import WeComChannel
+
+    return WeComChannel(settings, client, timeout_s=timeout_s)
+
+
+def _webhook(settings: ChannelSettings, client: httpx.Client, timeout_s: float, clock: Clock) -> Channel:
+    from .webhook import WebhookChannel
+
+    return WebhookChannel(settings, client, timeout_s=timeout_s, clock=clock)
+
+
 CHANNEL_TYPES: dict[str, Callable[[ChannelSettings, httpx.Client, float, Clock], Channel]] = {
     "dingtalk": _dingtalk,
     "slack": _slack,
+    "lark": _lark,
+    "wecom": _wecom,
+    "webhook": _webhook,
 }
 
 

@@ -1,0 +1,167 @@
+"""Lark / Feishu custom bots: an interactive card carrying our markdown, success or failure in `code`.
+
+What the official guide says ("自定义机器人使用指南", open.feishu.cn/document/client-docs/bot-v3/
+add-custom-bot, mirrored at open.larkoffice.com/document/ukTMukTMukTM/ucTM5YjL3ETO24yNxkjN):
+
+- `POST https://open.feishu.cn/open-apis/bot/v2/hook/<token>` (or open.larksuite.com), JSON body
+  `{"msg_type": "interactive", "card": {...}}`; the request body may not exceed 20 KB (we keep it
+  under 20,000 bytes). The 30 KB card limit belongs to the app API (im/v1), not to custom bots.
+- Rate: 100 requests a minute and 5 a second per bot; over it, or at busy times such as on the hour,
+  code 11232 (frequency limited), which we retry.
+- Signing ("签名校验"): `timestamp` (epoch seconds, within one hour of Lark's clock) and
+  `sign` = base64(HMAC-SHA256(key=f"{timestamp}\\n{secret}", message=b"")) as body fields.
+- Answers (HTTP 200 with a JSON body): `code` 0 is success (older bots answer only `StatusCode` 0);
+  19001 token invalid, 19021 sign mismatch or timestamp over an hour off, 19022 IP not allowed,
+  19024 keyword not found, 9499 bad request (malformed, or over 20 KB). All but 11232 are permanent.
+- Card markdown (JSON 1.0): bold, italic, links, lists, code blocks and `---`; headings and quotes
+  are JSON 2.0 only, so heading lines are sent as bold lines and the title goes in the card header.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from ..errors import DeliveryError
+from ..settings import ChannelSettings
+from .base import ChannelMessage, fit_text, post_json, retry_after_seconds
+
+MAX_BODY_BYTES = 20_000
+MAX_TITLE_CHARS = 200
+_RATE_LIMITED = 11232
+_RATE_LIMIT_WAIT_S = 60.0  # the per-minute quota is the one a whole minute of sends can exhaust
+_EXPLAINED = {
+    19001: "was the bot removed, or the URL mistyped?",
+    19021: "wrong secret, or a clock over an hour off",
+    19022: "the bot's IP allow-list refused this sender",
+    19024: "the bot's keyword is not in the message",
+    9499: "malformed, or over 20 KB",
+    _RATE_LIMITED: "over 100 messages a minute or 5 a second",
+}
+_HEADING = re.compile(r"^#{1,6}[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
+
+
+def sign(secret: str, timestamp_s: int) -> str:
+    """The `sign` body field for a bot with a signing secret, at `timestamp_s` (epoch seconds)."""
+    key = f"{timestamp_s}\n{secret}".encode()
+    return base64.b64encode(hmac.new(key, b"", hashlib.sha256).digest()).decode("ascii")
+
+
+def body_size(payload: dict[str, Any]) -> int:
+    """Bytes on the wire: httpx 0.28 sends compact JSON with non-ASCII kept as UTF-8."""
+    return len(json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+
+
+def _split_title(message: ChannelMessage) -> tuple[str, str]:
+    """The card header and the markdown body, without the body's first line when it repeats the title."""
+    title = message.title.strip().strip("*# \t") or "DataWorks"
+    first, _, rest = message.text.strip("\n").partition("\n")
+    if first.strip().strip("*# \t") == title and rest.strip():
+        return title, rest.strip("\n")
+    return title, message.text
+
+
+def _card(title: str, markdown: str) -> dict[str, Any]:
+    return {
+        "msg_type": "interactive",
+        "card": {
+            "config": {"wide_screen_mode": True},
+            "header": {"title": {"tag": "plain_text", "content": title}},
+            "elements": [{"tag": "markdown", "content": markdown or "…"}],
+        },
+    }
+
+
+def build_payload(settings: ChannelSettings, message: ChannelMessage) -> dict[str, Any]:
+    """The card, trimmed to the 20 KB request limit, with the bot's keyword in the header if missing."""
+    title, markdown = _split_title(message)
+    title = title[:MAX_TITLE_CHARS]
+    markdown = _HEADING.sub(r"**\1**", markdown)
+    keyword = settings.keyword or ""
+    # Room for the signature fields (added later) and for the keyword.
+    limit = MAX_BODY_BYTES - 120 - len(keyword.encode("utf-8"))
+    while markdown and (excess := body_size(_card(title, markdown)) - limit) > 0:
+        # JSON escaping makes the body larger than the text: cut by what is over, then measure again.
+        room = len(markdown.encode("utf-8")) - excess - 16
+        markdown = fit_text(markdown, room) if room > 0 else ""
+    if keyword and keyword not in title and keyword not in markdown:
+        title = f"{title} {keyword}"
+    return _card(title, markdown)
+
+
+class LarkChannel:
+    """Sends cards to one Lark / Feishu custom bot."""
+
+    def __init__(
+        self,
+        settings: ChannelSettings,
+        client: httpx.Client,
+        *,
+        timeout_s: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.name = settings.name
+        self._settings = settings
+        self._client = client
+        self._timeout_s = timeout_s
+        self._clock = clock
+
+    def send(self, message: ChannelMessage) -> None:
+        """Post the card; the `code` in the answer decides, whatever the HTTP status."""
+        payload: dict[str, Any] = build_payload(self._settings, message)
+        if self._settings.secret:
+            timestamp_s = int(self._clock())
+            payload["timestamp"] = str(timestamp_s)
+            payload["sign"] = sign(self._settings.secret.reveal(), timestamp_s)
+        response = post_json(self._client, self.name, self._settings.url.reveal(), payload, self._timeout_s)
+        if response.status_code == 429 or response.status_code >= 500:
+            raise DeliveryError(
+                f"HTTP {response.status_code}",
+                channel=self.name,
+                retryable=True,
+                retry_after=retry_after_seconds(response, _RATE_LIMIT_WAIT_S)
+                if response.status_code == 429
+                else None,
+            )
+        code, text = _answer(response)
+        if code == 0:
+            return
+        if code is None:
+            retryable = response.status_code == 200  # a 200 that is not Lark's JSON: a proxy in the way
+            raise DeliveryError(
+                f"HTTP {response.status_code}: the answer is not Lark JSON",
+                channel=self.name,
+                retryable=retryable,
+            )
+        reason = text[:200] or "no msg"
+        if code in _EXPLAINED:
+            reason = f"{reason} ({_EXPLAINED[code]})"
+        raise DeliveryError(
+            f"code {code}: {reason}",
+            channel=self.name,
+            retryable=code == _RATE_LIMITED,
+            retry_after=_RATE_LIMIT_WAIT_S if code == _RATE_LIMITED else None,
+        )
+
+
+def _answer(response: httpx.Response) -> tuple[int | None, str]:
+    """`code` (or the older `StatusCode`) and `msg` of an answer; None when it is not Lark's JSON."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None, ""
+    if not isinstance(body, dict):
+        return None, ""
+    for key, text_key in (("code", "msg"), ("StatusCode", "StatusMessage")):
+        value = body.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value, str(body.get(text_key, ""))
+    return None, ""

@@ -1,0 +1,113 @@
+"""A generic JSON webhook, for receivers of your own (an incident tool, a relay, a bot).
+
+No service defines this one; dwnotify does, and a receiver can rely on it:
+
+    POST <url>
+    Content-Type: application/json; charset=utf-8
+    X-Dwnotify-Timestamp: 1795680000                 (epoch seconds; with the signature below)
+    X-Dwnotify-Signature: sha256=<hex>               (only when the channel has a `secret`)
+
+    {"title": "❌ 发布失败 · Deployment failed", "text": "<the rendered markdown>"}
+
+- `<hex>` is HMAC-SHA256(key=secret, message=f"{timestamp}.".encode() + body) over the raw body
+  bytes, lower-case hex. A receiver checks it before parsing the body (compare in constant time)
+  and refuses timestamps more than five minutes from its own clock, so a captured request cannot be
+  replayed later.
+- `text` is the message rendered from `webhook/<template>.md.j2`, at most 32,000 bytes of UTF-8
+  (a longer one is trimmed, keeping its last line: the console link); a digest of several messages
+  is one post whose text joins them with `---` lines.
+- Any 2xx answer is success. 429 (waiting `Retry-After` seconds, 60 without one), 408 and 5xx are
+  retried; any other status is permanent and reported with the first 200 characters of the answer,
+  in which the URL and its path and query values are blanked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Callable
+from urllib.parse import parse_qsl, urlsplit
+
+import httpx
+
+from ..errors import DeliveryError
+from ..settings import ChannelSettings
+from .base import ChannelMessage, fit_text, retry_after_seconds
+
+MAX_TEXT_BYTES = 32_000
+SIGNATURE_HEADER = "X-Dwnotify-Signature"
+TIMESTAMP_HEADER = "X-Dwnotify-Timestamp"
+_RATE_LIMIT_WAIT_S = 60.0
+
+
+def sign(secret: str, timestamp_s: int, body: bytes) -> str:
+    """The signature header value for `body` sent at `timestamp_s`: `sha256=<hex>`."""
+    digest = hmac.new(secret.encode("utf-8"), f"{timestamp_s}.".encode() + body, hashlib.sha256)
+    return f"sha256={digest.hexdigest()}"
+
+
+def encode_body(message: ChannelMessage) -> bytes:
+    """The JSON body, its text trimmed to MAX_TEXT_BYTES; signed and sent exactly as returned."""
+    payload = {"title": message.title, "text": fit_text(message.text, MAX_TEXT_BYTES)}
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def scrub(text: str, url: str) -> str:
+    """`text` with the URL, and any path segment or query value long enough to be a secret, as `***`."""
+    parts = urlsplit(url)
+    secrets = [url, parts.path, parts.query, parts.password or "", *parts.path.split("/")]
+    secrets += [value for _, value in parse_qsl(parts.query)]
+    for secret in sorted({s for s in secrets if len(s) >= 8}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+class WebhookChannel:
+    """Posts signed JSON to one webhook of your own."""
+
+    def __init__(
+        self,
+        settings: ChannelSettings,
+        client: httpx.Client,
+        *,
+        timeout_s: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.name = settings.name
+        self._settings = settings
+        self._client = client
+        self._timeout_s = timeout_s
+        self._clock = clock
+
+    def _headers(self, body: bytes) -> dict[str, str]:
+        headers = {"Content-Type": "application/json; charset=utf-8"}
+        if self._settings.secret:
+            timestamp_s = int(self._clock())
+            headers[TIMESTAMP_HEADER] = str(timestamp_s)
+            headers[SIGNATURE_HEADER] = sign(self._settings.secret.reveal(), timestamp_s, body)
+        return headers
+
+    def send(self, message: ChannelMessage) -> None:
+        """Post the message; any 2xx is success."""
+        body = encode_body(message)
+        url = self._settings.url.reveal()
+        try:
+            response = self._client.post(
+                url, content=body, headers=self._headers(body), timeout=self._timeout_s
+            )
+        except httpx.TimeoutException:
+            raise DeliveryError("timed out", channel=self.name, retryable=True) from None
+        except httpx.HTTPError as error:
+            reason = f"network error: {type(error).__name__}"
+            raise DeliveryError(reason, channel=self.name, retryable=True) from None
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        answer = scrub(response.text.strip()[:2000], url)[:200]
+        reason = f"HTTP {status} {answer}".strip()
+        if status == 429:
+            wait = retry_after_seconds(response, _RATE_LIMIT_WAIT_S)
+            raise DeliveryError(reason, channel=self.name, retryable=True, retry_after=wait)
+        raise DeliveryError(reason, channel=self.name, retryable=status == 408 or status >= 500)

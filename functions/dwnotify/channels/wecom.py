@@ -1,0 +1,89 @@
+"""WeCom (企业微信) group robots: markdown messages, success or failure in `errcode`.
+
+What the official guide says ("群机器人配置说明", developer.work.weixin.qq.com/document/path/91770):
+
+- `POST https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=<key>` with
+  `{"msgtype": "markdown", "markdown": {"content": "..."}}`; the content is at most 4,096 bytes of
+  UTF-8. WeCom's markdown: headings, bold, links, inline code, quotes and
+  `<font color="info|comment|warning">`; no lists, tables or rules.
+- Mentions in markdown are `<@userid>` in the content; `mentioned_mobile_list` exists for `text`
+  messages only, so a markdown robot cannot mention by mobile number (and `at_mobiles` is refused).
+- Rate: 20 messages a minute per robot.
+- Answers are HTTP 200 with `{"errcode", "errmsg"}`: 0 ok; 45009 "api freq out of limit" (retried
+  after a minute); -1 system busy (retried); 93000 "invalid webhook url" (a wrong or deleted key),
+  40058 invalid parameter such as "markdown.content exceed max length 4096", 44004 empty content,
+  40008 invalid message type: permanent. errmsg continues with ", hint: [...], from ip: ..., more
+  info at ..."; only the part before the hint is kept.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from ..errors import DeliveryError
+from ..settings import ChannelSettings
+from .base import ChannelMessage, fit_text, post_json, retry_after_seconds
+
+MAX_CONTENT_BYTES = 4_096
+_RATE_LIMITED = 45009
+_RATE_LIMIT_WAIT_S = 60.0
+_RETRYABLE_ERRCODES = frozenset({-1, _RATE_LIMITED})
+_EXPLAINED = {
+    _RATE_LIMITED: "over 20 messages a minute",
+    93000: "the robot key is wrong or the robot was removed",
+}
+
+
+def build_payload(settings: ChannelSettings, message: ChannelMessage) -> dict[str, Any]:
+    """The markdown message with `<@userid>` mentions, trimmed to 4,096 bytes."""
+    mentions = " ".join(f"<@{user_id}>" for user_id in settings.at_user_ids)
+    room = MAX_CONTENT_BYTES - (len(mentions.encode("utf-8")) + 2 if mentions else 0)
+    content = fit_text(message.text.strip("\n") or message.title, room)
+    if mentions:
+        content = f"{content}\n\n{mentions}"
+    return {"msgtype": "markdown", "markdown": {"content": content}}
+
+
+class WeComChannel:
+    """Sends markdown messages to one WeCom group robot."""
+
+    def __init__(self, settings: ChannelSettings, client: httpx.Client, *, timeout_s: float = 10.0) -> None:
+        self.name = settings.name
+        self._settings = settings
+        self._client = client
+        self._timeout_s = timeout_s
+
+    def send(self, message: ChannelMessage) -> None:
+        """Post the message; WeCom's errcode decides success, not the HTTP status."""
+        payload = build_payload(self._settings, message)
+        response = post_json(self._client, self.name, self._settings.url.reveal(), payload, self._timeout_s)
+        if response.status_code == 429 or response.status_code >= 500:
+            raise DeliveryError(
+                f"HTTP {response.status_code}",
+                channel=self.name,
+                retryable=True,
+                retry_after=retry_after_seconds(response, _RATE_LIMIT_WAIT_S)
+                if response.status_code == 429
+                else None,
+            )
+        if response.status_code != 200:
+            raise DeliveryError(f"HTTP {response.status_code}", channel=self.name, retryable=False)
+        try:
+            body = response.json()
+            errcode = int(body["errcode"])
+        except (ValueError, TypeError, KeyError):
+            raise DeliveryError("answer is not WeCom JSON", channel=self.name, retryable=True) from None
+        if errcode == 0:
+            return
+        # Only WeCom's own words: the hint after them carries the caller's IP.
+        reason = str(body.get("errmsg", "")).split(", hint:")[0][:200] or "no errmsg"
+        if errcode in _EXPLAINED:
+            reason = f"{reason} ({_EXPLAINED[errcode]})"
+        raise DeliveryError(
+            f"errcode {errcode}: {reason}",
+            channel=self.name,
+            retryable=errcode in _RETRYABLE_ERRCODES,
+            retry_after=_RATE_LIMIT_WAIT_S if errcode == _RATE_LIMITED else None,
+        )
