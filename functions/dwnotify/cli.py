@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from . import config, logs
 from .errors import ConfigError, NotifierError, TemplateError
-from .settings import Settings
+from .settings import CHANNEL_KEYS, Settings
 
 if TYPE_CHECKING:
     from .dataworks import Credentials
@@ -42,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
         "--previous", type=Path, help="an earlier response for the same run (default: first sight)"
     )
     render.add_argument("--channel", help="a channel of the config (default: every channel a rule routes to)")
-    render.add_argument("--type", choices=("dingtalk", "slack"), help="without a config: the channel type")
+    render.add_argument("--type", choices=sorted(CHANNEL_KEYS), help="without a config: the channel type")
     render.add_argument("--template", default=None, help="template name (default: the rule's)")
     commands.add_parser("status", help="list tracked runs and pending or failed messages")
     return parser
