@@ -1,59 +1,33 @@
-"""Chat services, one module each, registered by channel type."""
+"""Chat services, one module each, registered by channel type (one line per service below)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from importlib import import_module
+from typing import cast
 
 import httpx
 
 from ..settings import ChannelSettings
 from .base import Channel, ChannelMessage
 
-Clock = Callable[[], float]
-
-
-def _dingtalk(settings: ChannelSettings, client: httpx.Client, timeout_s: float, clock: Clock) -> Channel:
-    from .dingtalk import DingTalkChannel
-
-    return DingTalkChannel(settings, client, timeout_s=timeout_s, clock=clock)
-
-
-def _slack(settings: ChannelSettings, client: httpx.Client, timeout_s: float, clock: Clock) -> Channel:
-    from .slack import SlackChannel
-
-    return SlackChannel(settings, client, timeout_s=timeout_s)
-
-
-def _lark(settings: ChannelSettings, client: httpx.Client, timeout_s: float, clock: Clock) -> Channel:
-    from .lark import LarkChannel
-
-    return LarkChannel(settings, client, timeout_s=timeout_s, clock=clock)
-
-
-def _wecom(settings: ChannelSettings, client: httpx.Client, timeout_s: float, clock: Clock) -> Channel:
-    from .wecom import WeComChannel
-
-    return WeComChannel(settings, client, timeout_s=timeout_s)
-
-
-def _webhook(settings: ChannelSettings, client: httpx.Client, timeout_s: float, clock: Clock) -> Channel:
-    from .webhook import WebhookChannel
-
-    return WebhookChannel(settings, client, timeout_s=timeout_s, clock=clock)
-
-
-CHANNEL_TYPES: dict[str, Callable[[ChannelSettings, httpx.Client, float, Clock], Channel]] = {
-    "dingtalk": _dingtalk,
-    "slack": _slack,
-    "lark": _lark,
-    "wecom": _wecom,
-    "webhook": _webhook,
+# type -> "module:Class"; modules are imported only when a message goes to that type.
+CHANNEL_TYPES: dict[str, str] = {
+    "dingtalk": "dingtalk:DingTalkChannel",
+    "slack": "slack:SlackChannel",
+    "lark": "lark:LarkChannel",
+    "wecom": "wecom:WeComChannel",
+    "webhook": "webhook:WebhookChannel",
 }
 
 
-def build_channel(settings: ChannelSettings, client: httpx.Client, timeout_s: float, clock: Clock) -> Channel:
+def build_channel(
+    settings: ChannelSettings, client: httpx.Client, timeout_s: float, clock: Callable[[], float]
+) -> Channel:
     """The channel for a configured destination."""
-    return CHANNEL_TYPES[settings.type](settings, client, timeout_s, clock)
+    module_name, class_name = CHANNEL_TYPES[settings.type].split(":")
+    channel_class = getattr(import_module(f"{__name__}.{module_name}"), class_name)
+    return cast(Channel, channel_class(settings, client, timeout_s=timeout_s, clock=clock))
 
 
 __all__ = ["CHANNEL_TYPES", "Channel", "ChannelMessage", "build_channel"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -9,6 +10,7 @@ from typing import Any, Protocol
 import httpx
 
 from ..errors import DeliveryError
+from ..settings import ChannelSettings
 
 TRIM_MARKER = "…(truncated)"
 
@@ -40,18 +42,53 @@ class Channel(Protocol):
 ChannelFactory = Callable[..., Channel]
 
 
-def post_json(
-    client: httpx.Client, channel: str, url: str, payload: dict[str, Any], timeout_s: float
-) -> httpx.Response:
-    """POST a JSON body; network failures become retryable DeliveryErrors that never show the URL."""
-    try:
-        return client.post(url, json=payload, timeout=timeout_s)
-    except httpx.TimeoutException:
-        raise DeliveryError("timed out", channel=channel, retryable=True) from None
-    except httpx.HTTPError as error:
-        raise DeliveryError(
-            f"network error: {type(error).__name__}", channel=channel, retryable=True
-        ) from None
+class HttpChannel:
+    """What every webhook channel holds: its settings, the shared httpx client, a timeout, a clock."""
+
+    def __init__(
+        self,
+        settings: ChannelSettings,
+        client: httpx.Client,
+        *,
+        timeout_s: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.name = settings.name
+        self._settings = settings
+        self._client = client
+        self._timeout_s = timeout_s
+        self._clock = clock
+
+    def _post(
+        self,
+        url: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        """POST JSON (or raw bytes); network failures become retryable errors that never show the URL."""
+        try:
+            return self._client.post(
+                url, json=payload, content=content, headers=headers, timeout=self._timeout_s
+            )
+        except httpx.TimeoutException:
+            raise DeliveryError("timed out", channel=self.name, retryable=True) from None
+        except httpx.HTTPError as error:
+            reason = f"network error: {type(error).__name__}"
+            raise DeliveryError(reason, channel=self.name, retryable=True) from None
+
+
+def raise_for_transport(channel: str, response: httpx.Response, rate_limit_wait_s: float) -> None:
+    """For services that answer in the body: 429 and 5xx are retryable, any other non-200 is not."""
+    status = response.status_code
+    if status == 429:
+        wait = retry_after_seconds(response, rate_limit_wait_s)
+        raise DeliveryError("HTTP 429", channel=channel, retryable=True, retry_after=wait)
+    if status >= 500:
+        raise DeliveryError(f"HTTP {status}", channel=channel, retryable=True)
+    if status != 200:
+        raise DeliveryError(f"HTTP {status}", channel=channel, retryable=False)
 
 
 def retry_after_seconds(response: httpx.Response, default: float) -> float:

@@ -5,16 +5,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import time
 import urllib.parse
-from collections.abc import Callable
 from typing import Any
-
-import httpx
 
 from ..errors import DeliveryError
 from ..settings import ChannelSettings
-from .base import ChannelMessage, fit_text, post_json, retry_after_seconds
+from .base import ChannelMessage, HttpChannel, fit_text, raise_for_transport
 
 MAX_BODY_BYTES = 20_000
 # Room left in the body for the JSON envelope, the title and the @mentions.
@@ -62,22 +58,8 @@ def build_payload(settings: ChannelSettings, message: ChannelMessage) -> dict[st
     }
 
 
-class DingTalkChannel:
+class DingTalkChannel(HttpChannel):
     """Sends markdown messages to one DingTalk robot."""
-
-    def __init__(
-        self,
-        settings: ChannelSettings,
-        client: httpx.Client,
-        *,
-        timeout_s: float = 10.0,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.name = settings.name
-        self._settings = settings
-        self._client = client
-        self._timeout_s = timeout_s
-        self._clock = clock
 
     def _url(self) -> str:
         url = self._settings.url.reveal()
@@ -91,16 +73,8 @@ class DingTalkChannel:
     def send(self, message: ChannelMessage) -> None:
         """Post the message; DingTalk's errcode decides success, not the HTTP status."""
         payload = build_payload(self._settings, message)
-        response = post_json(self._client, self.name, self._url(), payload, self._timeout_s)
-        if response.status_code == 429 or response.status_code >= 500:
-            raise DeliveryError(
-                f"HTTP {response.status_code}",
-                channel=self.name,
-                retryable=True,
-                retry_after=retry_after_seconds(response, 60.0) if response.status_code == 429 else None,
-            )
-        if response.status_code != 200:
-            raise DeliveryError(f"HTTP {response.status_code}", channel=self.name, retryable=False)
+        response = self._post(self._url(), payload)
+        raise_for_transport(self.name, response, 60.0)
         try:
             body = response.json()
             errcode = int(body.get("errcode", -1))

@@ -24,15 +24,13 @@ import hashlib
 import hmac
 import json
 import re
-import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
 
 from ..errors import DeliveryError
 from ..settings import ChannelSettings
-from .base import ChannelMessage, fit_text, post_json, retry_after_seconds
+from .base import ChannelMessage, HttpChannel, fit_text, raise_for_transport
 
 MAX_BODY_BYTES = 20_000
 MAX_TITLE_CHARS = 200
@@ -97,22 +95,8 @@ def build_payload(settings: ChannelSettings, message: ChannelMessage) -> dict[st
     return _card(title, markdown)
 
 
-class LarkChannel:
+class LarkChannel(HttpChannel):
     """Sends cards to one Lark / Feishu custom bot."""
-
-    def __init__(
-        self,
-        settings: ChannelSettings,
-        client: httpx.Client,
-        *,
-        timeout_s: float = 10.0,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.name = settings.name
-        self._settings = settings
-        self._client = client
-        self._timeout_s = timeout_s
-        self._clock = clock
 
     def send(self, message: ChannelMessage) -> None:
         """Post the card; the `code` in the answer decides, whatever the HTTP status."""
@@ -121,16 +105,9 @@ class LarkChannel:
             timestamp_s = int(self._clock())
             payload["timestamp"] = str(timestamp_s)
             payload["sign"] = sign(self._settings.secret.reveal(), timestamp_s)
-        response = post_json(self._client, self.name, self._settings.url.reveal(), payload, self._timeout_s)
+        response = self._post(self._settings.url.reveal(), payload)
         if response.status_code == 429 or response.status_code >= 500:
-            raise DeliveryError(
-                f"HTTP {response.status_code}",
-                channel=self.name,
-                retryable=True,
-                retry_after=retry_after_seconds(response, _RATE_LIMIT_WAIT_S)
-                if response.status_code == 429
-                else None,
-            )
+            raise_for_transport(self.name, response, _RATE_LIMIT_WAIT_S)
         code, text = _answer(response)
         if code == 0:
             return

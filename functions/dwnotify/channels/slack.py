@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
 from ..errors import DeliveryError
-from ..settings import ChannelSettings
-from .base import ChannelMessage, post_json, retry_after_seconds, trim_utf8
+from .base import ChannelMessage, HttpChannel, retry_after_seconds, trim_utf8
 
 MAX_BLOCKS = 50
 MAX_SECTION_CHARS = 3_000
@@ -50,20 +47,14 @@ def sections(text: str) -> list[dict[str, Any]]:
     return blocks
 
 
-class SlackChannel:
+class SlackChannel(HttpChannel):
     """Posts to one Slack incoming webhook."""
-
-    def __init__(self, settings: ChannelSettings, client: httpx.Client, *, timeout_s: float = 10.0) -> None:
-        self.name = settings.name
-        self._url = settings.url
-        self._client = client
-        self._timeout_s = timeout_s
 
     def send(self, message: ChannelMessage) -> None:
         """Post the message; `ok` in a 200 answer is success."""
         blocks = list(message.blocks) if message.blocks is not None else sections(message.text)
         payload = {"text": trim_utf8(message.title or message.text, MAX_TEXT_CHARS), "blocks": blocks}
-        response = post_json(self._client, self.name, self._url.reveal(), payload, self._timeout_s)
+        response = self._post(self._settings.url.reveal(), payload)
         if response.status_code == 200:
             return
         reason = response.text.strip()[:200] or f"HTTP {response.status_code}"

@@ -26,15 +26,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import time
-from collections.abc import Callable
 from urllib.parse import parse_qsl, urlsplit
 
-import httpx
-
 from ..errors import DeliveryError
-from ..settings import ChannelSettings
-from .base import ChannelMessage, fit_text, retry_after_seconds
+from .base import ChannelMessage, HttpChannel, fit_text, retry_after_seconds
 
 MAX_TEXT_BYTES = 32_000
 SIGNATURE_HEADER = "X-Dwnotify-Signature"
@@ -64,22 +59,8 @@ def scrub(text: str, url: str) -> str:
     return text
 
 
-class WebhookChannel:
+class WebhookChannel(HttpChannel):
     """Posts signed JSON to one webhook of your own."""
-
-    def __init__(
-        self,
-        settings: ChannelSettings,
-        client: httpx.Client,
-        *,
-        timeout_s: float = 10.0,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.name = settings.name
-        self._settings = settings
-        self._client = client
-        self._timeout_s = timeout_s
-        self._clock = clock
 
     def _headers(self, body: bytes) -> dict[str, str]:
         headers = {"Content-Type": "application/json; charset=utf-8"}
@@ -93,15 +74,7 @@ class WebhookChannel:
         """Post the message; any 2xx is success."""
         body = encode_body(message)
         url = self._settings.url.reveal()
-        try:
-            response = self._client.post(
-                url, content=body, headers=self._headers(body), timeout=self._timeout_s
-            )
-        except httpx.TimeoutException:
-            raise DeliveryError("timed out", channel=self.name, retryable=True) from None
-        except httpx.HTTPError as error:
-            reason = f"network error: {type(error).__name__}"
-            raise DeliveryError(reason, channel=self.name, retryable=True) from None
+        response = self._post(url, content=body, headers=self._headers(body))
         status = response.status_code
         if 200 <= status < 300:
             return

@@ -20,11 +20,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
 from ..errors import DeliveryError
 from ..settings import ChannelSettings
-from .base import ChannelMessage, fit_text, post_json, retry_after_seconds
+from .base import ChannelMessage, HttpChannel, fit_text, raise_for_transport
 
 MAX_CONTENT_BYTES = 4_096
 _RATE_LIMITED = 45009
@@ -46,30 +44,14 @@ def build_payload(settings: ChannelSettings, message: ChannelMessage) -> dict[st
     return {"msgtype": "markdown", "markdown": {"content": content}}
 
 
-class WeComChannel:
+class WeComChannel(HttpChannel):
     """Sends markdown messages to one WeCom group robot."""
-
-    def __init__(self, settings: ChannelSettings, client: httpx.Client, *, timeout_s: float = 10.0) -> None:
-        self.name = settings.name
-        self._settings = settings
-        self._client = client
-        self._timeout_s = timeout_s
 
     def send(self, message: ChannelMessage) -> None:
         """Post the message; WeCom's errcode decides success, not the HTTP status."""
         payload = build_payload(self._settings, message)
-        response = post_json(self._client, self.name, self._settings.url.reveal(), payload, self._timeout_s)
-        if response.status_code == 429 or response.status_code >= 500:
-            raise DeliveryError(
-                f"HTTP {response.status_code}",
-                channel=self.name,
-                retryable=True,
-                retry_after=retry_after_seconds(response, _RATE_LIMIT_WAIT_S)
-                if response.status_code == 429
-                else None,
-            )
-        if response.status_code != 200:
-            raise DeliveryError(f"HTTP {response.status_code}", channel=self.name, retryable=False)
+        response = self._post(self._settings.url.reveal(), payload)
+        raise_for_transport(self.name, response, _RATE_LIMIT_WAIT_S)
         try:
             body = response.json()
             errcode = int(body["errcode"])
