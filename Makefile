@@ -40,3 +40,7 @@ soak: install
 
 clean:
 	rm -rf build .dwnotify
+
+# The FC code package in $(BUILD_DIR) (default build/code, the folder s.yaml deploys) for python$(FC_PYTHON).
+build: install
+	$(PY) scripts/build.py --python $(FC_PYTHON) --out $(or $(BUILD_DIR),build/code)

@@ -1,0 +1,198 @@
+"""Function Compute entry: the timer event and FC's context in, one tick, the summary out.
+
+The timer trigger in s.yaml calls `handler(event, context)`. An instance keeps the built `App` (the
+DataWorks client, the state store, the chat clients) between warm invocations and builds a new one
+when the config path or the credentials change (STS credentials rotate). Importing this module loads
+only what every tick needs: Jinja2 and httpx come in when there is something to render or send, the
+Tablestore SDK when that backend is configured.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dwnotify import logs
+from dwnotify.app import App, build_app
+from dwnotify.config import CONFIG_ENV, load
+from dwnotify.dataworks import Credentials, credentials_from_env
+from dwnotify.errors import ConfigError, NotifierError
+from dwnotify.settings import Secret
+from dwnotify.tick import summary_dict
+
+log = logging.getLogger("dwnotify.handler")
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+DEFAULT_CONFIG = "notifier.yaml"
+# Delivery stops taking new messages this long before FC's timeout; what is left waits for the next tick.
+SAFETY_MARGIN_S = 10.0
+_PAYLOAD_RULE = 'event.payload: must be a JSON object such as {"dry_run": true}'
+_NO_CREDENTIALS = (
+    "credentials: none found; give the function a role (FC passes its STS credentials) or set "
+    "ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET"
+)
+
+
+@dataclass(frozen=True)
+class Options:
+    """What one invocation asks for beyond a plain tick (the timer's `payload`, or the event itself)."""
+
+    dry_run: bool = False
+
+
+class AppCache:
+    """The one App an instance keeps between warm invocations, keyed by config path and credentials."""
+
+    def __init__(self) -> None:
+        self._key: tuple[str, str, str] | None = None
+        self._app: App | None = None
+
+    def get(self, path: Path, credentials: Credentials) -> App:
+        """The App for this config and these credentials, built on first use or after a change."""
+        token = credentials.security_token.reveal() if credentials.security_token else ""
+        key = (str(path), credentials.access_key_id, token)
+        if self._app is not None and self._key == key:
+            return self._app
+        if self._app is not None:
+            log.info("credentials or config changed: rebuilding the clients")
+            self.forget(self._app)
+        app = build_app(load(path), credentials)
+        self._key, self._app = key, app
+        return app
+
+    def clear(self) -> None:
+        """Close and drop the kept App, if any."""
+        if self._app is not None:
+            self.forget(self._app)
+
+    def forget(self, app: App) -> None:
+        """Close `app` and stop reusing it."""
+        if self._app is app:
+            self._key, self._app = None, None
+        try:
+            app.close()
+        except (NotifierError, OSError) as error:
+            log.warning("closing the old clients failed: %s", logs.mask(str(error)))
+
+
+apps = AppCache()
+
+
+def handler(event: bytes | str | Mapping[str, Any] | None, context: Any) -> dict[str, Any]:
+    """Run one tick and return its summary (with FC's `request_id`), or the problems that stopped it."""
+    started = time.time()
+    request_id = str(getattr(context, "request_id", "") or "")
+    _setup_logging(request_id)
+    try:
+        options = parse_event(event)
+        credentials = credentials_from_context(context) or credentials_from_env(os.environ)
+        if credentials is None:
+            raise ConfigError([_NO_CREDENTIALS])
+        app = apps.get(config_path(os.environ), credentials)
+    except ConfigError as error:
+        return _config_error(error, request_id)
+    deadline = deadline_for(started, function_timeout(context))
+    try:
+        summary = app.notifier.tick(deadline=deadline, dry_run=options.dry_run)
+    except (NotifierError, OSError) as error:
+        apps.forget(app)  # a broken store or client is rebuilt by the next invocation
+        message = logs.mask(str(error))
+        log.error("tick failed: %s", message)
+        return {"error": "failure", "message": message, "request_id": request_id}
+    result = summary_dict(summary)
+    log.info("tick done: %s", summary.to_json())
+    return {**result, "dry_run": options.dry_run, "request_id": request_id}
+
+
+def parse_event(event: bytes | str | Mapping[str, Any] | None) -> Options:
+    """Options from the timer event (JSON bytes whose `payload` may hold a JSON object) or `s invoke -e`."""
+    if isinstance(event, bytes | bytearray):
+        event = event.decode("utf-8", errors="replace")
+    if isinstance(event, str):
+        try:
+            event = json.loads(event) if event.strip() else None
+        except ValueError:
+            log.warning("event: not JSON, running a plain tick")
+            event = None
+    if not isinstance(event, Mapping):
+        return Options()
+    options = {key: event[key] for key in ("dry_run",) if key in event}
+    options.update(_payload_options(event.get("payload")))
+    dry_run = options.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        raise ConfigError(["event.payload.dry_run: must be true or false"])
+    return Options(dry_run=dry_run)
+
+
+def _payload_options(payload: object) -> dict[str, object]:
+    if payload is None or (isinstance(payload, str) and not payload.strip()):
+        return {}
+    if isinstance(payload, str):
+        try:
+            payload = json.loads(payload)
+        except ValueError:
+            raise ConfigError([f"{_PAYLOAD_RULE} (the timer trigger's payload in s.yaml)"]) from None
+    if not isinstance(payload, Mapping):
+        raise ConfigError([_PAYLOAD_RULE])
+    unknown = sorted(str(key) for key in payload if key not in Options.__dataclass_fields__)
+    if unknown:
+        raise ConfigError(
+            [f"event.payload.{key}: is not an option; the options are: dry_run" for key in unknown]
+        )
+    return dict(payload)
+
+
+def credentials_from_context(context: Any) -> Credentials | None:
+    """The function role's STS credentials from `context.credentials` (python3.10; 3.12 has none)."""
+    given = getattr(context, "credentials", None)
+    key_id = str(getattr(given, "access_key_id", "") or "").strip()
+    secret = str(getattr(given, "access_key_secret", "") or "").strip()
+    if not key_id or not secret:
+        return None
+    token = str(getattr(given, "security_token", "") or "").strip()  # FC may pass "": no token
+    return Credentials(key_id, Secret(secret), Secret(token) if token else None)
+
+
+def config_path(environ: Mapping[str, str]) -> Path:
+    """`$DWNOTIFY_CONFIG`, else notifier.yaml; a relative path is taken from the code package root."""
+    path = Path(environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+    return path if path.is_absolute() else PACKAGE_ROOT / path
+
+
+def function_timeout(context: Any) -> float | None:
+    """The function's timeout in seconds, from `context.function.timeout`."""
+    timeout = getattr(getattr(context, "function", None), "timeout", None)
+    try:
+        return float(timeout) if timeout else None
+    except (TypeError, ValueError):
+        return None
+
+
+def deadline_for(started: float, timeout_s: float | None) -> float | None:
+    """When to stop taking new work: `SAFETY_MARGIN_S` before the timeout (at most half of it)."""
+    if timeout_s is None or timeout_s <= 0:
+        return None
+    return started + max(timeout_s - SAFETY_MARGIN_S, timeout_s / 2)
+
+
+def _config_error(error: ConfigError, request_id: str) -> dict[str, Any]:
+    problems = [logs.mask(problem) for problem in error.problems]
+    for problem in problems:
+        log.error("config error: %s", problem)
+    return {"error": "config", "problems": problems, "request_id": request_id}
+
+
+def _setup_logging(request_id: str) -> None:
+    logs.setup(os.environ.get("DWNOTIFY_LOG_LEVEL", "INFO"), request_id=request_id or None)
+    if os.environ.get("FC_FUNC_CODE_PATH"):
+        # Inside FC the runtime's own root handler would print every record a second time as plain
+        # text; the JSON line already carries the request id.
+        root = logging.getLogger()
+        for other in [h for h in root.handlers if not getattr(h, "_dwnotify", False)]:
+            root.removeHandler(other)

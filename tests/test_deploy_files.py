@@ -1,0 +1,224 @@
+"""Deployment files: s.yaml names what FC needs, notifier.yaml deploys, the RAM policy is least privilege."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV_REF = re.compile(r"\$\{env\('([A-Za-z_][A-Za-z0-9_]*)'(?:,\s*'([^']*)')?\)\}")
+VARS_REF = re.compile(r"\$\{vars\.([A-Za-z_][A-Za-z0-9_]*)\}")
+CONFIG_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-[^}]*)?\}")
+FC_PYTHON_RUNTIMES = {"python3.10", "python3.12"}
+SAMPLE_ENV = {
+    "TABLESTORE_ENDPOINT": "https://dwnotify.cn-shanghai.ots.aliyuncs.com",
+    "TABLESTORE_INSTANCE": "dwnotify",
+    "DINGTALK_OPS_URL": "https://oapi.dingtalk.com/robot/send?access_token=0123456789abcdef",
+    "SLACK_TEAM_URL": "https://hooks.slack.com/services/T000/B000/XXXXXXXX",
+}
+# Tablestore SDK method -> the RAM action it needs.
+OTS_ACTIONS = {
+    "create_table": "CreateTable",
+    "describe_table": "DescribeTable",
+    "list_table": "ListTable",
+    "update_table": "UpdateTable",
+    "delete_table": "DeleteTable",
+    "get_row": "GetRow",
+    "put_row": "PutRow",
+    "update_row": "UpdateRow",
+    "delete_row": "DeleteRow",
+    "batch_get_row": "BatchGetRow",
+    "batch_write_row": "BatchWriteRow",
+    "get_range": "GetRange",
+    "xget_range": "GetRange",
+    "start_local_transaction": "StartLocalTransaction",
+    "commit_transaction": "CommitTransaction",
+    "abort_transaction": "AbortTransaction",
+}
+
+
+def s_yaml() -> dict[str, Any]:
+    data = yaml.safe_load((ROOT / "s.yaml").read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data
+
+
+def strings(node: Any) -> list[str]:
+    """Every string value in a YAML tree (comments are not values)."""
+    if isinstance(node, dict):
+        return [text for value in node.values() for text in strings(value)]
+    if isinstance(node, list):
+        return [text for value in node for text in strings(value)]
+    return [node] if isinstance(node, str) else []
+
+
+def resolve(value: Any, variables: dict[str, Any]) -> Any:
+    """What Serverless Devs would put there when only the defaults apply."""
+    if not isinstance(value, str):
+        return value
+    value = VARS_REF.sub(lambda m: str(resolve(variables[m.group(1)], variables)), value)
+    return ENV_REF.sub(lambda m: m.group(2) if m.group(2) is not None else f"<{m.group(1)}>", value)
+
+
+def function_props() -> tuple[dict[str, Any], dict[str, Any]]:
+    data = s_yaml()
+    [resource] = data["resources"].values()
+    assert resource["component"] == "fc3"
+    variables = data.get("vars", {})
+    props = {key: resolve(value, variables) for key, value in resource["props"].items()}
+    return resource, props
+
+
+def deploy_section() -> str:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    match = re.search(r"^## Deploy\n(.*?)(?=^## |\Z)", readme, re.MULTILINE | re.DOTALL)
+    assert match is not None, "README.md has no '## Deploy' section"
+    return match.group(1)
+
+
+def test_s_yaml_names_what_fc_requires() -> None:
+    data = s_yaml()
+    assert data["edition"] == "3.0.0"
+    resource, props = function_props()
+    assert props["runtime"] in FC_PYTHON_RUNTIMES
+    assert props["handler"] == "index.handler"
+    assert "def handler(" in (ROOT / "functions" / "index.py").read_text(encoding="utf-8")
+    assert props["code"] == "./build/code"
+    assert "build/code" in (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert props["logConfig"] == "auto"
+    assert props["role"] == "<DWNOTIFY_ROLE_ARN>"
+    [pre_deploy] = resource["actions"]["pre-deploy"]
+    assert resolve(pre_deploy["run"], data["vars"]) == f"make build FC_PYTHON={props['runtime']}"
+
+
+def test_s_yaml_sizes_fit_fc_limits() -> None:
+    _, props = function_props()
+    cpu, memory_mb, timeout = float(props["cpu"]), int(props["memorySize"]), int(props["timeout"])
+    assert round(cpu / 0.05, 6).is_integer() and cpu >= 0.05
+    assert memory_mb % 64 == 0 and memory_mb >= 128
+    assert 1 <= (memory_mb / 1024) / cpu <= 4  # FC: vCPU to GB between 1:1 and 1:4
+    assert 10 < timeout <= 90  # room for the handler's 10 s margin; under the tick lease (90 s)
+
+
+def test_the_timer_trigger_fires_every_minute_by_default() -> None:
+    _, props = function_props()
+    [trigger] = props["triggers"]
+    assert trigger["triggerType"] == "timer" and trigger["qualifier"] == "LATEST"
+    config = trigger["triggerConfig"]
+    assert resolve(config["cronExpression"], s_yaml()["vars"]) == "@every 1m"
+    assert config["enable"] is True
+    assert json.loads(config["payload"]) == {"dry_run": False}
+
+
+def test_every_env_reference_in_s_yaml_is_documented_in_the_readme() -> None:
+    names = {match.group(1) for text in strings(s_yaml()) for match in ENV_REF.finditer(text)}
+    section = deploy_section()
+    assert names, "s.yaml takes nothing from the environment"
+    undocumented = sorted(name for name in names if f"`{name}`" not in section)
+    assert undocumented == []
+
+
+def test_no_secret_is_written_into_s_yaml() -> None:
+    resource, _ = function_props()
+    env = resource["props"]["environmentVariables"]
+    literal = {name for name, value in env.items() if "${" not in str(value)}
+    assert literal == {"DWNOTIFY_CONFIG"}
+    for name in SAMPLE_ENV:
+        assert env[name] == f"${{env('{name}')}}"
+
+
+def test_every_variable_notifier_yaml_reads_is_set_on_the_function() -> None:
+    config = yaml.safe_load((ROOT / "notifier.yaml").read_text(encoding="utf-8"))
+    referenced = {name for text in strings(config) for name in CONFIG_REF.findall(text)}
+    assert {"TABLESTORE_ENDPOINT", "DINGTALK_OPS_URL", "SLACK_TEAM_URL"} <= referenced
+    _, props = function_props()
+    assert referenced <= set(props["environmentVariables"]), referenced - set(props["environmentVariables"])
+
+
+def test_dwnotify_check_passes_on_the_deployed_config_with_those_variables() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DWNOTIFY_", "ALIBABA_CLOUD_"))}
+    env.update(SAMPLE_ENV)
+    check = subprocess.run(
+        [sys.executable, "-m", "dwnotify", "--config", str(ROOT / "notifier.yaml"), "check"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert check.returncode == 0, check.stderr
+    assert "config ok" in check.stdout
+
+
+def policy(name: str = "ram-policy.json") -> dict[str, Any]:
+    data = json.loads((ROOT / "deploy" / name).read_text(encoding="utf-8"))
+    assert data["Version"] == "1"
+    return data
+
+
+def granted(service: str) -> dict[str, set[str]]:
+    """Action name -> resources, for one service's actions in the policy."""
+    actions: dict[str, set[str]] = {}
+    for statement in policy()["Statement"]:
+        assert statement["Effect"] == "Allow"
+        listed = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        for action in listed:
+            assert "*" not in action, f"{action}: grant actions by name"
+            prefix, _, name = action.partition(":")
+            if prefix == service:
+                actions.setdefault(name, set()).add(statement["Resource"])
+    return actions
+
+
+def test_the_policy_grants_exactly_the_dataworks_reads_the_client_calls() -> None:
+    source = (ROOT / "functions" / "dwnotify" / "dataworks.py").read_text(encoding="utf-8")
+    called = set(re.findall(r'"((?:Get|List)[A-Za-z]+)"', source))
+    assert {"ListPipelineRuns", "GetPipelineRun", "ListDeployments", "GetDeployment"} <= called
+    assert set(granted("dataworks")) == called
+    # DataWorks authorizes these actions per operation, not per resource.
+    assert all(resources == {"*"} for resources in granted("dataworks").values())
+
+
+def test_the_policy_grants_tablestore_row_and_table_actions_on_one_table_only() -> None:
+    ots = granted("ots")
+    assert {"GetRow", "PutRow", "UpdateRow", "GetRange", "BatchWriteRow", "CreateTable"} <= set(ots)
+    assert "DeleteTable" not in ots
+    assert set(ots) <= set(OTS_ACTIONS.values())
+    table_arn = "acs:ots:<region>:<account-id>:instance/<instance>/table/<table>"
+    assert all(resources == {table_arn} for resources in ots.values())
+    assert set(granted("ots")) | set(granted("dataworks")) == {
+        action.partition(":")[2] for s in policy()["Statement"] for action in s["Action"]
+    }
+
+
+def test_the_policy_grants_what_the_tablestore_backend_calls_and_no_more() -> None:
+    sources = sorted((ROOT / "functions" / "dwnotify" / "state").glob("tablestore*.py"))
+    if not sources:
+        pytest.skip("no Tablestore backend yet")
+    text = "\n".join(path.read_text(encoding="utf-8") for path in sources)
+    methods = "|".join(OTS_ACTIONS)
+    needed = {OTS_ACTIONS[name] for name in re.findall(rf"\.({methods})\b", text)}
+    assert set(granted("ots")) == needed
+
+
+def test_the_role_trusts_function_compute() -> None:
+    [statement] = policy("ram-trust-policy.json")["Statement"]
+    assert statement["Action"] == "sts:AssumeRole"
+    assert statement["Principal"] == {"Service": ["fc.aliyuncs.com"]}
+
+
+def test_the_event_files_are_timer_events_or_invoke_payloads() -> None:
+    for path in sorted((ROOT / "tests" / "events").glob("*.json")):
+        event = json.loads(path.read_text(encoding="utf-8"))
+        assert isinstance(event, dict), path.name
+        if "triggerName" in event:
+            assert set(event) == {"triggerTime", "triggerName", "payload"}, path.name
+            assert isinstance(event["payload"], str), path.name
