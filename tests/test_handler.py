@@ -206,11 +206,6 @@ def test_a_quiet_tick_from_the_package_loads_neither_jinja2_nor_the_tablestore_s
     assert {"jinja2", "tablestore", "numpy"}.isdisjoint(output["loaded"])
 
 
-@pytest.mark.xfail(
-    reason="Notifier._deliver imports dwnotify.delivery, and with it the channels and httpx, on every "
-    "tick, also when no message waits",
-    strict=False,
-)
 def test_a_quiet_tick_from_the_package_does_not_load_httpx(package: Path, world: World) -> None:
     assert "httpx" not in quiet_tick(package, world)["loaded"]
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from importlib import import_module
-from typing import cast
-
-import httpx
+from typing import TYPE_CHECKING, cast
 
 from ..settings import ChannelSettings
 from .base import Channel, ChannelMessage
+
+if TYPE_CHECKING:
+    import httpx
 
 # type -> "module:Class"; modules are imported only when a message goes to that type.
 CHANNEL_TYPES: dict[str, str] = {

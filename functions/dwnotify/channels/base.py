@@ -5,12 +5,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-import httpx
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import DeliveryError
 from ..settings import ChannelSettings
+
+if TYPE_CHECKING:  # httpx is imported when the first message goes out, not on a quiet tick
+    import httpx
 
 TRIM_MARKER = "…(truncated)"
 
@@ -68,6 +69,8 @@ class HttpChannel:
         headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         """POST JSON (or raw bytes); network failures become retryable errors that never show the URL."""
+        import httpx
+
         try:
             return self._client.post(
                 url, json=payload, content=content, headers=headers, timeout=self._timeout_s
