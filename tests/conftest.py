@@ -3,6 +3,9 @@
 Time is one manual clock shared by the emulators and the notifier; `sleep` advances it, so retries
 and rate limits are exercised without waiting. HTTP and signatures are real (the emulators check the
 SDK's signature timestamp against the wall clock, as the real gateway does).
+
+The tick-level modules in TABLESTORE_MODULES run every `world` test twice: on SQLite and on the
+Tablestore emulator (state through the real `tablestore` SDK).
 """
 
 from __future__ import annotations
@@ -29,11 +32,17 @@ from dwnotify.dataworks import Credentials  # noqa: E402
 from dwnotify.settings import Secret  # noqa: E402
 from dwnotify.tick import TickSummary  # noqa: E402
 from emulators import DataWorksEmulator, DingTalkEmulator, SlackEmulator  # noqa: E402
+from emulators.tablestore import TablestoreEmulator  # noqa: E402
 
 DING_TOKEN = "ding-ops-token-5f1e"
 DING_SECRET = "SEC0123456789abcdef0123456789abcdef"
 SLACK_HOOK = "T000/B000/team-hook-9c2d"
 CREDENTIALS = Credentials("test-ak", Secret("test-secret"))
+STATE_BACKENDS = ("sqlite", "tablestore")
+# Modules whose `world` tests also run with state in Tablestore (the others stay on SQLite only).
+TABLESTORE_MODULES = frozenset(
+    {"test_tick", "test_delivery", "test_concurrency", "test_discovery", "test_crash", "test_cli"}
+)
 
 
 class ManualClock:
@@ -65,6 +74,7 @@ class World:
     slack: SlackEmulator
     config_overrides: dict[str, Any] = field(default_factory=dict)
     app: App | None = None
+    tablestore: TablestoreEmulator | None = None
 
     def config_data(self) -> dict[str, Any]:
         host = self.dataworks.base_url.removeprefix("http://")
@@ -130,26 +140,49 @@ def clock() -> ManualClock:
 
 
 @contextmanager
-def open_world(tmp_path: Path, clock: ManualClock) -> Iterator[World]:
+def open_world(tmp_path: Path, clock: ManualClock, state_backend: str = "sqlite") -> Iterator[World]:
     """Fresh emulators and state for one World (tests that need several build their own)."""
     dataworks = DataWorksEmulator({"projects": [10000, 10001, 10002]}, clock=clock)
     dingtalk = DingTalkEmulator({DING_TOKEN: DING_SECRET}, clock=clock)
     slack = SlackEmulator({SLACK_HOOK}, clock=clock)
-    for emulator in (dataworks, dingtalk, slack):
+    emulators: list[Any] = [dataworks, dingtalk, slack]
+    for emulator in emulators:
         emulator.start()
     built = World(tmp_path, clock, dataworks, dingtalk, slack)
+    if state_backend == "tablestore":
+        built.tablestore = TablestoreEmulator("test-ak", "test-secret", "dwnotify", clock=clock)
+        emulators.append(built.tablestore)
+        built.config_overrides["state"] = {
+            "backend": "tablestore",
+            "endpoint": built.tablestore.start(),
+            "instance": "dwnotify",
+            "table": "dwnotify",
+        }
     try:
         yield built
     finally:
         if built.app is not None:
             built.app.close()
-        for emulator in (dataworks, dingtalk, slack):
+        for emulator in emulators:
             emulator.stop()
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run the `world` tests of TABLESTORE_MODULES once per state backend."""
+    module = metafunc.module.__name__.rsplit(".", 1)[-1]
+    if "state_backend" in metafunc.fixturenames and module in TABLESTORE_MODULES:
+        metafunc.parametrize("state_backend", STATE_BACKENDS, indirect=True)
+
+
 @pytest.fixture
-def world(tmp_path: Path, clock: ManualClock) -> Iterator[World]:
-    with open_world(tmp_path, clock) as built:
+def state_backend(request: pytest.FixtureRequest) -> str:
+    """Where the World keeps its state: "sqlite" unless the module runs on both backends."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture
+def world(tmp_path: Path, clock: ManualClock, state_backend: str) -> Iterator[World]:
+    with open_world(tmp_path, clock, state_backend) as built:
         yield built
 
 

@@ -1,0 +1,313 @@
+"""The Tablestore state store: one table, batched reads and writes, conditions where writes may race.
+
+Leases are compare-and-set on a `version` column. A commit spans partitions, which Tablestore cannot
+write atomically, so it goes through an intent: check the tick lease and the runs' versions (one
+BatchGetRow), store everything the commit will write as intent rows, apply it (runs as conditional
+writes, then the messages of the runs that were written, then the channels' low-water marks), then
+delete the intent. A commit that dies after storing its intent is finished, idempotently, by the
+next tick that takes the tick lease, before that tick reads any state (intent rows sit beside the
+tick lease row: the GetRange that reads the lease finds them). Row layout:
+`tablestore_rows`; the SDK boundary: `tablestore_client`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..dataworks import Credentials
+from ..errors import ConflictError
+from ..model import RunState, run_key
+from . import tablestore_rows as rows
+from .base import FAILED, TICK_LEASE, Lease, OutboxMessage, ProjectCursor, StatusReport
+from .tablestore_client import Table, Write
+from .tablestore_outbox import Outbox, cas
+from .tablestore_rows import Cells, Intent, Key
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Held:
+    """A lease this store took: enough to renew it with one conditional write."""
+
+    owner: str
+    version: int
+    data: dict[str, Any]
+    failed: list[str] = field(default_factory=list)
+
+
+class TablestoreStateStore:
+    """StateStore on one Tablestore table; safe for any number of ticks at once."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        instance: str,
+        table: str,
+        credentials: Credentials,
+        retention_s: float = 30 * 86400,
+        *,
+        socket_timeout_s: float = 10.0,
+    ) -> None:
+        token = credentials.security_token.reveal() if credentials.security_token else None
+        self._table = Table(
+            endpoint,
+            instance,
+            table,
+            credentials.access_key_id,
+            credentials.access_key_secret.reveal(),
+            token,
+            ttl_s=max(86400, int(retention_s)),  # the service's shortest TTL is one day
+            socket_timeout_s=socket_timeout_s,
+        )
+        self._held: dict[str, _Held] = {}
+        self._outbox = Outbox(self._table)
+
+    @property
+    def round_trips(self) -> int:
+        """SDK calls made so far (each is one request, plus the SDK's own retries)."""
+        return self._table.round_trips
+
+    # -- reads -------------------------------------------------------------------------------
+    def load_runs(self, keys: Collection[str]) -> dict[str, RunState]:
+        """The stored states of these runs (BatchGetRow, 100 a call)."""
+        by_row = {rows.run_row_key(key): key for key in keys}
+        found = self._table.get_many(by_row)
+        return {by_row[row]: rows.run_from_cells(row, cells) for row, cells in found.items()}
+
+    def load_cursors(self, project_ids: Collection[int]) -> dict[int, ProjectCursor]:
+        """The stored cursors of these workspaces."""
+        found = self._table.get_many(rows.cursor_key(project_id) for project_id in project_ids)
+        cursors = (rows.cursor_from_cells(row, cells) for row, cells in found.items())
+        return {cursor.project_id: cursor for cursor in cursors}
+
+    # -- leases ------------------------------------------------------------------------------
+    def acquire_lease(self, name: str, owner: str, ttl_s: float, now: float) -> Lease | None:
+        """Take or renew a lease when it is free, expired or already ours (version compare-and-set).
+
+        A new holder of the tick lease first finishes any commit a stopped tick left half-done.
+        """
+        key, expires = rows.lease_key(name), now + ttl_s
+        held = self._held.get(name)
+        if held is not None and held.owner == owner:
+            renew = {"expires_at": expires, "version": held.version + 1}
+            if self._table.write([cas(key, held.version, renew)])[0]:
+                held.version += 1
+                return Lease(name, owner, expires, dict(held.data))
+        self._held.pop(name, None)
+        intents: list[tuple[Key, Cells]] = []
+        if name == TICK_LEASE:  # one GetRange reads the lease row and any intent left beside it
+            found = dict(self._table.scan(key[0], rows.TICK_RANGE[0], sk_to=rows.TICK_RANGE[1]))
+            cells = found.pop(key, None)
+            intents = sorted((k, c) for k, c in found.items() if rows.intent_commit(k) is not None)
+        else:
+            cells = self._table.get(key)
+        if cells is None:
+            fresh = {"owner": owner, "expires_at": expires, "data": "{}", "version": 1}
+            if not self._table.write([Write("put", key, fresh, "EXPECT_NOT_EXIST")])[0]:
+                return None
+            held = _Held(owner, 1, {})
+        else:
+            current = rows.lease_from_cells(name, cells)
+            if current.owner not in ("", owner) and current.expires_at > now:
+                return None
+            version = int(cells.get("version", 0))
+            take = {"owner": owner, "expires_at": expires, "version": version + 1}
+            if not self._table.write([cas(key, version, take)])[0]:
+                return None  # someone else took it between our read and our write
+            held = _Held(owner, version + 1, current.data, rows.failed_keys(cells))
+        self._held[name] = held
+        if intents:
+            self._recover(intents)
+        return Lease(name, owner, expires, dict(held.data))
+
+    def release_lease(self, lease: Lease) -> None:
+        """Free the lease if still ours; its data stays for the next holder.
+
+        Releasing a channel's lease first moves its low-water mark past what was delivered.
+        """
+        if lease.name.startswith("channel:") and lease.name in self._held:
+            self._outbox.settle(lease.name.removeprefix("channel:"))
+        self._held.pop(lease.name, None)
+        self._table.write([_owned(lease, {"owner": "", "expires_at": 0.0})])
+
+    def _check_lease(self, lease: Lease, cells: Cells | None, now: float) -> None:
+        current = rows.lease_from_cells(lease.name, cells) if cells is not None else None
+        if current is None or current.owner != lease.owner or current.expires_at <= now:
+            raise ConflictError(f"the {lease.name} lease is no longer held by this tick")
+
+    # -- commit ------------------------------------------------------------------------------
+    def commit(
+        self,
+        lease: Lease,
+        runs: Sequence[RunState],
+        cursors: Sequence[ProjectCursor],
+        messages: Sequence[OutboxMessage],
+        now: float,
+    ) -> None:
+        """Store run states (version compare-and-set), cursors and new messages through an intent."""
+        unique = _first_of_each_id(messages)
+        if not runs and not unique:  # cursors alone need no intent: each row stands on its own
+            self._check_lease(lease, self._table.get(rows.lease_key(lease.name)), now)
+            self._table.write(
+                [Write("put", rows.cursor_key(c.project_id), rows.cursor_cells(c)) for c in cursors]
+            )
+            return
+        lease_row = rows.lease_key(lease.name)
+        known = self._table.get_many(
+            [
+                lease_row,
+                *(rows.run_row_key(key) for key in rows.run_keys(runs)),
+                *(rows.message_id_key(message.id) for message in unique),
+                *(rows.index_key(message.channel) for message in unique),
+            ]
+        )
+        self._check_lease(lease, known.get(lease_row), now)
+        for state, key in zip(runs, rows.run_keys(runs), strict=True):
+            stored = known.get(rows.run_row_key(key))
+            version = int(stored["version"]) if stored is not None else 0
+            if version != state.version:
+                raise ConflictError(f"run {key} changed since it was read (version {version})")
+        new = [message for message in unique if rows.message_id_key(message.id) not in known]
+        intent = Intent(uuid.uuid4().hex, lease.owner, now, list(runs), list(cursors), new)
+        chunks = intent.chunks()
+        self._table.write(
+            [
+                Write(
+                    "put", rows.intent_key(intent.commit_id, index), _chunk_cells(chunk, len(chunks), intent)
+                )
+                for index, chunk in enumerate(chunks)
+            ]
+        )
+        lost = self._apply(intent, len(chunks), known)
+        if lost:
+            raise ConflictError(
+                f"run(s) {', '.join(lost)} changed during the commit; their messages were dropped"
+            )
+
+    def _apply(self, intent: Intent, chunks: int, known: dict[Key, Cells] | None = None) -> list[str]:
+        """Write an intent's rows, idempotently; the keys of runs another writer changed first."""
+        keys = rows.run_keys(intent.runs)
+        writes = [_run_write(state, intent) for state in intent.runs]
+        writes += [Write("put", rows.cursor_key(c.project_id), rows.cursor_cells(c)) for c in intent.cursors]
+        results = self._table.write(writes) if writes else []
+        refused = [key for key, ok in zip(keys, results, strict=False) if not ok]
+        lost = self._not_ours(refused, intent) if refused else []
+        messages = [m for m in intent.messages if m.run_key not in lost]
+        if messages:
+            self._outbox.add(messages, known)
+        self._table.write([Write("delete", rows.intent_key(intent.commit_id, i)) for i in range(chunks)])
+        return lost
+
+    def _not_ours(self, refused: list[str], intent: Intent) -> list[str]:
+        """Of runs whose conditional write was refused, those not already written by this intent."""
+        expected = {
+            key: state.version + 1 for key, state in zip(rows.run_keys(intent.runs), intent.runs, strict=True)
+        }
+        stored = self._table.get_many(rows.run_row_key(key) for key in refused)
+        lost = []
+        for key in refused:
+            cells = stored.get(rows.run_row_key(key))
+            if cells is None or cells.get("writer") != intent.commit_id or cells["version"] != expected[key]:
+                lost.append(key)
+        return lost
+
+    def _recover(self, intents: list[tuple[Key, Cells]]) -> None:
+        """Finish every commit whose intent is stored (a tick stopped mid-commit); drop partial intents."""
+        groups: dict[str, list[tuple[Key, Cells]]] = {}
+        for key, cells in intents:
+            groups.setdefault(rows.intent_commit(key) or "", []).append((key, cells))
+        for commit_id, parts in groups.items():
+            if len(parts) != int(parts[0][1]["chunks"]):  # its writer stopped before it was whole
+                self._table.write([Write("delete", key) for key, _ in parts])
+                continue
+            intent = Intent.decode(b"".join(bytes(cells["data"]) for _, cells in sorted(parts)))
+            log.warning("state: finishing commit %s left by tick %s", commit_id, intent.owner)
+            lost = self._apply(intent, len(parts))
+            if lost:
+                log.warning("state: commit %s: runs %s had moved on; their messages dropped", commit_id, lost)
+
+    # -- the outbox --------------------------------------------------------------------------
+    def channels_with_pending(self, now: float) -> list[str]:
+        """Channels whose low-water mark says something may be pending (one GetRange)."""
+        return self._outbox.channels_with_pending()
+
+    def pending_messages(self, channel: str) -> list[OutboxMessage]:
+        """A channel's pending messages in delivery order: a GetRange from its low-water mark."""
+        return self._outbox.pending(channel)
+
+    def update_messages(self, lease: Lease, messages: Sequence[OutboxMessage]) -> None:
+        """Store the lease data (if the lease is still ours), then the messages' delivery status."""
+        held = self._held.get(lease.name)
+        held = held if held is not None and held.owner == lease.owner else None
+        change: dict[str, Any] = {"data": json.dumps(lease.data)}
+        failed = [message for message in messages if message.status == FAILED]
+        if failed:
+            known = (
+                held.failed
+                if held is not None
+                else rows.failed_keys(self._table.get(rows.lease_key(lease.name)))
+            )
+            change["failed"] = rows.remember_failed(known, failed)
+        if not self._table.write([_owned(lease, change)])[0]:
+            raise ConflictError(f"the {lease.name} lease is no longer held by this tick")
+        if held is not None:
+            held.version += 1
+            held.data = dict(lease.data)
+            held.failed = rows.failed_keys(change) if failed else held.failed
+        self._outbox.update(messages)
+
+    # -- status ------------------------------------------------------------------------------
+    def report(self, limit: int = 200) -> StatusReport:
+        """Runs still moving (a filtered scan of the run rows), then pending and failed messages.
+
+        Messages: each channel's rows from its low-water mark, plus the failed ones its lease row
+        remembers (the newest 100 per channel; older failures are only in the logs).
+        """
+        found = self._table.scan("run/", pk_to="run0", where=("final", (False,)), limit=limit)
+        runs = sorted((rows.run_from_cells(key, cells) for key, cells in found), key=lambda s: s.key)
+        remembered = [
+            (f"outbox/{key[1].removeprefix('channel:')}", sk)
+            for key, cells in self._table.scan("lease")
+            for sk in rows.failed_keys(cells)
+        ]
+        messages = self._outbox.listed(remembered)
+        return StatusReport(runs=tuple(runs[:limit]), messages=tuple(messages[:limit]))
+
+    def close(self) -> None:
+        """Drop the client's pooled connections."""
+        self._table.close()
+
+
+def _owned(lease: Lease, cells: dict[str, Any]) -> Write:
+    """An update of a lease row that applies only while `lease.owner` holds it; bumps its version."""
+    return Write(
+        "update", rows.lease_key(lease.name), cells, "EXPECT_EXIST", (("owner", lease.owner),), ("version",)
+    )
+
+
+def _run_write(state: RunState, intent: Intent) -> Write:
+    key = rows.run_row_key(run_key(state.project_id, state.run_id))
+    cells = rows.run_cells(state, state.version + 1, intent.now, intent.commit_id)
+    if state.version == 0:
+        return Write("put", key, cells, "EXPECT_NOT_EXIST")
+    return Write("put", key, cells, "EXPECT_EXIST", equals=(("version", state.version),))
+
+
+def _first_of_each_id(messages: Sequence[OutboxMessage]) -> list[OutboxMessage]:
+    seen: set[str] = set()
+    unique = []
+    for message in messages:
+        if message.id not in seen:
+            seen.add(message.id)
+            unique.append(message)
+    return unique
+
+
+def _chunk_cells(chunk: bytes, count: int, intent: Intent) -> dict[str, Any]:
+    return {"data": chunk, "chunks": count, "owner": intent.owner, "created_at": float(intent.now)}

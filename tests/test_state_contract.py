@@ -1,0 +1,539 @@
+"""One contract for every StateStore, run against SQLite and against Tablestore (the real SDK over the
+emulator): the same behaviours, the same races, several processes at once."""
+
+from __future__ import annotations
+
+import multiprocessing
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dwnotify.dataworks import Credentials
+from dwnotify.errors import ConflictError, StateError
+from dwnotify.model import RunState
+from dwnotify.settings import Secret, StateSettings
+from dwnotify.state import open_store
+from dwnotify.state.base import (
+    FAILED,
+    PENDING,
+    SENT,
+    TICK_LEASE,
+    Lease,
+    OutboxMessage,
+    ProjectCursor,
+    StateStore,
+)
+from dwnotify.state.sqlite import SqliteStateStore
+from emulators.tablestore import TablestoreEmulator
+
+AK, SECRET, INSTANCE = "test-ak", "test-secret", "dwnotify"
+DAY = 86400.0
+NOW = float(int(time.time()))
+
+
+# -- backends -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Spec:
+    """How to open one backend's store, from any process (picklable)."""
+
+    kind: str
+    where: str  # the SQLite path, or the emulator's endpoint
+    retention_s: float = 30 * DAY
+
+
+def open_spec(spec: Spec) -> Any:
+    """A new store on the state `spec` names."""
+    if spec.kind == "sqlite":
+        return SqliteStateStore(Path(spec.where), spec.retention_s)
+    from dwnotify.state.tablestore import TablestoreStateStore
+
+    return TablestoreStateStore(
+        spec.where, INSTANCE, "dwnotify", Credentials(AK, Secret(SECRET)), spec.retention_s
+    )
+
+
+@dataclass
+class Backend:
+    """A store under test, and what its backend lets a test observe or move."""
+
+    spec: Spec
+    store: Any
+    emulator: TablestoreEmulator | None = None
+
+    def open(self) -> Any:
+        """Another store on the same state (another FC instance)."""
+        return open_spec(self.spec)
+
+    def calls(self, api: str) -> int:
+        """Requests of one API the emulator received (SQLite: round trips)."""
+        return self.emulator.request_count(api) if self.emulator else self.store.round_trips
+
+    def age(self, seconds: float) -> None:
+        """Let stored data grow older (the emulator's TTL clock; SQLite prunes by the `now` it is given)."""
+        if self.emulator is not None:
+            self.emulator.advance(seconds)
+
+
+@pytest.fixture(params=["sqlite", "tablestore"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    emulator = None
+    if request.param == "sqlite":
+        spec = Spec("sqlite", str(tmp_path / "state.db"), retention_s=DAY)
+    else:
+        emulator = TablestoreEmulator(AK, SECRET, INSTANCE)
+        spec = Spec("tablestore", emulator.start(), retention_s=DAY)
+    built = Backend(spec, open_spec(spec), emulator)
+    try:
+        yield built
+    finally:
+        built.store.close()
+        if emulator is not None:
+            emulator.stop()
+
+
+def run(run_id: str, status: str = "running", version: int = 0, project: int = 10000) -> RunState:
+    return RunState(
+        project, run_id, status, {"BUILD": status}, frozenset({f"run:{status}"}), 1_700_000_000_000, version
+    )
+
+
+def message(
+    message_id: str, seq: int, channel: str = "ops", run_key: str = "10000/r1", **extra: Any
+) -> OutboxMessage:
+    fields: dict[str, Any] = {
+        "title": f"title {message_id}",
+        "text": f"发布失败 {message_id}",
+        "created_at": NOW,
+    }
+    return OutboxMessage(message_id, channel, run_key, "failures", seq, **{**fields, **extra})
+
+
+def tick_lease(store: StateStore, owner: str = "tick-a", now: float = NOW, ttl: float = 90.0) -> Lease:
+    lease = store.acquire_lease(TICK_LEASE, owner, ttl, now)
+    assert lease is not None
+    return lease
+
+
+def ids(messages: list[OutboxMessage] | tuple[OutboxMessage, ...]) -> list[str]:
+    return [m.id for m in messages]
+
+
+# -- commit ---------------------------------------------------------------------------------------
+def test_commit_round_trips_runs_cursors_and_messages(backend: Backend) -> None:
+    store = backend.store
+    lease = tick_lease(store)
+    blocks = '[{"type": "section"}]'
+    cursor = ProjectCursor(10000, 42, NOW, ("r1",))
+    sent = message("m1", 5, blocks_json=blocks, event_types=("run.failed", "stage.failed"))
+    store.commit(lease, [run("r1"), run("r2", "success")], [cursor], [sent], NOW)
+
+    again = backend.open()  # another instance sees exactly what was committed
+    states = again.load_runs(["10000/r1", "10000/r2", "10000/missing"])
+    assert set(states) == {"10000/r1", "10000/r2"}
+    assert states["10000/r1"] == run("r1", version=1)
+    assert states["10000/r2"].final and states["10000/r2"].version == 1
+    assert again.load_cursors([10000, 10001]) == {10000: cursor}
+    assert again.pending_messages("ops") == [sent]
+    again.close()
+
+
+def test_a_stale_version_is_a_conflict_and_writes_nothing(backend: Backend) -> None:
+    store = backend.store
+    lease = tick_lease(store)
+    store.commit(lease, [run("r1")], [], [], NOW)
+    cursor = ProjectCursor(10000, 1, NOW, ())
+    with pytest.raises(ConflictError):
+        store.commit(lease, [run("r2"), run("r1", "fail", version=0)], [cursor], [message("m1", 1)], NOW)
+    with pytest.raises(ConflictError):
+        store.commit(lease, [run("r3", version=4)], [], [], NOW)  # a version for a run never stored
+    assert store.load_runs(["10000/r1", "10000/r2", "10000/r3"]) == {"10000/r1": run("r1", version=1)}
+    assert store.load_cursors([10000]) == {}
+    assert store.pending_messages("ops") == []
+    store.commit(lease, [run("r1", "fail", version=1)], [], [], NOW)  # the current version goes in
+    assert store.load_runs(["10000/r1"])["10000/r1"].version == 2
+
+
+def test_commit_is_refused_once_the_tick_lease_was_taken_over(backend: Backend) -> None:
+    store, other = backend.store, backend.open()
+    mine = tick_lease(store, "tick-a", NOW, ttl=10)
+    tick_lease(other, "tick-b", NOW + 20)  # expired, so the next tick took it
+    with pytest.raises(ConflictError):
+        store.commit(mine, [run("r1")], [ProjectCursor(10000, 1, NOW, ())], [message("m1", 1)], NOW + 21)
+    lapsed = tick_lease(other, "tick-b", NOW + 30, ttl=10)
+    with pytest.raises(ConflictError):  # expired and nobody took it: still refused
+        other.commit(lapsed, [run("r1")], [], [], NOW + 45)
+    assert store.load_runs(["10000/r1"]) == {} and store.pending_messages("ops") == []
+    assert store.load_cursors([10000]) == {}
+    other.close()
+
+
+def test_a_message_whose_id_exists_is_left_as_it_is(backend: Backend) -> None:
+    store = backend.store
+    lease = tick_lease(store)
+    store.commit(lease, [], [], [message("m1", 10, text="first"), message("m1", 11, text="again")], NOW)
+    store.commit(lease, [], [], [message("m1", 20, text="second"), message("m2", 21)], NOW)
+    pending = store.pending_messages("ops")
+    assert [(m.id, m.text) for m in pending] == [("m1", "first"), ("m2", "发布失败 m2")]
+
+    channel = store.acquire_lease("channel:ops", "tick-a", 60, NOW)
+    store.update_messages(channel, [replace(pending[0], status=SENT, finished_at=NOW)])
+    store.commit(lease, [], [], [message("m1", 30, text="third")], NOW)  # sent: not queued again
+    assert ids(store.pending_messages("ops")) == ["m2"]
+
+
+# -- leases ---------------------------------------------------------------------------------------
+def test_lease_free_ours_others_expired_and_release_keeps_data(backend: Backend) -> None:
+    store, other = backend.store, backend.open()
+    held = store.acquire_lease("channel:ops", "a", 60, NOW)
+    assert held is not None and held.data == {}
+    assert other.acquire_lease("channel:ops", "b", 60, NOW + 30) is None  # held by someone else
+    renewed = store.acquire_lease("channel:ops", "a", 60, NOW + 30)  # ours: renewed
+    assert renewed is not None and renewed.expires_at == NOW + 90
+    assert other.acquire_lease("channel:ops", "b", 60, NOW + 80) is None
+    taken = other.acquire_lease("channel:ops", "b", 60, NOW + 91)  # expired: anyone may take it
+    assert taken is not None and taken.owner == "b"
+    assert store.acquire_lease("channel:ops", "a", 60, NOW + 92) is None
+
+    store.release_lease(renewed)  # not ours any more: nothing happens
+    assert store.acquire_lease("channel:ops", "c", 60, NOW + 93) is None
+    other.update_messages(replace(taken, data={"sent_at": [NOW + 91.5]}), [])
+    other.release_lease(taken)
+    after = store.acquire_lease("channel:ops", "c", 60, NOW + 94)  # free again, data kept
+    assert after is not None and after.data == {"sent_at": [NOW + 91.5]}
+    other.close()
+
+
+def test_update_messages_is_refused_for_a_lease_not_held(backend: Backend) -> None:
+    store = backend.store
+    store.commit(tick_lease(store), [], [], [message("m1", 1)], NOW)
+    held = store.acquire_lease("channel:ops", "a", 60, NOW)
+    assert held is not None
+    [pending] = store.pending_messages("ops")
+    stranger = Lease("channel:ops", "b", NOW + 60, {"sent_at": [NOW]})
+    with pytest.raises(ConflictError):
+        store.update_messages(stranger, [replace(pending, status=SENT, finished_at=NOW)])
+    assert store.pending_messages("ops") == [pending]
+    store.release_lease(held)
+    again = store.acquire_lease("channel:ops", "c", 60, NOW + 1)
+    assert again is not None and again.data == {}
+
+
+# -- the outbox -----------------------------------------------------------------------------------
+def test_pending_messages_come_in_seq_order_and_done_ones_leave(backend: Backend) -> None:
+    store = backend.store
+    lease = tick_lease(store)
+    store.commit(lease, [], [], [message("c", 30), message("a", 10)], NOW)
+    store.commit(lease, [], [], [message("b", 20), message("x", 15, channel="team")], NOW)
+    assert ids(store.pending_messages("ops")) == ["a", "b", "c"]
+    channel = store.acquire_lease("channel:ops", "tick-a", 60, NOW)
+    first, second, _ = store.pending_messages("ops")
+    store.update_messages(channel, [replace(first, status=SENT, attempts=1, finished_at=NOW)])
+    store.update_messages(channel, [replace(second, attempts=1, last_error="503", next_attempt_at=NOW + 10)])
+    assert ids(store.pending_messages("ops")) == ["b", "c"]
+    assert store.pending_messages("ops")[0].last_error == "503"
+    store.commit(lease, [], [], [message("early", 5)], NOW)  # below everything already read
+    assert ids(store.pending_messages("ops")) == ["early", "b", "c"]
+    assert ids(store.pending_messages("team")) == ["x"]
+
+
+def test_channels_with_pending_lists_every_channel_that_has_some(backend: Backend) -> None:
+    store = backend.store
+    assert store.channels_with_pending(NOW) == []
+    store.commit(tick_lease(store), [], [], [message("m1", 1), message("m2", 2, channel="team")], NOW)
+    assert store.channels_with_pending(NOW) == ["ops", "team"]
+    channel = store.acquire_lease("channel:ops", "tick-a", 60, NOW)
+    for pending in store.pending_messages("ops"):
+        store.update_messages(channel, [replace(pending, status=SENT, finished_at=NOW)])
+    # A superset is allowed, but once a channel's list was read empty it is no longer named.
+    for name in store.channels_with_pending(NOW):
+        store.pending_messages(name)
+    assert store.channels_with_pending(NOW) == ["team"]
+
+
+def test_report_lists_moving_runs_and_pending_or_failed_messages(backend: Backend) -> None:
+    store = backend.store
+    lease = tick_lease(store)
+    cursor = ProjectCursor(10000, 3, NOW, ("r1",))
+    batch = [message("m1", 1), message("m2", 2), message("m3", 3, channel="team")]
+    store.commit(lease, [run("r1"), run("r2", "success")], [cursor], batch, NOW)
+    channel = store.acquire_lease("channel:ops", "tick-a", 60, NOW)
+    m1, m2 = store.pending_messages("ops")
+    store.update_messages(channel, [replace(m1, status=FAILED, last_error="410 gone", finished_at=NOW)])
+    store.update_messages(channel, [replace(m2, status=SENT, finished_at=NOW)])
+    store.release_lease(channel)
+    store.channels_with_pending(NOW)
+    store.pending_messages("ops")  # the mark moves past the failed message: it is still reported
+
+    report = backend.open().report()
+    assert [state.run_id for state in report.runs] == ["r1"]
+    assert [(m.id, m.status) for m in report.messages] == [("m1", FAILED), ("m3", PENDING)]
+    assert report.messages[0].last_error == "410 gone"
+
+
+def test_finished_runs_and_messages_are_forgotten_after_retention(backend: Backend) -> None:
+    store = backend.store
+    lease = tick_lease(store)
+    store.commit(lease, [run("r1", "success")], [], [message("m1", 1)], NOW)
+    channel = store.acquire_lease("channel:ops", "tick-a", 60, NOW)
+    [pending] = store.pending_messages("ops")
+    store.update_messages(channel, [replace(pending, status=SENT, finished_at=NOW)])
+    store.release_lease(channel)
+
+    later = NOW + 2 * DAY
+    backend.age(2 * DAY)  # Tablestore: rows pass their TTL
+    store.commit(tick_lease(store, "tick-b", later), [run("r9")], [], [], later)  # SQLite prunes on commit
+    assert store.load_runs(["10000/r1", "10000/r9"]).keys() == {"10000/r9"}
+    store.commit(tick_lease(store, "tick-b", later), [], [], [message("m1", 50)], later)
+    assert ids(store.pending_messages("ops")) == ["m1"]  # its id was forgotten too: queued anew
+
+
+# -- cost -----------------------------------------------------------------------------------------
+def test_150_runs_load_in_two_batch_reads_and_250_writes_in_two_batch_writes(backend: Backend) -> None:
+    store = backend.store
+    lease = tick_lease(store)
+    states = [run(f"r{index:03d}") for index in range(250)]
+    writes_before = backend.calls("BatchWriteRow")
+    store.commit(lease, states, [], [], NOW)
+    assert backend.calls("BatchWriteRow") - writes_before <= 2
+    reads_before = backend.calls("BatchGetRow")
+    loaded = store.load_runs([state.key for state in states[:150]])
+    assert len(loaded) == 150
+    assert backend.calls("BatchGetRow") - reads_before <= 2
+
+
+# -- several processes ----------------------------------------------------------------------------
+ROUNDS = 3
+WORKERS = 4
+
+
+def race(spec: Spec, index: int, barrier: Any, results: Any) -> None:
+    """One process: each round, try to take the tick lease and commit; then race on a run's version."""
+    store = open_spec(spec)
+    owner = f"worker-{index}"
+    for round_number in range(ROUNDS):
+        now = NOW + 100 * round_number  # the previous round's lease (ttl 50) has expired
+        barrier.wait()
+        lease = store.acquire_lease(TICK_LEASE, owner, 50.0, now)
+        won = False
+        if lease is not None:
+            state = run("shared", version=round_number)
+            news = message(f"lease-{round_number}", round_number + 1, run_key="10000/shared")
+            store.commit(lease, [state], [], [news], now)
+            won = True
+        results.put(("lease", round_number, index, won))
+    for round_number in range(ROUNDS):
+        now = NOW + 1000 + 100 * round_number
+        lease = store.acquire_lease(f"own-{index}", owner, 50.0, now)
+        assert lease is not None
+        barrier.wait()
+        try:
+            state = run("cas", version=round_number)
+            news = message(f"cas-{round_number}-{index}", 100 + round_number, run_key="10000/cas")
+            store.commit(lease, [state], [], [news], now)
+            won = True
+        except ConflictError:
+            won = False
+        results.put(("cas", round_number, index, won))
+    store.close()
+
+
+def test_several_processes_at_once_exactly_one_wins_each_round(backend: Backend) -> None:
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(WORKERS)
+    results = context.Queue()
+    processes = [
+        context.Process(target=race, args=(backend.spec, i, barrier, results)) for i in range(WORKERS)
+    ]
+    for process in processes:
+        process.start()
+    outcomes = [results.get(timeout=120) for _ in range(2 * ROUNDS * WORKERS)]
+    for process in processes:
+        process.join(timeout=60)
+        assert process.exitcode == 0
+    for phase in ("lease", "cas"):
+        for round_number in range(ROUNDS):
+            winners = [i for kind, r, i, won in outcomes if kind == phase and r == round_number and won]
+            assert len(winners) == 1, (phase, round_number, outcomes)
+    states = backend.store.load_runs(["10000/shared", "10000/cas"])
+    assert states["10000/shared"].version == ROUNDS and states["10000/cas"].version == ROUNDS
+    pending = ids(backend.store.pending_messages("ops"))
+    assert [m for m in pending if m.startswith("lease-")] == [f"lease-{r}" for r in range(ROUNDS)]
+    assert len([m for m in pending if m.startswith("cas-")]) == ROUNDS  # only the winners' messages
+
+
+# -- opening --------------------------------------------------------------------------------------
+def test_open_store_needs_credentials_for_tablestore() -> None:
+    settings = StateSettings(backend="tablestore", endpoint="http://127.0.0.1:1", instance="dwnotify")
+    with pytest.raises(StateError, match="credentials"):
+        open_store(settings, None)
+
+
+# -- Tablestore only: intents, chunks, errors -----------------------------------------------------
+class Killed(BaseException):
+    """The process died here (not even `except Exception` runs)."""
+
+
+@pytest.fixture
+def tablestore() -> Iterator[TablestoreEmulator]:
+    emulator = TablestoreEmulator(AK, SECRET, INSTANCE)
+    emulator.start()
+    yield emulator
+    emulator.stop()
+
+
+def test_a_commit_killed_at_each_write_is_finished_exactly_once_by_the_next_tick() -> None:
+    crash_at, finished = 1, False
+    while not finished:
+        with TablestoreEmulator(AK, SECRET, INSTANCE) as emulator:
+            spec = Spec("tablestore", emulator.endpoint)
+            store = open_spec(spec)
+            lease = tick_lease(store, "tick-a", NOW, ttl=60)
+            store.commit(lease, [run("r1")], [], [], NOW)
+            writes, real_write, fatal = 0, store._table.write, crash_at
+
+            def dying(batch: Any, real_write: Any = real_write, fatal: int = fatal) -> Any:
+                nonlocal writes
+                writes += 1
+                if writes == fatal:
+                    raise Killed
+                return real_write(batch)
+
+            store._table.write = dying
+            cursor = ProjectCursor(10000, 2, NOW + 1, ("r1",))
+            news = [message("m1", 7), message("m2", 8, channel="team", run_key="10000/r2")]
+            try:
+                store.commit(lease, [run("r1", "fail", version=1), run("r2")], [cursor], news, NOW + 1)
+                finished = True
+            except Killed:
+                pass
+
+            for owner, at in (("tick-b", NOW + 100), ("tick-c", NOW + 300)):  # the second finds nothing to do
+                successor = open_spec(spec)
+                successor.release_lease(tick_lease(successor, owner, at))
+                states = successor.load_runs(["10000/r1", "10000/r2"])
+                if crash_at == 1:  # died before its intent was stored: nothing happened
+                    assert states == {"10000/r1": run("r1", version=1)}
+                    assert successor.pending_messages("ops") == successor.pending_messages("team") == []
+                else:  # its intent was stored: finished, each message once
+                    assert states == {
+                        "10000/r1": run("r1", "fail", version=2),
+                        "10000/r2": run("r2", version=1),
+                    }
+                    assert successor.load_cursors([10000]) == {10000: cursor}
+                    assert ids(successor.pending_messages("ops")) == ["m1"]
+                    assert ids(successor.pending_messages("team")) == ["m2"]
+                assert intents(successor) == []
+                successor.close()
+        crash_at += 1
+    assert crash_at > 5  # intent, runs, messages, marks, intent deletion
+
+
+def test_a_mark_read_before_a_commit_never_moves_past_its_messages(tablestore: TablestoreEmulator) -> None:
+    spec = Spec("tablestore", tablestore.endpoint)
+    delivering, committing = open_spec(spec), open_spec(spec)
+    committing.commit(tick_lease(committing), [], [], [message("m1", 10)], NOW)
+    channel = committing.acquire_lease("channel:ops", "tick-a", 60, NOW)
+    [m1] = committing.pending_messages("ops")
+    committing.update_messages(channel, [replace(m1, status=SENT, finished_at=NOW)])
+    assert delivering.channels_with_pending(NOW) == ["ops"]  # reads the mark (10) and its version
+    real_scan = delivering._table.scan
+
+    def scan_then_commit(*args: Any, **kwargs: Any) -> Any:
+        found = real_scan(*args, **kwargs)  # nothing pending yet...
+        committing.commit(tick_lease(committing), [], [], [message("m2", 20)], NOW)  # ...then m2 lands
+        return found
+
+    delivering._table.scan = scan_then_commit
+    assert delivering.pending_messages("ops") == []  # and would move the mark past m2: refused
+    assert ids(open_spec(spec).pending_messages("ops")) == ["m2"]
+    assert open_spec(spec).channels_with_pending(NOW) == ["ops"]
+
+
+def test_a_large_commit_is_stored_in_chunks_and_a_partial_intent_is_dropped(
+    tablestore: TablestoreEmulator,
+) -> None:
+    from dwnotify.state import tablestore_rows as rows
+
+    store = open_spec(Spec("tablestore", tablestore.endpoint))
+    lease = tick_lease(store)
+    big = [message(f"m{index}", index, text="长" * 300_000) for index in range(4)]  # 3.6 MB of text
+    intent = rows.Intent("partial", "tick-a", NOW, [run("r1")], [], big)
+    chunks = intent.chunks()
+    assert len(chunks) == 3
+    store._table.write([store_chunk(intent, 0, chunks)])  # its writer died after one chunk of three
+    store.commit(lease, [], [], big, NOW)
+    assert [len(m.text) for m in store.pending_messages("ops")] == [300_000] * 4
+    store.release_lease(lease)
+    tick_lease(store, "tick-b", NOW + 1)
+    assert intents(store) == [] and store.load_runs(["10000/r1"]) == {}
+
+
+def intents(store: Any) -> list[Any]:
+    from dwnotify.state import tablestore_rows as rows
+
+    return [row for row in store._table.scan("lease", rows.INTENT_PREFIX) if rows.intent_commit(row[0])]
+
+
+def store_chunk(intent: Any, index: int, chunks: list[bytes]) -> Any:
+    from dwnotify.state import tablestore_rows as rows
+    from dwnotify.state.tablestore_client import Write
+
+    cells = {"data": chunks[index], "chunks": len(chunks), "owner": intent.owner, "created_at": NOW}
+    return Write("put", rows.intent_key(intent.commit_id, index), cells)
+
+
+def test_errors_become_state_errors_without_the_secret_or_token(tablestore: TablestoreEmulator) -> None:
+    from dwnotify.state.tablestore import TablestoreStateStore
+
+    credentials = Credentials(AK, Secret("wrong-secret-0c7f"), Secret("sts-token-9d1e"))
+    store = TablestoreStateStore(tablestore.endpoint, INSTANCE, "dwnotify", credentials)
+    with pytest.raises(StateError) as refused:
+        store.load_runs(["10000/r1"])
+    assert "OTSAuthFailed" in str(refused.value)
+    port = tablestore.endpoint.rsplit(":", 1)[1]
+    tablestore.stop()
+    nobody = TablestoreStateStore(
+        f"http://127.0.0.1:{port}", INSTANCE, "dwnotify", credentials, socket_timeout_s=2
+    )
+    with pytest.raises(StateError) as unreachable:
+        nobody.acquire_lease(TICK_LEASE, "a", 60, NOW)
+    for error in (refused.value, unreachable.value):
+        assert "wrong-secret-0c7f" not in str(error) and "sts-token-9d1e" not in str(error)
+        assert error.__cause__ is None and error.__suppress_context__
+
+
+def test_the_table_is_created_with_a_ttl_from_retention(tablestore: TablestoreEmulator) -> None:
+    settings = StateSettings(
+        backend="tablestore", endpoint=tablestore.endpoint, instance=INSTANCE, table="notes"
+    )
+    store = open_store(settings, Credentials(AK, Secret(SECRET)))
+    assert store.load_cursors([1]) == {}
+    assert tablestore.store.describe_table("notes").time_to_live == 30 * 86400
+    again = open_store(settings, Credentials(AK, Secret(SECRET)))  # exists now: only described
+    assert again.load_cursors([1]) == {} and tablestore.request_count("CreateTable") == 1
+
+
+def test_the_sts_token_of_temporary_credentials_is_sent() -> None:
+    with TablestoreEmulator(AK, SECRET, INSTANCE, sts_token="sts-token-7a1b") as emulator:
+        settings = StateSettings(backend="tablestore", endpoint=emulator.endpoint, instance=INSTANCE)
+        store = open_store(settings, Credentials(AK, Secret(SECRET), Secret("sts-token-7a1b")))
+        assert store.acquire_lease(TICK_LEASE, "a", 60, NOW) is not None
+        stale = open_store(settings, Credentials(AK, Secret(SECRET), Secret("sts-token-expired")))
+        with pytest.raises(StateError, match="OTSAuthFailed"):  # the token really is sent and checked
+            stale.acquire_lease(TICK_LEASE, "b", 60, NOW)
+
+
+def test_the_sdk_is_imported_only_when_the_tablestore_backend_is_opened(tmp_path: Path) -> None:
+    code = (
+        "import sys; from pathlib import Path; from dwnotify.settings import StateSettings; "
+        "from dwnotify.state import open_store; "
+        f"open_store(StateSettings(path=Path({str(tmp_path / 's.db')!r}))).close(); "
+        "assert 'tablestore' not in sys.modules, 'imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
