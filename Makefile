@@ -36,7 +36,7 @@ bench: install
 	$(PY) -m benchmarks
 
 soak: install
-	DWNOTIFY_SOAK=1 $(VENV)/bin/pytest tests -k "soak or property" -p no:randomly
+	DWNOTIFY_SOAK=1 $(VENV)/bin/pytest tests/test_soak.py tests/test_diff.py tests/test_crash.py
 
 clean:
 	rm -rf build .dwnotify

@@ -54,14 +54,14 @@ def check_exactly_once(world: World, run_ids: set[str], in_flight: int = 1) -> N
         assert duplicates <= in_flight, f"{duplicates} messages repeated: {counts}"
 
 
-def test_a_tick_killed_at_every_state_call_loses_nothing(tmp_path: Path) -> None:
+def test_a_tick_killed_at_every_state_call_loses_nothing(tmp_path: Path, state_backend: str) -> None:
     crash_at = 0
     completed = False
     while not completed:
         clock = ManualClock(float(int(time.time())))
         workdir = tmp_path / f"crash-{crash_at}"
         workdir.mkdir()
-        with open_world(workdir, clock) as world:
+        with open_world(workdir, clock, state_backend) as world:
             run_ids = {fail_run(world) for _ in range(3)}
             app = world.build()
             store = CrashingStore(app.notifier._store, crash_at)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 
 import pytest
@@ -139,6 +140,7 @@ def test_every_status_spelling(raw: str | None, normal: str) -> None:
     assert normalize_status(raw) == normal
 
 
+EXAMPLES = 5000 if os.environ.get("DWNOTIFY_SOAK") else 300  # `make soak` digs deeper
 STATUSES = ["init", "running", "success", "fail", "terminated", "canceled", "Paused"]
 snapshot = st.tuples(
     st.sampled_from(STATUSES),
@@ -151,7 +153,7 @@ def _run_of(snap: tuple[str, list[str]]) -> Run:
     return run(status, *(stage(f"S{i}", i, s) for i, s in enumerate(stage_statuses, start=1)))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=EXAMPLES, deadline=None)
 @given(st.lists(snapshot, min_size=1, max_size=12))
 def test_no_event_twice_and_every_final_status_announced(snapshots: list[tuple[str, list[str]]]) -> None:
     state: RunState | None = None
@@ -172,7 +174,7 @@ def test_no_event_twice_and_every_final_status_announced(snapshots: list[tuple[s
                 assert (f"stage.{FINAL_EVENT_NAMES[item.status]}", item.key, item.status) in seen
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=EXAMPLES, deadline=None)
 @given(st.lists(snapshot, min_size=1, max_size=8))
 def test_repeating_a_snapshot_announces_nothing_new(snapshots: list[tuple[str, list[str]]]) -> None:
     state: RunState | None = None

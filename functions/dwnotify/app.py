@@ -50,7 +50,7 @@ def build_app(
 ) -> App:
     """A DataWorks client, the configured state store and a Notifier wired to both."""
     register_secrets(secret_values(settings, credentials))
-    client = DataWorksClient(settings.dataworks, credentials, sleep=sleep)
+    client = DataWorksClient(settings.dataworks, credentials, sleep=sleep, clock=clock)
     store = open_store(settings.state, credentials)
     notifier = Notifier(
         settings,

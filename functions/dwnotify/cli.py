@@ -28,7 +28,7 @@ EXIT_CONFIG = 2
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dwnotify", description=__doc__)
     parser.add_argument("--config", help="config file (default: $DWNOTIFY_CONFIG, then ./notifier.yaml)")
-    parser.add_argument("--log-level", default=os.environ.get("DWNOTIFY_LOG_LEVEL", "INFO"))
+    parser.add_argument("--log-level", help="DEBUG, INFO (default; WARNING for demo), WARNING, ERROR")
     commands = parser.add_subparsers(dest="command", required=True)
     tick = commands.add_parser("tick", help="run one tick and print its summary as one JSON line")
     tick.add_argument("--dry-run", action="store_true", help="diff and render, but store and send nothing")
@@ -193,7 +193,8 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     args = _parser().parse_args(argv)
-    logs.setup(args.log_level)
+    quiet_default = "WARNING" if args.command == "demo" else "INFO"  # the demo's output is the chat
+    logs.setup(args.log_level or os.environ.get("DWNOTIFY_LOG_LEVEL") or quiet_default)
     try:
         return COMMANDS[args.command](args)
     except ConfigError as error:
