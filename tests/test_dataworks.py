@@ -236,3 +236,14 @@ def test_sdk_logs_never_carry_the_sts_token(clock: ManualClock) -> None:
         logging.getLogger("dwnotify").error("tick failed: %s", caught.value)
     assert "tick failed" in stream.getvalue()
     assert "hidden-part" not in stream.getvalue()
+
+
+def test_no_retry_starts_that_would_end_after_the_deadline(
+    emulator: DataWorksEmulator, clock: ManualClock
+) -> None:
+    emulator.inject(None, "Throttling.User", 429, times=10)
+    client, project = make_client(emulator, clock)
+    client.deadline = clock.now + 0.75  # room for the first backoff (0.5 s), not the second (1 s)
+    with pytest.raises(DataWorksError):
+        client.list_runs(project, 1)
+    assert client.calls == 2 and clock.slept == [0.5]

@@ -99,3 +99,13 @@ def test_a_failing_workspace_does_not_stop_the_others(world: World) -> None:
     summary = world.tick()
     assert summary.events == 2
     assert len(summary.errors) == 1 and "Forbidden.Access" in summary.errors[0]
+
+
+def test_workspaces_past_the_deadline_are_left_for_the_next_tick(world: World) -> None:
+    world.dataworks.add_run(10001, status="Running", stages=STAGES, stage_statuses={"BUILD": "Running"})
+    world.clock.advance(60)
+    world.app = world.build()
+    summary = world.app.notifier.tick(deadline=world.clock.now)  # FC's timeout is upon us
+    assert [error.split(":")[0] for error in summary.errors] == ["workspace 10000", "workspace 10001"]
+    assert (summary.events, summary.api_calls) == (0, 0)
+    assert world.tick().events == 2  # the next tick picks 10001 up

@@ -152,8 +152,11 @@ class DataWorksClient:
         self._jitter = jitter
         self._limiter = _RateLimiter(settings.max_qps, clock, sleep)
         self._sdk_clients: dict[str, Any] = {}
+        self._clock = clock
         self.legacy_api = False
         self.calls = 0
+        # No retry is started that could not end before this (epoch seconds); set per tick.
+        self.deadline: float | None = None
 
     def list_runs(self, project: ProjectSettings, page_number: int) -> RunPage:
         """One page (100 runs, with their stages) of a workspace's pipeline runs."""
@@ -202,10 +205,11 @@ class DataWorksClient:
             try:
                 return self._call_once(project, action, params)
             except DataWorksError as error:
-                if not error.retryable or attempt == attempts:
-                    raise
                 delay = min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2 ** (attempt - 1))
                 delay *= 0.5 + self._jitter() / 2
+                late = self.deadline is not None and self._clock() + delay >= self.deadline
+                if not error.retryable or attempt == attempts or late:
+                    raise
                 log.info(
                     "dataworks: %s failed with %s, retry %d/%d in %.2fs",
                     action,

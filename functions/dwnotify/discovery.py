@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Collection, Iterable
+import time
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Protocol
@@ -33,6 +34,8 @@ LISTING_MARGIN_S = 600.0
 
 class RunSource(Protocol):
     """What discovery needs of the DataWorks client."""
+
+    deadline: float | None
 
     def list_runs(self, project: ProjectSettings, page_number: int) -> RunPage:
         """One page of a workspace's runs."""
@@ -104,10 +107,17 @@ def _sorted_newest_first_past(runs: tuple[Run, ...], threshold: float) -> bool:
 class Discoverer:
     """Runs one tick's discovery over every watched workspace and every run named in the config."""
 
-    def __init__(self, settings: DataWorksSettings, source: RunSource, store: StateSource) -> None:
+    def __init__(
+        self,
+        settings: DataWorksSettings,
+        source: RunSource,
+        store: StateSource,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._settings = settings
         self._source = source
         self._store = store
+        self._clock = clock
         self._states: dict[str, RunState] = {}
 
     def _load(self, keys: Iterable[str]) -> None:
@@ -120,6 +130,10 @@ class Discoverer:
         result = Discovery()
         seen: dict[str, Run] = {}
         for project in self._settings.projects:
+            if self._source.deadline is not None and self._clock() >= self._source.deadline:
+                log.warning("dataworks: out of time, workspace %s is left for the next tick", project.id)
+                result.errors.append(f"workspace {project.id}: out of time, left for the next tick")
+                continue
             try:
                 scan, cursor = self._scan_project(project, cursors.get(project.id), now)
             except DataWorksError as error:

@@ -128,6 +128,7 @@ class Notifier:
             log.info("tick: another tick is discovering; only delivering")
         else:
             try:
+                self._source.deadline = deadline
                 self._discover_and_commit(lease.owner, summary, dry_run)
             finally:
                 self._store.release_lease(lease)
@@ -141,7 +142,8 @@ class Notifier:
         now = self._clock()
         ids = [project.id for project in self.settings.dataworks.projects]
         cursors = self._store.load_cursors(ids)
-        found = Discoverer(self.settings.dataworks, self._source, self._store).discover(cursors, now)
+        discoverer = Discoverer(self.settings.dataworks, self._source, self._store, self._clock)
+        found = discoverer.discover(cursors, now)
         summary.errors.extend(found.errors)
         summary.runs_checked = found.runs_fetched
         states: list[RunState] = []
