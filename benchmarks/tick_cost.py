@@ -43,13 +43,18 @@ class _Clock:
 
 
 @contextmanager
-def _world(workspaces: int, history: int, state: str) -> Iterator[tuple[App, DataWorksEmulator, _Clock, Any]]:
+def _world(
+    workspaces: int, history: int, state: str, list_order: str = "newest"
+) -> Iterator[tuple[App, DataWorksEmulator, _Clock, Any]]:
     clock = _Clock()
     projects = [10000 + i for i in range(workspaces)]
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
-        dataworks = DataWorksEmulator(
-            {"projects": projects, "history": dict.fromkeys(projects, history)}, clock=clock
-        )
+        scenario = {
+            "projects": projects,
+            "history": dict.fromkeys(projects, history),
+            "list_order": list_order,
+        }
+        dataworks = DataWorksEmulator(scenario, clock=clock)
         dingtalk = DingTalkEmulator({"bench": None}, clock=clock, per_minute=10**6)
         slack = SlackEmulator({"T/B/bench"}, clock=clock, rate_per_s=10**6, burst=10**6)
         for emulator in (dataworks, dingtalk, slack):
@@ -139,11 +144,14 @@ def measure(
                 stages={"BUILD": "Success", "CHECK": {"status": "Fail", "message": "x"}},
             )
         busy = _measured_tick(app, clock)
+    with _world(workspaces, history, state, list_order="oldest") as (app, _, clock, _):
+        first_unordered = _measured_tick(app, clock)
     return {
         "state": state,
         "workspaces": workspaces,
         "history_runs_per_workspace": history,
         "first_tick": first,
+        "first_tick_list_not_newest_first": first_unordered,
         "steady_tick": {
             "api_calls": steady[-1]["api_calls"],
             "state_round_trips": steady[-1]["state_round_trips"],
@@ -151,5 +159,5 @@ def measure(
         },
         f"{moving}_runs_start": started,
         f"{moving}_runs_fail": busy,
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "process_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }

@@ -109,3 +109,15 @@ def test_workspaces_past_the_deadline_are_left_for_the_next_tick(world: World) -
     assert [error.split(":")[0] for error in summary.errors] == ["workspace 10000", "workspace 10001"]
     assert (summary.events, summary.api_calls) == (0, 0)
     assert world.tick().events == 2  # the next tick picks 10001 up
+
+
+def test_each_stored_run_is_looked_up_once_per_tick(world: World) -> None:
+    world.dataworks.scenario.list_order = "oldest"  # no order to lean on: the first tick reads every page
+    add_history(world, 10000, 250)
+    world.tick()
+    assert world.app is not None
+    before = world.app.store.round_trips  # type: ignore[attr-defined]
+    world.dataworks.scenario.runs.pop()  # a deleted run: the next tick reads every page again
+    world.tick()
+    trips = world.app.store.round_trips - before  # type: ignore[attr-defined]
+    assert trips <= 3 + 8  # one lookup per page of 10000 (3) and the tick's fixed costs

@@ -119,10 +119,12 @@ class Discoverer:
         self._store = store
         self._clock = clock
         self._states: dict[str, RunState] = {}
+        self._looked_up: set[str] = set()  # keys read from the store, found or not
 
     def _load(self, keys: Iterable[str]) -> None:
-        missing = [key for key in keys if key not in self._states]
+        missing = [key for key in keys if key not in self._looked_up]
         if missing:
+            self._looked_up.update(missing)
             self._states.update(self._store.load_runs(missing))
 
     def discover(self, cursors: dict[int, ProjectCursor], now: float) -> Discovery:
