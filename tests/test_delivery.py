@@ -11,8 +11,9 @@ import pytest
 from dwnotify.channels.base import ChannelMessage, fit_text
 from dwnotify.channels.dingtalk import MAX_BODY_BYTES, build_payload, sign
 from dwnotify.channels.slack import MAX_BLOCKS, MAX_SECTION_CHARS, sections
-from dwnotify.delivery import RETRY_CAP_S, retry_delay
+from dwnotify.delivery import RETRY_CAP_S, pack, retry_delay
 from dwnotify.settings import ChannelSettings, Secret
+from dwnotify.state.base import OutboxMessage
 from tests.conftest import DING_TOKEN, World
 from tests.test_tick import slack_text
 
@@ -198,3 +199,18 @@ def test_chinese_text_over_the_byte_limit_is_accepted_end_to_end(world: World) -
     [message] = world.ding()
     assert "…(truncated)" in message["markdown"]["text"]
     assert "defaultProjectId=10000" in message["markdown"]["text"]
+
+
+def _message(index: int, text: str, blocks: bool = False) -> OutboxMessage:
+    return OutboxMessage(
+        id=f"m{index}", channel="team", run_key=f"10000/r{index}", rule="all", seq=index, title="t",
+        text=text, created_at=0.0, blocks_json='[{"type": "divider"}]' if blocks else None,
+    )  # fmt: skip
+
+
+def test_digests_keep_order_stay_under_the_limit_and_leave_block_kit_messages_alone() -> None:
+    messages = [_message(i, "发布失败" * 500, blocks=(i == 5)) for i in range(12)]
+    groups = pack("dingtalk", messages)
+    assert [m.id for group in groups for m in group] == [m.id for m in messages]
+    assert all(sum(len(m.text.encode()) for m in group) <= 17_000 for group in groups)
+    assert [m.id for m in next(g for g in groups if any(m.blocks_json for m in g))] == ["m5"]

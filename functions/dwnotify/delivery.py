@@ -121,13 +121,17 @@ def digest(channel_type: str, messages: Sequence[OutboxMessage]) -> ChannelMessa
 
 
 def pack(channel_type: str, messages: Sequence[OutboxMessage]) -> list[list[OutboxMessage]]:
-    """Group messages, in order, into digests that each stay under the channel's size limit."""
+    """Group messages, in order, into digests that each stay under the channel's size limit.
+
+    A message with its own Block Kit layout goes alone: a digest is made of texts.
+    """
     limit = _DIGEST_MAX_BYTES.get(channel_type, 16_000)
     groups: list[list[OutboxMessage]] = []
     size = 0
     for message in messages:
         length = len(message.text.encode("utf-8")) + 16
-        if not groups or size + length > limit or message.blocks_json:
+        alone = message.blocks_json is not None or (groups and groups[-1][-1].blocks_json is not None)
+        if not groups or alone or size + length > limit:
             groups.append([])
             size = 0
         groups[-1].append(message)
