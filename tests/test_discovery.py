@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.conftest import World
@@ -121,3 +123,73 @@ def test_each_stored_run_is_looked_up_once_per_tick(world: World) -> None:
     world.tick()
     trips = world.app.store.round_trips - before  # type: ignore[attr-defined]
     assert trips <= 3 + 8  # one lookup per page of 10000 (3) and the tick's fixed costs
+
+
+def _announced(world: World, run_ids: list[str]) -> dict[str, int]:
+    texts = [slack_text(message) for message in world.slack_messages()]
+    return {run_id: sum(run_id in text for text in texts) for run_id in run_ids}
+
+
+@pytest.mark.parametrize("order", ["oldest", "shuffled"])
+def test_runs_created_as_others_are_deleted_are_all_announced(world: World, order: str) -> None:
+    world.dataworks.scenario.list_order = order
+    add_history(world, 10000, 100)
+    world.tick()
+    del world.dataworks.scenario.runs[:2]  # two deleted, four created: the count moves by two
+    new = [
+        world.dataworks.add_run(
+            10000, f"new-run-{i}", status="Running", stages=STAGES, stage_statuses={"BUILD": "Running"}
+        )
+        for i in range(4)
+    ]
+    world.tick()
+    assert _announced(world, new) == dict.fromkeys(new, 1)
+
+
+def test_a_run_created_while_the_pages_are_read_is_announced(world: World) -> None:
+    world.dataworks.scenario.list_order = "oldest"
+    add_history(world, 10000, 198)
+    world.tick()
+    assert world.app is not None
+    real_list = world.app.client.list_runs
+    created: list[str] = []
+
+    def list_runs(project: Any, page: int) -> Any:
+        answer = real_list(project, page)
+        if project.id == 10000 and page == 1 and not created:
+            created.append(
+                world.dataworks.add_run(
+                    10000, status="Running", stages=STAGES, stage_statuses={"BUILD": "Running"}
+                )
+            )
+        return answer
+
+    world.app.client.list_runs = list_runs  # type: ignore[method-assign]
+    before = [
+        world.dataworks.add_run(10000, status="Running", stages=STAGES, stage_statuses={"BUILD": "Running"})
+        for _ in range(2)
+    ]
+    for _ in range(3):
+        world.tick()
+    assert _announced(world, [*before, *created]) == dict.fromkeys([*before, *created], 1)
+
+
+def test_a_short_lookback_never_announces_history_later(world: World) -> None:
+    world.config_overrides["dataworks.lookback"] = "1m"
+    world.dataworks.add_run(
+        10000, status="Success", stages=STAGES, stage_statuses={"BUILD": "Success"}, created=-300
+    )
+    assert world.tick(advance=0).events == 0
+    assert world.tick().events == 0 and world.tick(advance=600).events == 0
+
+
+def test_a_configured_run_that_is_old_and_finished_is_fetched_once(world: World) -> None:
+    run_id = world.dataworks.add_run(
+        10002, status="Fail", stages=STAGES, stage_statuses={"BUILD": "Fail"}, created=-5 * 3600
+    )
+    world.config_overrides["dataworks.runs"] = [{"project": 10002, "id": run_id}]
+    first = world.tick()
+    assert first.events == 2  # named in the config: announced whatever its age
+    for _ in range(3):
+        world.tick()
+    assert world.dataworks.call_count("GetPipelineRun") == 1

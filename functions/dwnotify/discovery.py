@@ -1,12 +1,14 @@
 """Finding what changed with as few DataWorks calls as possible.
 
-Per workspace, a tick reads list page 1 (100 runs with their stages). The list's order is not
-documented, so the tick does not assume newest-first: it compares the workspace's `TotalCount` with
-the count stored at the last listing and reads further pages only until it has found that many new
-runs (one page when the list is newest-first, all of them in the worst case). A workspace seen for
-the first time, or whose count went down (runs deleted), is read in full once. Runs still moving
-that no page read this tick showed are fetched one by one with GetPipelineRun, or by reading the
+Per workspace, a tick reads list page 1 (100 runs with their stages). While `TotalCount` stays what
+it was at the last listing, that is all. When it moved (or the workspace is new), the list's order is
+not documented, so the tick assumes none: it reads every page, unless page 1 is itself sorted
+newest-first by CreateTime, and then only the pages that reach back to the previous listing. Runs
+still moving that no page showed are fetched one by one with GetPipelineRun, or by reading the
 remaining pages when that costs fewer calls.
+
+A run never stored is news when it was created after the workspace was first watched (less the
+lookback), however late it is found; older runs are history, recorded silently while they move.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from .state.base import ProjectCursor
 
 log = logging.getLogger(__name__)
 
-# A run created this long before the previous listing may still have been missing from it
-# (clocks and the API's own indexing lag), so it still counts as new.
+# In a newest-first list, pages are read back to this long before the previous listing: a run
+# created just before it may still have been missing from it (clocks, the API's indexing lag).
 LISTING_MARGIN_S = 600.0
 
 
@@ -92,16 +94,21 @@ class _ProjectScan:
                 self.runs.setdefault(run.key, run)
 
 
-def _sorted_newest_first_past(runs: tuple[Run, ...], threshold: float) -> bool:
-    """True when a full page is ordered newest-first by CreateTime and ends before `threshold`.
+def _newest_first(runs: tuple[Run, ...]) -> bool:
+    """True when a full page is ordered newest-first by CreateTime.
 
     The API does not document its order; a full page of 100 runs that happens to be sorted is
-    strong evidence that the list is, and then no later page holds a run newer than this one's last.
+    strong evidence that the list is, and then runs newer than a page's last come before it.
     """
     times = [run.create_time.timestamp() for run in runs if run.create_time is not None]
     if len(times) < MAX_PAGE_SIZE or len(times) != len(runs):
         return False
-    return all(a >= b for a, b in pairwise(times)) and times[-1] < threshold
+    return all(a >= b for a, b in pairwise(times))
+
+
+def _oldest(runs: dict[str, Run]) -> float:
+    times = [run.create_time.timestamp() for run in runs.values() if run.create_time is not None]
+    return min(times, default=float("-inf"))
 
 
 class Discoverer:
@@ -113,11 +120,14 @@ class Discoverer:
         source: RunSource,
         store: StateSource,
         clock: Callable[[], float] = time.time,
+        retention_s: float = 30 * 86400,
     ) -> None:
         self._settings = settings
         self._source = source
         self._store = store
         self._clock = clock
+        self._retention_s = retention_s
+        self._configured = {run_key(tracked.project, tracked.id) for tracked in settings.runs}
         self._states: dict[str, RunState] = {}
         self._looked_up: set[str] = set()  # keys read from the store, found or not
 
@@ -127,71 +137,91 @@ class Discoverer:
             self._looked_up.update(missing)
             self._states.update(self._store.load_runs(missing))
 
+    def _out_of_time(self) -> bool:
+        return self._source.deadline is not None and self._clock() >= self._source.deadline
+
     def discover(self, cursors: dict[int, ProjectCursor], now: float) -> Discovery:
         """Fetch what changed since the cursors were stored."""
         result = Discovery()
         seen: dict[str, Run] = {}
         for project in self._settings.projects:
-            if self._source.deadline is not None and self._clock() >= self._source.deadline:
+            if self._out_of_time():
                 log.warning("dataworks: out of time, workspace %s is left for the next tick", project.id)
                 result.errors.append(f"workspace {project.id}: out of time, left for the next tick")
                 continue
+            cursor = cursors.get(project.id)
             try:
-                scan, cursor = self._scan_project(project, cursors.get(project.id), now)
+                scan, new_cursor = self._scan_project(project, cursor, now)
             except DataWorksError as error:
                 log.error("dataworks: workspace %s skipped this tick: %s", project.id, error)
                 result.errors.append(f"workspace {project.id}: {error}")
                 continue
-            result.cursors.append(cursor)
-            threshold = self._new_threshold(cursors.get(project.id), now)
+            if new_cursor is not None:
+                result.cursors.append(new_cursor)
+            threshold = self._news_threshold(cursor, now)
             for key, run in scan.runs.items():
                 if key not in seen:
                     seen[key] = run
                     self._observe(result, run, threshold)
-        self._track_configured_runs(result, seen, now)
+        self._track_configured_runs(result, seen)
         result.runs_fetched = len(seen)
         return result
 
-    def _new_threshold(self, cursor: ProjectCursor | None, now: float) -> float:
-        """Runs created at or after this time, and never stored, are news."""
-        threshold = now - self._settings.lookback.total_seconds()
-        if cursor is not None:
-            threshold = min(threshold, cursor.listed_at - LISTING_MARGIN_S)
-        return threshold
+    def _news_threshold(self, cursor: ProjectCursor | None, now: float) -> float:
+        """A never-stored run created at or after this is news; an older one is history.
+
+        Measured from when the workspace was first watched, so a run found late is still news;
+        never before the retention window, whose runs the store may have forgotten on purpose.
+        """
+        since = cursor.watched_since if cursor and cursor.watched_since is not None else now
+        return max(since - self._settings.lookback.total_seconds(), now - self._retention_s)
 
     def _observe(self, result: Discovery, run: Run, threshold: float) -> None:
         previous = self._states.get(run.key)
-        if previous is None:
-            created = run.create_time.timestamp() if run.create_time else None
-            old = created is not None and created < threshold
-            if old and run.final:
-                return  # history that finished before we watched: nothing to record or announce
-            result.observations.append(Observation(run, None, silent=old))
-        else:
+        if previous is not None or run.key in self._configured:
+            # Known runs, and runs the config names, are always diffed and recorded.
             result.observations.append(Observation(run, previous, silent=False))
+            return
+        created = run.create_time.timestamp() if run.create_time else None
+        old = created is not None and created < threshold
+        if old and run.final:
+            return  # history that finished before we watched: nothing to record or announce
+        result.observations.append(Observation(run, None, silent=old))
 
     def _scan_project(
         self, project: ProjectSettings, cursor: ProjectCursor | None, now: float
-    ) -> tuple[_ProjectScan, ProjectCursor]:
+    ) -> tuple[_ProjectScan, ProjectCursor | None]:
+        """Read the pages that can hold news; None for the cursor when time ran out mid-scan."""
         scan = _ProjectScan(project)
         first_page = self._source.list_runs(project, 1)
         scan.add(first_page)
         self._load(scan.runs)
-        threshold = self._new_threshold(cursor, now)
-        full = cursor is None or scan.total < cursor.total_count
-        if full and _sorted_newest_first_past(first_page.runs, threshold):
-            full = False  # the list shows itself newest-first and page 1 already reaches past the window
-        expected_new = 0 if cursor is None else scan.total - cursor.total_count
-        while scan.pages_read < scan.pages_total and (
-            full or self._count_new(scan, threshold) < expected_new
-        ):
-            self._read_page(scan)
+        moved = cursor is None or first_page.total_count != cursor.total_count
+        if moved and _newest_first(first_page.runs):
+            # News sits at the top: read on while a page still reaches back into the news window.
+            reach = cursor.listed_at - LISTING_MARGIN_S if cursor else self._news_threshold(None, now)
+            while scan.pages_read < scan.pages_total and _oldest(scan.runs) >= reach:
+                if not self._read_page(scan):
+                    return scan, None
+        elif moved:
+            # No order to lean on: where the count moved, new runs can be on any page.
+            while scan.pages_read < scan.pages_total:
+                if not self._read_page(scan):
+                    return scan, None
+        self._fetch_missing_active(scan, cursor)
+        still_moving = tuple(sorted(run.id for run in scan.runs.values() if not run.final))
+        watched_since = cursor.watched_since if cursor else now
+        # The count as page 1 gave it: a run created while the pages were read moves it next tick.
+        return scan, ProjectCursor(project.id, first_page.total_count, now, still_moving, watched_since)
 
+    def _fetch_missing_active(self, scan: _ProjectScan, cursor: ProjectCursor | None) -> None:
+        """Runs still moving that no page showed: by id, or by the remaining pages when cheaper."""
+        project = scan.project
         active = cursor.active_run_ids if cursor else ()
         missing = [rid for rid in active if run_key(project.id, rid) not in scan.runs]
         if len(missing) > scan.pages_total - scan.pages_read:
-            while scan.pages_read < scan.pages_total:
-                self._read_page(scan)
+            while scan.pages_read < scan.pages_total and self._read_page(scan):
+                pass
             missing = [rid for rid in active if run_key(project.id, rid) not in scan.runs]
         for run_id in missing:
             fetched = self._source.get_run(project, run_id)
@@ -200,27 +230,21 @@ class Discoverer:
                 continue
             scan.runs[fetched.key] = fetched
         self._load(scan.runs)
-        still_moving = tuple(sorted(run.id for run in scan.runs.values() if not run.final))
-        return scan, ProjectCursor(project.id, scan.total, now, still_moving)
 
-    def _read_page(self, scan: _ProjectScan) -> None:
+    def _read_page(self, scan: _ProjectScan) -> bool:
+        """Read the next page; False (and nothing read) when the tick is out of time."""
+        if self._out_of_time():
+            log.warning("dataworks: out of time in workspace %s, the rest next tick", scan.project.id)
+            return False
         scan.add(self._source.list_runs(scan.project, scan.pages_read + 1))
         self._load(scan.runs)
+        return True
 
-    def _count_new(self, scan: _ProjectScan, threshold: float) -> int:
-        return sum(
-            1
-            for key, run in scan.runs.items()
-            if key not in self._states
-            and (run.create_time is None or run.create_time.timestamp() >= threshold)
-        )
-
-    def _track_configured_runs(self, result: Discovery, seen: dict[str, Run], now: float) -> None:
+    def _track_configured_runs(self, result: Discovery, seen: dict[str, Run]) -> None:
         wanted = [
             tracked for tracked in self._settings.runs if run_key(tracked.project, tracked.id) not in seen
         ]
         self._load(run_key(tracked.project, tracked.id) for tracked in wanted)
-        threshold = now - self._settings.lookback.total_seconds()
         for tracked in wanted:
             key = run_key(tracked.project, tracked.id)
             stored = self._states.get(key)
@@ -237,4 +261,4 @@ class Discoverer:
                 log.warning("dataworks: configured run %s does not exist", tracked.id)
                 continue
             seen[key] = run
-            self._observe(result, run, threshold)
+            self._observe(result, run, threshold=0.0)  # named in the config: never history

@@ -142,7 +142,13 @@ class Notifier:
         now = self._clock()
         ids = [project.id for project in self.settings.dataworks.projects]
         cursors = self._store.load_cursors(ids)
-        discoverer = Discoverer(self.settings.dataworks, self._source, self._store, self._clock)
+        discoverer = Discoverer(
+            self.settings.dataworks,
+            self._source,
+            self._store,
+            self._clock,
+            retention_s=self.settings.state.retention.total_seconds(),
+        )
         found = discoverer.discover(cursors, now)
         summary.errors.extend(found.errors)
         summary.runs_checked = found.runs_fetched

@@ -14,7 +14,7 @@ is free or expired, so a killed tick's claims come back after their TTL.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -29,12 +29,39 @@ TICK_LEASE = "tick"
 
 @dataclass(frozen=True)
 class ProjectCursor:
-    """Where discovery stood in one workspace after the last tick."""
+    """Where discovery stood in one workspace after the last tick.
+
+    `watched_since` is when dwnotify first listed the workspace: a run created after it (less the
+    lookback) that was never stored is news whenever it turns up, however late.
+    """
 
     project_id: int
     total_count: int
     listed_at: float
     active_run_ids: tuple[str, ...] = ()
+    watched_since: float | None = None
+
+    def to_data(self) -> dict[str, Any]:
+        """The cursor as plain JSON-able data (without its project id, the record's key)."""
+        return {
+            "total_count": self.total_count,
+            "listed_at": self.listed_at,
+            "active_run_ids": list(self.active_run_ids),
+            "watched_since": self.watched_since,
+        }
+
+    @classmethod
+    def from_data(cls, project_id: int, data: Mapping[str, Any]) -> ProjectCursor:
+        """The cursor `to_data` wrote (a cursor stored before `watched_since` existed: its listing)."""
+        listed_at = float(data["listed_at"])
+        since = data.get("watched_since")
+        return cls(
+            project_id=int(project_id),
+            total_count=int(data["total_count"]),
+            listed_at=listed_at,
+            active_run_ids=tuple(data["active_run_ids"]),
+            watched_since=float(since) if since is not None else listed_at,
+        )
 
 
 @dataclass(frozen=True)

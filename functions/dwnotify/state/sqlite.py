@@ -169,13 +169,7 @@ class SqliteStateStore:
         rows = self._read(f"SELECT * FROM cursors WHERE project_id IN ({marks})", ids)  # noqa: S608
         cursors = {}
         for row in rows:
-            data = json.loads(row["data"])
-            cursors[row["project_id"]] = ProjectCursor(
-                project_id=row["project_id"],
-                total_count=data["total_count"],
-                listed_at=data["listed_at"],
-                active_run_ids=tuple(data["active_run_ids"]),
-            )
+            cursors[row["project_id"]] = ProjectCursor.from_data(row["project_id"], json.loads(row["data"]))
         return cursors
 
     def acquire_lease(self, name: str, owner: str, ttl_s: float, now: float) -> Lease | None:
@@ -221,14 +215,9 @@ class SqliteStateStore:
             for state in runs:
                 self._put_run(db, state, now)
             for cursor in cursors:
-                data = {
-                    "total_count": cursor.total_count,
-                    "listed_at": cursor.listed_at,
-                    "active_run_ids": list(cursor.active_run_ids),
-                }
                 db.execute(
                     "INSERT OR REPLACE INTO cursors (project_id, data) VALUES (?, ?)",
-                    (cursor.project_id, json.dumps(data)),
+                    (cursor.project_id, json.dumps(cursor.to_data())),
                 )
             for message in messages:
                 db.execute(

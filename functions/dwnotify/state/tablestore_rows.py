@@ -91,23 +91,12 @@ def cursor_key(project_id: int) -> Key:
 
 def cursor_cells(cursor: ProjectCursor) -> Cells:
     """The columns of a cursor row."""
-    data = {
-        "total_count": cursor.total_count,
-        "listed_at": cursor.listed_at,
-        "active_run_ids": list(cursor.active_run_ids),
-    }
-    return {"data": _dumps(data)}
+    return {"data": _dumps(cursor.to_data())}
 
 
 def cursor_from_cells(key: Key, cells: Mapping[str, Any]) -> ProjectCursor:
     """The cursor a cursor row holds."""
-    data = json.loads(cells["data"])
-    return ProjectCursor(
-        project_id=int(key[1]),
-        total_count=int(data["total_count"]),
-        listed_at=float(data["listed_at"]),
-        active_run_ids=tuple(data["active_run_ids"]),
-    )
+    return ProjectCursor.from_data(int(key[1]), json.loads(cells["data"]))
 
 
 # -- leases --------------------------------------------------------------------------------------
@@ -217,9 +206,7 @@ class Intent:
             "owner": self.owner,
             "now": self.now,
             "runs": [_run_record(state) for state in self.runs],
-            "cursors": [
-                {"project_id": c.project_id, **json.loads(cursor_cells(c)["data"])} for c in self.cursors
-            ],
+            "cursors": [{"project_id": c.project_id, **c.to_data()} for c in self.cursors],
             "messages": [_message_record(m) for m in self.messages],
         }
         return _dumps(body).encode("utf-8")
@@ -233,10 +220,7 @@ class Intent:
             owner=body["owner"],
             now=float(body["now"]),
             runs=[_run_from_record(r) for r in body["runs"]],
-            cursors=[
-                ProjectCursor(c["project_id"], c["total_count"], c["listed_at"], tuple(c["active_run_ids"]))
-                for c in body["cursors"]
-            ],
+            cursors=[ProjectCursor.from_data(c["project_id"], c) for c in body["cursors"]],
             messages=[_message_from_record(m) for m in body["messages"]],
         )
 
