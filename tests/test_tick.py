@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from tests.conftest import World
@@ -82,3 +83,38 @@ def test_steady_state_costs_one_list_call_per_workspace(world: World) -> None:
     summary = world.tick()
     assert summary.api_calls == 2 == world.dataworks.call_count() - before
     assert world.dataworks.call_count("GetPipelineRun") == 0
+
+
+def test_a_template_that_breaks_on_some_events_falls_back_and_blocks_nothing(
+    world: World, tmp_path: Path
+) -> None:
+    templates = tmp_path / "my-templates" / "dingtalk"
+    templates.mkdir(parents=True)
+    (templates / "broken.md.j2").write_text("# {{ events[0].stage.name }} failed\n", encoding="utf-8")
+    world.config_overrides["templates"] = str(tmp_path / "my-templates")
+    world.config_overrides["rules"] = [
+        {"name": "runs", "events": ["run.failed"], "channels": ["ops"], "template": "broken"},
+        {"name": "everything", "events": ["*"], "channels": ["team"]},
+    ]
+    run_id = world.dataworks.add_run(10000, status="Fail", stages=STAGES, stage_statuses={"BUILD": "Fail"})
+    summary = world.tick()
+    assert summary.messages_sent == 2 and summary.messages_pending == 0
+    assert any("broken" in error for error in summary.errors)
+    [ding] = world.ding()
+    assert run_id in ding["markdown"]["text"]  # the built-in default took over
+    other = world.dataworks.add_run(
+        10001, status="Running", stages=STAGES, stage_statuses={"BUILD": "Running"}
+    )
+    world.tick()
+    assert any(other in slack_text(m) for m in world.slack_messages())
+
+
+def test_a_dry_run_stores_and_sends_nothing(world: World) -> None:
+    world.dataworks.add_run(10000, status="Fail", stages=STAGES, stage_statuses={"BUILD": "Fail"})
+    world.clock.advance(60)
+    world.app = world.build()
+    dry = world.app.notifier.tick(dry_run=True)
+    assert (dry.events, dry.messages_queued, dry.messages_sent) == (2, 2, 0)
+    assert world.ding() == [] and world.slack_messages() == []
+    real = world.tick()
+    assert (real.events, real.messages_sent) == (2, 2)  # the dry run left no trace

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .diff import diff
 from .discovery import Discoverer, Observation, RunSource
-from .errors import ConflictError
+from .errors import ConflictError, NotifierError, TemplateError
 from .model import Event, Run, RunState
 from .rules import Route, route
 from .settings import ProjectSettings, Settings
@@ -22,7 +22,7 @@ from .state.base import TICK_LEASE, OutboxMessage, ProjectCursor, StateStore
 
 if TYPE_CHECKING:
     from .channels.base import Channel
-    from .render import Renderer
+    from .render import MessageContext, RenderedMessage, Renderer
     from .settings import ChannelSettings
 
 log = logging.getLogger(__name__)
@@ -122,23 +122,34 @@ class Notifier:
         calls_before = self._api_calls()
         owner = uuid.uuid4().hex
         summary = TickSummary()
+        self._source.deadline = deadline
+        if dry_run:  # reads only: no lease taken, nothing stored or sent
+            self._discover_and_commit(None, summary)
+            return self._finish(summary, started, calls_before)
+        failure: NotifierError | None = None
         lease = self._store.acquire_lease(TICK_LEASE, owner, TICK_LEASE_S, started)
         if lease is None:
             summary.discovery_skipped = True
             log.info("tick: another tick is discovering; only delivering")
         else:
             try:
-                self._source.deadline = deadline
-                self._discover_and_commit(lease.owner, summary, dry_run)
+                self._discover_and_commit(lease.owner, summary)
+            except NotifierError as error:
+                failure = error  # what is already in the outbox still goes out
             finally:
                 self._store.release_lease(lease)
-        if not dry_run:
-            self._deliver(owner, summary, deadline)
+        self._deliver(owner, summary, deadline)
+        if failure is not None:
+            raise failure
+        return self._finish(summary, started, calls_before)
+
+    def _finish(self, summary: TickSummary, started: float, calls_before: int) -> TickSummary:
         summary.api_calls = self._api_calls() - calls_before
         summary.duration_ms = int((self._clock() - started) * 1000)
         return summary
 
-    def _discover_and_commit(self, owner: str, summary: TickSummary, dry_run: bool) -> None:
+    def _discover_and_commit(self, owner: str | None, summary: TickSummary) -> None:
+        """Discover, diff, route and render; store it all unless this is a dry run (`owner` None)."""
         now = self._clock()
         ids = [project.id for project in self.settings.dataworks.projects]
         cursors = self._store.load_cursors(ids)
@@ -163,9 +174,9 @@ class Notifier:
             summary.events += len(events)
             self._log_events(observation, events)
             routes = route(events, observation.run.project_id, self.settings.rules)
-            messages.extend(self._render(observation.run, routes, now, len(messages)))
+            messages.extend(self._render(observation.run, routes, now, len(messages), summary))
         summary.messages_queued = len(messages)
-        if dry_run:
+        if owner is None:
             for message in messages:
                 log.info("dry run: would send to %s: %s", message.channel, message.title)
             return
@@ -191,7 +202,9 @@ class Notifier:
                 extra={"run_id": run.id, "project_id": run.project_id, "status": event.status},
             )
 
-    def _render(self, run: Run, routes: Sequence[Route], now: float, offset: int) -> list[OutboxMessage]:
+    def _render(
+        self, run: Run, routes: Sequence[Route], now: float, offset: int, summary: TickSummary
+    ) -> list[OutboxMessage]:
         from .render import MessageContext
 
         project = self.settings.dataworks.project(run.project_id)
@@ -209,7 +222,7 @@ class Notifier:
                 console_url=link,
                 now=datetime.fromtimestamp(now, tz=timezone.utc),
             )
-            rendered = self.renderer.render(channel.type, item.rule.template, context)
+            rendered = self._render_safely(item.rule.template, context, summary)
             blocks = json.dumps(list(rendered.blocks), ensure_ascii=False) if rendered.blocks else None
             messages.append(
                 OutboxMessage(
@@ -226,6 +239,22 @@ class Notifier:
                 )
             )
         return messages
+
+    def _render_safely(self, template: str, context: MessageContext, summary: TickSummary) -> RenderedMessage:
+        """The rule's template; if it fails on these events, `default`, then plain text.
+
+        One broken template must not hold back every message behind it, tick after tick.
+        """
+        for name in dict.fromkeys((template, "default")):
+            try:
+                return self.renderer.render(context.channel_type, name, context)
+            except TemplateError as error:
+                problem = (
+                    f"template {name!r} for {context.channel_type} failed on run {context.run.id}: {error}"
+                )
+                log.error("render: %s", problem)
+                summary.errors.append(problem)
+        return plain_message(context)
 
     def _deliver(self, owner: str, summary: TickSummary, deadline: float | None) -> None:
         from .delivery import Deliverer
@@ -257,6 +286,21 @@ class Notifier:
             clock = self._clock
             self._make_channel = lambda channel: build_channel(channel, client, timeout_s, clock)
         return self._make_channel(settings)
+
+
+def plain_message(context: MessageContext) -> RenderedMessage:
+    """A message that needs no template: the last resort when templates fail."""
+    from .render import RenderedMessage
+
+    title = f"DataWorks run {context.run.id} in workspace {context.project.label}"
+    lines = [
+        title,
+        *(
+            f"- {event.type}: {event.stage.name if event.stage else context.run.id}"
+            for event in context.events
+        ),
+    ]
+    return RenderedMessage(title=title, text="\n".join([*lines, context.console_url]))
 
 
 def summary_dict(summary: TickSummary) -> dict[str, Any]:
