@@ -802,3 +802,18 @@ def test_secrets_never_appear_in_settings_repr(tmp_path: Path) -> None:
             assert secret not in text
     assert settings.channels["ops"].url.reveal() == url
     assert settings.channels["ops"].secret == Secret(f"SEC{SIGN_SECRET}")
+
+
+def test_two_channels_on_one_webhook_are_refused_without_showing_it(tmp_path: Path) -> None:
+    url = "https://oapi.dingtalk.com/robot/send?access_token=tok-twin-8c1f"
+    data = {
+        "dataworks": {"region": "cn-shanghai", "projects": [10000]},
+        "channels": {"a": {"type": "dingtalk", "url": url}, "b": {"type": "dingtalk", "url": url}},
+        "rules": [{"name": "all", "events": ["*"], "channels": ["a", "b"]}],
+    }
+    with pytest.raises(ConfigError) as caught:
+        parse(data, tmp_path, {})
+    assert caught.value.problems == [
+        "channels.b.url: is the same webhook as channels.a; use that channel in both rules"
+    ]
+    assert "tok-twin" not in str(caught.value)

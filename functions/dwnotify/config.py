@@ -318,8 +318,15 @@ def _channels(c: Checker, value: object, loc: Loc) -> dict[str, ChannelSettings]
             c.add(here, "channel names may only contain letters, digits, '_' and '-'")
             continue
         channel = _channel(c, name, item, here)
-        if channel is not None:
-            channels[name] = channel
+        if channel is None:
+            continue
+        twin = next((other for other in channels.values() if other.url == channel.url), None)
+        if twin is not None:
+            # Rate budgets are kept per channel: two channels on one robot would double its rate.
+            c.add(
+                (*here, "url"), f"is the same webhook as channels.{twin.name}; use that channel in both rules"
+            )
+        channels[name] = channel
     return channels
 
 

@@ -282,12 +282,12 @@ class Deliverer:
         """Send one message or digest; False when the channel should not be tried again this tick."""
         channel = self._built.get(settings.name) or self._make_channel(settings)
         self._built[settings.name] = channel
+        budget.sent_at.append(self._clock())  # every attempt counts: a timed-out one may have landed
         try:
             channel.send(digest(settings.type, unit))
         except DeliveryError as error:
             return self._record_failure(lease, budget, unit, error, stats)
         now = self._clock()
-        budget.sent_at.append(now)
         done = [
             replace(m, status=SENT, attempts=m.attempts + 1, finished_at=now, last_error="") for m in unit
         ]
@@ -306,26 +306,22 @@ class Deliverer:
     ) -> bool:
         now = self._clock()
         reason = str(error)
+        tried = [replace(m, attempts=m.attempts + 1) for m in unit]
         if not error.retryable:
-            failed = [
-                replace(m, status=FAILED, attempts=m.attempts + 1, last_error=reason, finished_at=now)
-                for m in unit
-            ]
-            self._store.update_messages(replace(lease, data=budget.dump()), failed)
-            for message in failed:
-                log.error("delivery: message %s to %s given up: %s", message.id, message.channel, reason)
-            stats.failed += len(unit)
+            self._give_up(replace(lease, data=budget.dump()), tried, reason, stats)
             return True
         if error.retry_after:
             budget.paused_until = now + error.retry_after
         waiting = [
             replace(
                 m,
-                attempts=m.attempts + 1,
                 last_error=reason,
-                next_attempt_at=now + retry_delay(m.attempts + 1, error.retry_after, self._jitter()),
+                # Not before the channel's pause ends: an earlier try would only take the lease.
+                next_attempt_at=max(
+                    budget.paused_until, now + retry_delay(m.attempts, error.retry_after, self._jitter())
+                ),
             )
-            for m in unit
+            for m in tried
         ]
         self._store.update_messages(replace(lease, data=budget.dump()), waiting)
         log.warning("delivery: %s will retry %d message(s): %s", error.channel, len(unit), reason)

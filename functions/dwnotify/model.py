@@ -154,5 +154,5 @@ class RunState:
 
     @property
     def final(self) -> bool:
-        """True once the run and every stage are settled: it need not be polled again."""
+        """True once the run has reached a final status: it need not be polled again."""
         return is_final(self.status)

@@ -40,9 +40,6 @@ class Channel(Protocol):
         ...
 
 
-ChannelFactory = Callable[..., Channel]
-
-
 class HttpChannel:
     """What every webhook channel holds: its settings, the shared httpx client, a timeout, a clock."""
 
