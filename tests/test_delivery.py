@@ -215,3 +215,15 @@ def test_digests_keep_order_stay_under_the_limit_and_leave_block_kit_messages_al
     assert [m.id for group in groups for m in group] == [m.id for m in messages]
     assert all(sum(len(m.text.encode()) for m in group) <= 17_000 for group in groups)
     assert [m.id for m in next(g for g in groups if any(m.blocks_json for m in g))] == ["m5"]
+
+
+def test_no_send_starts_that_could_outlast_the_deadline(world: World) -> None:
+    for _ in range(3):
+        fail_run(world)
+    world.clock.advance(60)
+    world.app = world.build()
+    # 5 s left: discovery and the commit happen; a send (10 s timeout) could overrun, so it waits.
+    summary = world.app.notifier.tick(deadline=world.clock.now + 5)
+    assert summary.events == 9 and summary.messages_sent == 0 and summary.messages_pending == 6
+    assert world.ding() == [] and world.slack_messages() == []
+    assert world.tick().messages_sent == 6

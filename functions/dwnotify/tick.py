@@ -267,6 +267,7 @@ class Notifier:
             clock=self._clock,
             sleep=self._sleep,
             max_age_s=self.settings.delivery.max_age.total_seconds(),
+            send_timeout_s=self.settings.delivery.timeout.total_seconds(),
         )
         stats = deliverer.deliver(deadline)
         summary.messages_sent = stats.sent
