@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from dwnotify import logs
-from dwnotify.app import App, build_app
+from dwnotify.app import App, build_app, secret_values
 from dwnotify.config import CONFIG_ENV, load
 from dwnotify.dataworks import Credentials, credentials_from_env
 from dwnotify.errors import ConfigError, NotifierError
@@ -30,8 +30,11 @@ log = logging.getLogger("dwnotify.handler")
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 DEFAULT_CONFIG = "notifier.yaml"
-# Delivery stops taking new messages this long before FC's timeout; what is left waits for the next tick.
-SAFETY_MARGIN_S = 10.0
+# Delivery stops taking new messages this long before FC's timeout; what is left waits for the next
+# tick. A send that starts just before the deadline must still end before FC stops the instance:
+# one chat post (delivery timeout, 10 s by default) plus one DataWorks request (10 s by default).
+# `deadline_for` keeps at least half of a short timeout for work.
+SAFETY_MARGIN_S = 20.0
 _PAYLOAD_RULE = 'event.payload: must be a JSON object such as {"dry_run": true}'
 _NO_CREDENTIALS = (
     "credentials: none found; give the function a role (FC passes its STS credentials) or set "
@@ -62,7 +65,10 @@ class AppCache:
         if self._app is not None:
             log.info("credentials or config changed: rebuilding the clients")
             self.forget(self._app)
-        app = build_app(load(path), credentials)
+        settings = load(path)
+        # Before anything can fail with a secret in its message (a store that cannot be opened).
+        logs.register_secrets(secret_values(settings, credentials))
+        app = build_app(settings, credentials)
         self._key, self._app = key, app
         return app
 
@@ -97,15 +103,16 @@ def handler(event: bytes | str | Mapping[str, Any] | None, context: Any) -> dict
         app = apps.get(config_path(os.environ), credentials)
     except ConfigError as error:
         return _config_error(error, request_id)
+    except (NotifierError, OSError) as error:  # e.g. a state store that cannot be opened
+        return _failure("building the clients", error, request_id)
     deadline = deadline_for(started, function_timeout(context))
     try:
         summary = app.notifier.tick(deadline=deadline, dry_run=options.dry_run)
     except (NotifierError, OSError) as error:
         apps.forget(app)  # a broken store or client is rebuilt by the next invocation
-        message = logs.mask(str(error))
-        log.error("tick failed: %s", message)
-        return {"error": "failure", "message": message, "request_id": request_id}
-    result = summary_dict(summary)
+        return _failure("tick", error, request_id)
+    # An error a service or the API sent back may quote a URL with its token.
+    result = {**summary_dict(summary), "errors": [logs.mask(error) for error in summary.errors]}
     log.info("tick done: %s", summary.to_json())
     return {**result, "dry_run": options.dry_run, "request_id": request_id}
 
@@ -179,6 +186,13 @@ def deadline_for(started: float, timeout_s: float | None) -> float | None:
     if timeout_s is None or timeout_s <= 0:
         return None
     return started + max(timeout_s - SAFETY_MARGIN_S, timeout_s / 2)
+
+
+def _failure(step: str, error: Exception, request_id: str) -> dict[str, Any]:
+    """The result of a failed `step`, logged at ERROR without a traceback, secrets masked."""
+    message = logs.mask(str(error))
+    log.error("%s failed: %s", step, message)
+    return {"error": "failure", "message": message, "request_id": request_id}
 
 
 def _config_error(error: ConfigError, request_id: str) -> dict[str, Any]:

@@ -164,3 +164,199 @@ def test_render_against_a_previous_state(tmp_path: Path) -> None:
     result = dwnotify("render", "after.json", "--previous", "before.json", "--type", "slack", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "部署" in result.stdout and "Deployment started" not in result.stdout
+
+
+# -- check renders what each rule really sends ----------------------------------------------------
+
+
+def config_with_template(tmp_path: Path, events: list[str], source: str) -> Path:
+    folder = tmp_path / "my-templates" / "dingtalk"
+    folder.mkdir(parents=True)
+    (folder / "mine.md.j2").write_text(source, encoding="utf-8")
+    data = valid_config()
+    data["templates"] = "./my-templates"
+    data["rules"] = [{"name": "mine", "events": events, "channels": ["ops"], "template": "mine"}]
+    return write(tmp_path, data)
+
+
+STAGE_NAME = "# {{ events[0].stage.name }} failed"
+DURATION = "# took {{ run.duration.total_seconds() }} s"
+NOT_ALONE = "# {{ events[0].type }}{% if events | length > 1 %} {{ nothing }}{% endif %}"
+
+
+@pytest.mark.parametrize(
+    ("events", "source", "rendering"),
+    [
+        (["stage.failed"], STAGE_NAME, None),
+        (["run.failed"], STAGE_NAME, "(rendering run.failed)"),
+        (["stage.failed", "run.failed"], STAGE_NAME, "(rendering run.failed)"),
+        (["run.*"], STAGE_NAME, "(rendering each of run.started, run.succeeded, run.failed,"),
+        (["run.succeeded"], DURATION, None),
+        (["run.started", "run.succeeded"], DURATION, "(rendering run.started)"),
+        (["stage.*"], DURATION, "(rendering each of stage.started, stage.succeeded,"),
+        (["run.failed"], NOT_ALONE, None),
+        (["stage.failed", "run.failed"], NOT_ALONE, "(rendering stage.failed, run.failed in one message)"),
+    ],
+)
+def test_check_renders_the_events_each_rule_matches(
+    tmp_path: Path, events: list[str], source: str, rendering: str | None
+) -> None:
+    result = dwnotify("--config", str(config_with_template(tmp_path, events, source)), "check", env=TOKEN_ENV)
+    if rendering is None:
+        assert result.returncode == 0, result.stderr
+        return
+    assert result.returncode == 2, result.stdout
+    [line] = result.stderr.splitlines()  # one line per distinct failure, whatever the number of events
+    assert line.startswith("config error: rules[0].template: ")
+    assert "mine.md.j2, line 1: " in line and rendering in line
+    assert "Traceback" not in result.stderr
+
+
+TOKEN_ENV = {"TOKEN": SECRET_TOKEN}
+
+
+# -- render: the config, clear errors, nothing to show ----------------------------------------------
+
+
+def pipeline(status: str, stage: str, project: int = 10001) -> dict:  # type: ignore[type-arg]
+    stages = [{"Code": "A", "Step": 1, "Name": "部署", "Status": stage}]
+    return {"Pipeline": {"Id": "r-1", "ProjectId": project, "Status": status, "Stages": stages}}
+
+
+def render_setup(tmp_path: Path) -> Path:
+    """A run file, and a config whose templates folder and workspace name differ from the defaults."""
+    (tmp_path / "run.json").write_text(json.dumps(pipeline("Fail", "Fail")), encoding="utf-8")
+    folder = tmp_path / "my-templates" / "dingtalk"
+    folder.mkdir(parents=True)
+    (folder / "default.md.j2").write_text(
+        "### Mine {{ project.label }} {{ run.console_url }}\n", encoding="utf-8"
+    )
+    data = valid_config()
+    data["dataworks"]["projects"] = [{"id": 10001, "name": "Finance DW"}]
+    data["dataworks"]["console_url"] = "https://console.example/{project_id}/{run_id}"
+    data["templates"] = "./my-templates"
+    return write(tmp_path, data)
+
+
+@pytest.mark.parametrize("how", ["--config", "DWNOTIFY_CONFIG", "./notifier.yaml"])
+def test_render_with_a_type_uses_the_config_when_there_is_one(tmp_path: Path, how: str) -> None:
+    path = render_setup(tmp_path)
+    options = ["--config", str(path)] if how == "--config" else []
+    env = {**TOKEN_ENV, "DWNOTIFY_CONFIG": str(path)} if how == "DWNOTIFY_CONFIG" else TOKEN_ENV
+    cwd = tmp_path if how == "./notifier.yaml" else ROOT
+    result = dwnotify(*options, "render", str(tmp_path / "run.json"), "--type", "dingtalk", env=env, cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    assert "### Mine Finance DW https://console.example/10001/r-1" in result.stdout
+
+
+def test_render_with_a_type_and_no_config_uses_the_builtin_templates(tmp_path: Path) -> None:
+    (tmp_path / "run.json").write_text(json.dumps(pipeline("Fail", "Fail")), encoding="utf-8")
+    result = dwnotify("render", "run.json", "--type", "dingtalk", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "10001" in result.stdout and "Mine" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("extra", "problem"),
+    [
+        (
+            ["--type", "dingtalk", "--template", "nope"],
+            "config error: template: template dingtalk/nope.md.j2",
+        ),
+        (["--template", "nope"], "config error: template: template dingtalk/nope.md.j2 not found"),
+        (["--type", "dingtalk", "--template", "broken"], "config error: template: "),
+        (["--channel", "nosuch"], "config error: --channel: no channel 'nosuch' in the config"),
+    ],
+)
+def test_render_problems_are_config_errors(tmp_path: Path, extra: list[str], problem: str) -> None:
+    path = render_setup(tmp_path)
+    broken = tmp_path / "my-templates" / "dingtalk" / "broken.md.j2"
+    broken.write_text("### {{ run.nothing_here }}\n", encoding="utf-8")
+    result = dwnotify("--config", str(path), "render", str(tmp_path / "run.json"), *extra, env=TOKEN_ENV)
+    assert result.returncode == 2, result.stdout + result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith(problem), line
+    assert result.stdout == "" and "Traceback" not in result.stderr
+    if "broken" in extra:
+        assert "broken.md.j2, line 1" in line and "(rendering stage.failed, run.failed)" in line
+
+
+@pytest.mark.parametrize("previous", [True, False])
+def test_render_says_so_when_the_run_has_no_events(tmp_path: Path, previous: bool) -> None:
+    state = ("Fail", "Fail") if previous else ("Init", "Init")
+    (tmp_path / "run.json").write_text(json.dumps(pipeline(*state)), encoding="utf-8")
+    extra = ["--previous", "run.json"] if previous else []
+    result = dwnotify("render", "run.json", *extra, "--type", "slack", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    [line] = result.stdout.splitlines()
+    assert line.startswith("no events: ") and line.endswith("nothing to send")
+    assert ("--previous" in line) == previous
+
+
+def test_render_says_so_when_no_rule_sends_the_events_to_the_channel(tmp_path: Path) -> None:
+    path = render_setup(tmp_path)
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data["rules"][0]["events"] = ["run.succeeded"]
+    write(tmp_path, data)
+    result = dwnotify(
+        "--config", str(path), "render", "run.json", "--channel", "ops", env=TOKEN_ENV, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("no messages: no rule sends this run's events (stage.failed, run.failed)")
+
+
+# -- secrets on the output paths ------------------------------------------------------------------
+
+
+def cli_env(world: World) -> dict[str, str]:
+    return {
+        **world.environ(),
+        "ALIBABA_CLOUD_ACCESS_KEY_ID": "test-ak",
+        "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "test-secret",
+    }
+
+
+def test_tick_errors_never_print_a_secret(world: World) -> None:
+    hook = f"{world.dingtalk.base_url}/robot/send?access_token={DING_TOKEN}"
+    echo = f"denied: {hook} signed with {DING_SECRET}"  # an API that echoes what it was given
+    world.dataworks.inject(None, "Forbidden.Access", 403, times=50, message=echo)
+    result = dwnotify("--config", str(world.write_config()), "tick", env=cli_env(world))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["errors"] and all("denied: *** signed with ***" in error for error in summary["errors"])
+    for secret in (DING_TOKEN, DING_SECRET):
+        assert secret not in result.stdout + result.stderr
+
+
+def test_status_never_prints_a_secret(world: World) -> None:
+    from dwnotify.state.base import FAILED, PENDING, TICK_LEASE, OutboxMessage
+
+    store = world.build().store
+    lease = store.acquire_lease(TICK_LEASE, "test", 60, world.clock())
+    assert lease is not None
+    ding = f"{world.dingtalk.base_url}/robot/send?access_token={DING_TOKEN}"
+    slack = f"{world.slack.base_url}/services/{SLACK_HOOK}"
+    messages = [
+        OutboxMessage(
+            f"m{seq}",
+            "ops",
+            "10000/r1",
+            "failures",
+            seq,
+            "发布失败",
+            "text",
+            world.clock(),
+            status=status,
+            attempts=1,
+            last_error=f"HTTP 400 for {ding} ({slack}, {DING_SECRET})",
+        )
+        for seq, status in enumerate((PENDING, FAILED))
+    ]
+    store.commit(lease, [], [], messages, world.clock())
+    store.close()
+    result = dwnotify("--config", str(world.write_config()), "status", env=cli_env(world))
+    assert result.returncode == 0, result.stderr
+    assert "messages pending: 1" in result.stdout and "messages failed: 1" in result.stdout
+    assert result.stdout.count("HTTP 400 for *** (***, ***)") == 2
+    for secret in (DING_TOKEN, DING_SECRET, SLACK_HOOK):
+        assert secret not in result.stdout + result.stderr

@@ -304,7 +304,8 @@ def test_bad_payloads_are_config_errors(index: ModuleType, event: Any, problem: 
 
 
 def test_the_deadline_leaves_a_margin_before_the_function_timeout(index: ModuleType) -> None:
-    assert index.deadline_for(1000.0, 60.0) == 1050.0
+    assert index.SAFETY_MARGIN_S >= 20.0  # one chat post (10 s) and one DataWorks request (10 s)
+    assert index.deadline_for(1000.0, 60.0) == 1040.0
     assert index.deadline_for(1000.0, 12.0) == 1006.0  # a short timeout keeps half of itself for work
     assert index.deadline_for(1000.0, None) is None
     assert index.function_timeout(context(timeout=300)) == 300.0
@@ -392,3 +393,51 @@ def test_a_dry_run_payload_sends_and_stores_nothing_and_the_deadline_reaches_the
     [kwargs] = seen
     assert kwargs["dry_run"] is True
     assert kwargs["deadline"] is not None and 0 < kwargs["deadline"] - time.time() <= 20
+
+
+def test_an_app_that_cannot_be_built_is_a_failure_without_a_traceback(
+    index: ModuleType, world: World, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = world.tmp / "code"
+    blocker.write_text("FC's code folder, read-only", encoding="utf-8")
+    world.config_overrides["state"] = {"backend": "sqlite", "path": str(blocker / "state.db")}
+    for name, value in package_env(world).items():
+        monkeypatch.setenv(name, value)
+    with caplog.at_level(logging.INFO):
+        result = index.handler((EVENTS / "timer.json").read_bytes(), context("1-ro"))
+    assert result["error"] == "failure" and result["request_id"] == "1-ro"
+    assert "cannot open the SQLite state" in result["message"]
+    [record] = [record for record in caplog.records if record.levelno == logging.ERROR]
+    assert record.getMessage() == f"building the clients failed: {result['message']}"
+    assert all(record.exc_info is None for record in caplog.records)
+
+
+def test_an_error_while_building_is_masked(
+    index: ModuleType, world: World, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name, value in package_env(world).items():
+        monkeypatch.setenv(name, value)
+
+    def failing_build(settings: Any, credentials: Any) -> Any:
+        hook = settings.channels["ops"].url.reveal()
+        raise OSError(f"cannot reach {hook} with {settings.channels['ops'].secret.reveal()}")
+
+    monkeypatch.setattr(index, "build_app", failing_build)
+    with caplog.at_level(logging.INFO):
+        result = index.handler(b"", context("1-os"))
+    assert result["error"] == "failure" and result["message"] == "cannot reach *** with ***"
+    for secret in (DING_TOKEN, DING_SECRET):
+        assert secret not in json.dumps(result) and secret not in caplog.text
+
+
+def test_tick_errors_in_the_result_are_masked(
+    index: ModuleType, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in package_env(world).items():
+        monkeypatch.setenv(name, value)
+    hook = f"{world.dingtalk.base_url}/robot/send?access_token={DING_TOKEN}"
+    world.dataworks.inject(None, "Forbidden.Access", 403, times=50, message=f"denied: {hook} {DING_SECRET}")
+    result = index.handler((EVENTS / "timer.json").read_bytes(), context("1-403"))
+    assert result["errors"] and all("denied: *** ***" in error for error in result["errors"])
+    for secret in (DING_TOKEN, DING_SECRET):
+        assert secret not in json.dumps(result, ensure_ascii=False)

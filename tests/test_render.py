@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from dwnotify.channels.base import TRIM_MARKER
 from dwnotify.errors import TemplateError
 from dwnotify.model import (
     CANCELED,
@@ -23,7 +24,7 @@ from dwnotify.model import (
     run_key,
 )
 from dwnotify.render import (
-    TRUNCATED_MARKER,
+    FORMATS,
     MessageContext,
     RenderedMessage,
     Renderer,
@@ -34,7 +35,7 @@ from dwnotify.render import (
     status_label,
     truncate_bytes,
 )
-from dwnotify.samples import sample_context
+from dwnotify.samples import rule_samples, sample_context
 from dwnotify.settings import DEFAULT_CONSOLE_URL, ProjectSettings
 
 NOW = datetime(2026, 5, 1, 8, 0, tzinfo=timezone.utc)
@@ -191,6 +192,35 @@ def test_sample_context_renders_with_every_builtin_template() -> None:
             assert "生产发布检查" in text and "ads_order_summary_d" in text and "4m 22s" in text
 
 
+FINAL_VERBS = (".succeeded", ".failed", ".terminated", ".canceled")
+
+
+@pytest.mark.parametrize("channel_type", sorted(FORMATS))
+def test_every_rule_sample_renders_with_every_builtin_template(channel_type: str) -> None:
+    renderer = Renderer(None)
+    contexts = rule_samples(EVENT_TYPES, "ops", channel_type, "all", PROJECT, NOW)
+    assert len(contexts) == 1 + len(EVENT_TYPES)
+    assert [event.type for event in contexts[0].events] == [
+        "run.started",
+        "stage.succeeded",
+        "stage.failed",
+        *("stage.started", "stage.terminated", "stage.canceled", "stage.changed"),
+        *("run.succeeded", "run.failed", "run.terminated", "run.canceled", "run.changed"),
+    ]  # the contract's order: run.started, stage events by Step, then the run's end
+    for ctx in contexts[1:]:
+        [alone] = ctx.events
+        assert (alone.stage is None) == alone.type.startswith("run.")
+        assert ctx.run.final == (alone.type.startswith("run.") and alone.type.endswith(FINAL_VERBS))
+    for name in ("default", "failure"):
+        for ctx in contexts:
+            assert renderer.render(channel_type, name, ctx).title
+
+
+def test_rule_samples_of_one_event_type_render_it_alone() -> None:
+    [ctx] = rule_samples(["run.started"], "ops", "dingtalk", "all", PROJECT, NOW)
+    assert [event.type for event in ctx.events] == ["run.started"] and ctx.run.status == RUNNING
+
+
 # --- lookup, compile errors, render errors ---------------------------------------------------
 
 
@@ -208,17 +238,34 @@ def test_user_folder_overrides_a_builtin_template(tmp_path: Path) -> None:
     assert "Finance DW" in renderer.render("dingtalk", "failure", ctx).text  # still the built-in
 
 
-def test_blocks_json_in_either_folder_wins_over_mrkdwn(tmp_path: Path) -> None:
+BLOCKS = '[{"type": "section", "text": {"type": "mrkdwn", "text": "*b*"}}]'
+
+
+def test_a_user_mrkdwn_template_beats_a_builtin_blocks_json(tmp_path: Path) -> None:
     user, builtin = tmp_path / "user", tmp_path / "builtin"
     write(user, "slack/default.mrkdwn.j2", "*user mrkdwn*")
-    write(
-        builtin,
-        "slack/default.blocks.json.j2",
-        '[{"type": "section", "text": {"type": "mrkdwn", "text": "*b*"}}]',
-    )
+    write(builtin, "slack/default.blocks.json.j2", BLOCKS)
+    message = Renderer(user, builtin).render("slack", "default", context(make_run(), (), "slack"))
+    assert (message.title, message.text, message.blocks) == ("user mrkdwn", "*user mrkdwn*", None)
+
+
+@pytest.mark.parametrize("folder", ["user", "builtin"])
+def test_within_one_folder_blocks_json_wins_over_mrkdwn(tmp_path: Path, folder: str) -> None:
+    user, builtin = tmp_path / "user", tmp_path / "builtin"
+    write(tmp_path / folder, "slack/default.mrkdwn.j2", "*mrkdwn*")
+    write(tmp_path / folder, "slack/default.blocks.json.j2", BLOCKS)
+    write(builtin, "slack/other.mrkdwn.j2", "*builtin*")
     message = Renderer(user, builtin).render("slack", "default", context(make_run(), (), "slack"))
     assert message.blocks == ({"type": "section", "text": {"type": "mrkdwn", "text": "*b*"}},)
     assert (message.title, message.text) == ("b", "*b*")
+
+
+def test_a_user_blocks_json_beats_a_builtin_mrkdwn(tmp_path: Path) -> None:
+    user, builtin = tmp_path / "user", tmp_path / "builtin"
+    write(user, "slack/default.blocks.json.j2", BLOCKS)
+    write(builtin, "slack/default.mrkdwn.j2", "*builtin mrkdwn*")
+    message = Renderer(user, builtin).render("slack", "default", context(make_run(), (), "slack"))
+    assert message.text == "*b*" and message.blocks is not None
 
 
 @pytest.mark.parametrize(
@@ -391,13 +438,20 @@ def test_status_label_languages() -> None:
 
 def test_truncate_bytes_cuts_chinese_on_a_character_boundary() -> None:
     text = "发布检查未通过" * 20
-    for limit in range(len(TRUNCATED_MARKER.encode()), 60):
+    for limit in range(len(TRIM_MARKER.encode()), 60):
         cut = truncate_bytes(text, limit)
         assert len(cut.encode()) <= limit
-        assert cut.endswith(TRUNCATED_MARKER)
-        assert text.startswith(cut.removesuffix(TRUNCATED_MARKER))
+        assert cut.endswith(TRIM_MARKER)
+        assert text.startswith(cut.removesuffix(TRIM_MARKER))
     assert truncate_bytes("短文本", 9) == "短文本"
     assert truncate_bytes(None, 5) == ""
+
+
+def test_truncate_bytes_never_exceeds_its_limit_even_below_the_marker_size() -> None:
+    text = "发布检查未通过" * 20
+    for limit in range(len(TRIM_MARKER.encode())):
+        assert len(truncate_bytes(text, limit).encode()) <= limit  # the marker is dropped, not overflowed
+    assert truncate_bytes(text, 7) == "发布"
 
 
 def test_truncate_bytes_in_a_template(tmp_path: Path) -> None:

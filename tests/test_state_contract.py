@@ -4,6 +4,7 @@ emulator): the same behaviours, the same races, several processes at once."""
 from __future__ import annotations
 
 import multiprocessing
+import sqlite3
 import subprocess
 import sys
 import time
@@ -129,7 +130,7 @@ def test_commit_round_trips_runs_cursors_and_messages(backend: Backend) -> None:
     store = backend.store
     lease = tick_lease(store)
     blocks = '[{"type": "section"}]'
-    cursor = ProjectCursor(10000, 42, NOW, ("r1",))
+    cursor = ProjectCursor(10000, 42, NOW, ("r1",), watched_since=NOW - DAY)
     sent = message("m1", 5, blocks_json=blocks, event_types=("run.failed", "stage.failed"))
     store.commit(lease, [run("r1"), run("r2", "success")], [cursor], [sent], NOW)
 
@@ -374,6 +375,56 @@ def test_open_store_needs_credentials_for_tablestore() -> None:
         open_store(settings, None)
 
 
+# -- SQLite only: its own errors stay behind the StateError boundary ------------------------------
+def _fail_inside(store: SqliteStateStore, db: Path) -> None:
+    """A failure inside the transaction that leaves it open: writing a cursor raises (as an I/O error)."""
+    with sqlite3.connect(db) as other:
+        other.execute(
+            "CREATE TRIGGER broken BEFORE INSERT ON cursors BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"
+        )
+
+
+def _fail_at_commit(store: SqliteStateStore, db: Path) -> None:
+    """A failure only `COMMIT` sees: a deferred constraint that every run write breaks."""
+    with sqlite3.connect(db) as other:
+        other.executescript(
+            "CREATE TABLE parent (id INTEGER PRIMARY KEY);"
+            "CREATE TABLE child (id INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);"
+            "CREATE TRIGGER orphan AFTER INSERT ON runs BEGIN INSERT INTO child VALUES (7); END;"
+        )
+    store._db.execute("PRAGMA foreign_keys = ON")  # per connection: the store's own
+
+
+def _fill_the_disk(store: SqliteStateStore, db: Path) -> None:
+    """`database or disk is full` inside the transaction (SQLite then rolls back by itself)."""
+    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+    store._db.execute(f"PRAGMA max_page_count = {pages}")
+
+
+@pytest.mark.parametrize("breakage", [_fail_inside, _fail_at_commit, _fill_the_disk])
+def test_sqlite_failures_in_a_write_are_state_errors_and_roll_back(tmp_path: Path, breakage: Any) -> None:
+    db = tmp_path / "state.db"
+    store = SqliteStateStore(db)
+    lease = tick_lease(store)
+    breakage(store, db)
+    big = message("m1", 1, text="发布失败" * 5000)
+    with pytest.raises(StateError) as failed:
+        store.commit(lease, [run("r1")], [ProjectCursor(10000, 1, NOW, ())], [big], NOW)
+    assert not isinstance(failed.value, ConflictError) and failed.value.__cause__ is None
+    assert not store._db.in_transaction  # rolled back: the next write can begin
+    assert store.load_runs(["10000/r1"]) == {} and store.pending_messages("ops") == []
+    store.release_lease(lease)  # a write that does not touch what broke still works
+    assert store.acquire_lease(TICK_LEASE, "tick-b", 60, NOW) is not None
+    store.close()
+
+
+def test_a_sqlite_state_that_cannot_be_created_is_a_state_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder", encoding="utf-8")
+    with pytest.raises(StateError, match="cannot open the SQLite state"):
+        SqliteStateStore(blocker / "state.db")
+
+
 # -- Tablestore only: intents, chunks, errors -----------------------------------------------------
 class Killed(BaseException):
     """The process died here (not even `except Exception` runs)."""
@@ -405,7 +456,7 @@ def test_a_commit_killed_at_each_write_is_finished_exactly_once_by_the_next_tick
                 return real_write(batch)
 
             store._table.write = dying
-            cursor = ProjectCursor(10000, 2, NOW + 1, ("r1",))
+            cursor = ProjectCursor(10000, 2, NOW + 1, ("r1",), watched_since=NOW)
             news = [message("m1", 7), message("m2", 8, channel="team", run_key="10000/r2")]
             try:
                 store.commit(lease, [run("r1", "fail", version=1), run("r2")], [cursor], news, NOW + 1)

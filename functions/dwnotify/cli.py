@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -17,6 +18,7 @@ from .settings import CHANNEL_KEYS, Settings
 
 if TYPE_CHECKING:
     from .dataworks import Credentials
+    from .render import MessageContext, Renderer
 
 log = logging.getLogger("dwnotify")
 
@@ -41,8 +43,13 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument(
         "--previous", type=Path, help="an earlier response for the same run (default: first sight)"
     )
-    render.add_argument("--channel", help="a channel of the config (default: every channel a rule routes to)")
-    render.add_argument("--type", choices=sorted(CHANNEL_KEYS), help="without a config: the channel type")
+    target = render.add_mutually_exclusive_group()
+    target.add_argument("--channel", help="a channel of the config (default: every channel a rule routes to)")
+    target.add_argument(
+        "--type",
+        choices=sorted(CHANNEL_KEYS),
+        help="a channel type, every event in one message (the config's templates and names if one is found)",
+    )
     render.add_argument("--template", default=None, help="template name (default: the rule's)")
     commands.add_parser("status", help="list tracked runs and pending or failed messages")
     return parser
@@ -60,26 +67,68 @@ def load_settings(value: str | None) -> Settings:
 
 
 def check_templates(settings: Settings) -> list[str]:
-    """Compile every template a rule needs and render one sample per rule and channel."""
+    """Compile every template a rule needs and render its samples per rule and channel.
+
+    The samples (see `samples.rule_samples`) are the event types the rule's patterns match, together
+    and each alone, so a template that breaks on one of the rule's real events fails here.
+    """
+    from .model import EVENT_TYPES
     from .render import Renderer, builtin_templates_dir
-    from .samples import sample_context
+    from .rules import matches
+    from .samples import rule_samples
 
     renderer = Renderer(settings.templates, builtin_templates_dir())
-    problems = []
+    problems: dict[str, None] = {}  # ordered and without repeats: two channels of one type fail alike
     now = datetime.now(timezone.utc)
     for index, rule in enumerate(settings.rules):
+        event_types = [kind for kind in EVENT_TYPES if any(matches(p, kind) for p in rule.events)]
+        project_id = rule.projects[0] if rule.projects else settings.dataworks.projects[0].id
+        project = settings.dataworks.project(project_id)
         for name in rule.channels:
             channel = settings.channels[name]
-            project_id = rule.projects[0] if rule.projects else settings.dataworks.projects[0].id
-            project = settings.dataworks.project(project_id)
-            try:
-                renderer.compile(channel.type, rule.template)
-                renderer.render(
-                    channel.type, rule.template, sample_context(name, channel.type, rule.name, project, now)
-                )
-            except TemplateError as error:
-                problems.append(f"rules[{index}].template: {error}")
-    return problems
+            contexts = rule_samples(
+                event_types,
+                name,
+                channel.type,
+                rule.name,
+                project,
+                now,
+                console_url=settings.dataworks.console_url,
+            )
+            for problem in _sample_problems(renderer, channel.type, rule.template, contexts):
+                problems.setdefault(f"rules[{index}].template: {problem}")
+    return list(problems)
+
+
+def _sample_problems(
+    renderer: Renderer, channel_type: str, template: str, contexts: Sequence[MessageContext]
+) -> list[str]:
+    """`<template>: <what failed> (rendering <event types>)`, one line per distinct failure."""
+    try:
+        renderer.compile(channel_type, template)
+    except TemplateError as error:
+        return [str(error)]
+    alone: dict[str, list[str]] = {}
+    together: dict[str, str] = {}
+    for ctx in contexts:
+        try:
+            renderer.render(channel_type, template, ctx)
+        except TemplateError as error:
+            types = [event.type for event in ctx.events]
+            if len(types) == 1:
+                alone.setdefault(str(error), []).append(types[0])
+            else:
+                together.setdefault(str(error), ", ".join(types))
+    lines = [
+        f"{message} (rendering {types[0] if len(types) == 1 else 'each of ' + ', '.join(types)})"
+        for message, types in alone.items()
+    ]
+    lines.extend(
+        f"{message} (rendering {types} in one message)"
+        for message, types in together.items()
+        if message not in alone
+    )
+    return lines
 
 
 def _validated(args: argparse.Namespace) -> Settings:
@@ -122,51 +171,77 @@ def cmd_tick(args: argparse.Namespace) -> int:
         summary = app.notifier.tick(dry_run=args.dry_run)
     finally:
         app.close()
+    # An error a service or the API sent back may quote a URL with its token.
+    summary = replace(summary, errors=[logs.mask(error) for error in summary.errors])
     print(summary.to_json(), flush=True)
     return EXIT_OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     """`status`: tracked runs still moving, then pending and failed messages."""
+    from .app import secret_values
     from .dataworks import credentials_from_env
     from .state import open_store
 
     settings = load_settings(args.config)
-    store = open_store(settings.state, credentials_from_env(os.environ))
+    credentials = credentials_from_env(os.environ)
+    # A stored delivery error may quote what a service echoed back: never print a webhook token.
+    logs.register_secrets(secret_values(settings, credentials))
+    store = open_store(settings.state, credentials)
     try:
         report = store.report()
     finally:
         store.close()
-    print(f"runs still moving: {len(report.runs)}")
+    lines = [f"runs still moving: {len(report.runs)}"]
     for state in report.runs:
         stages = ", ".join(f"{key}={status}" for key, status in state.stage_statuses.items())
-        print(f"  {state.project_id}/{state.run_id}  {state.status}  [{stages}]")
+        lines.append(f"  {state.project_id}/{state.run_id}  {state.status}  [{stages}]")
     pending = [m for m in report.messages if m.status == "pending"]
     failed = [m for m in report.messages if m.status == "failed"]
-    print(f"messages pending: {len(pending)}")
+    lines.append(f"messages pending: {len(pending)}")
     for message in pending:
         when = datetime.fromtimestamp(message.next_attempt_at, tz=timezone.utc).strftime("%H:%M:%S")
         detail = f"attempts {message.attempts}, next {when}" + (
             f", {message.last_error}" if message.last_error else ""
         )
-        print(f"  {message.channel}  {message.run_key}  {message.title}  ({detail})")
-    print(f"messages failed: {len(failed)}")
+        lines.append(f"  {message.channel}  {message.run_key}  {message.title}  ({detail})")
+    lines.append(f"messages failed: {len(failed)}")
     for message in failed:
-        print(f"  {message.channel}  {message.run_key}  {message.title}  ({message.last_error})")
+        lines.append(f"  {message.channel}  {message.run_key}  {message.title}  ({message.last_error})")
+    for line in lines:
+        print(logs.mask(line))
     return EXIT_OK
+
+
+def _render_settings(args: argparse.Namespace) -> Settings | None:
+    """The validated config for `render`; None with `--type` when no config is given or found."""
+    path = config.resolve_config_path(args.config, os.environ)
+    given = args.config is not None or bool(os.environ.get(config.CONFIG_ENV))
+    if args.type is not None and not given and not path.exists():
+        return None
+    return _validated(args)
 
 
 def cmd_render(args: argparse.Namespace) -> int:
     """`render`: print the messages a run would produce, sending nothing."""
     from .preview import render_preview
 
-    settings = None
-    if args.type is None or args.channel is not None:
-        settings = _validated(args)
-    for channel, text in render_preview(
-        args.run, args.previous, settings, args.channel, args.type, args.template
-    ):
-        print(f"--- {channel} ---")
+    settings = _render_settings(args)
+    if settings is not None and args.channel is not None and args.channel not in settings.channels:
+        raise ConfigError([f"--channel: no channel {args.channel!r} in the config"])
+    preview = render_preview(args.run, args.previous, settings, args.channel, args.type, args.template)
+    if not preview.events:
+        if args.previous:
+            print("no events: the run has not changed since the --previous response; nothing to send")
+        else:
+            print("no events: the run and its stages have not started (first sight); nothing to send")
+        return EXIT_OK
+    if not preview.messages:
+        types = ", ".join(event.type for event in preview.events)
+        where = f"channel {args.channel!r}" if args.channel else "any channel"
+        print(f"no messages: no rule sends this run's events ({types}) to {where}")
+    for label, text in preview.messages:
+        print(f"--- {label} ---")
         print(text)
     return EXIT_OK
 

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from .dataworks import parse_run
 from .diff import diff
-from .errors import ConfigError
-from .model import Run
+from .errors import ConfigError, TemplateError
+from .model import Event, Run
 from .rules import route
 from .settings import DEFAULT_CONSOLE_URL, ProjectSettings, RuleSettings, Settings
 from .tick import console_url
@@ -29,6 +30,14 @@ def read_run(path: Path) -> Run:
     return parse_run(data)
 
 
+@dataclass(frozen=True)
+class Preview:
+    """A run's new events against the previous state, and the messages they make: (label, text)."""
+
+    events: tuple[Event, ...]
+    messages: tuple[tuple[str, str], ...]
+
+
 def render_preview(
     run_path: Path,
     previous_path: Path | None,
@@ -36,38 +45,48 @@ def render_preview(
     channel_name: str | None,
     channel_type: str | None,
     template: str | None,
-) -> list[tuple[str, str]]:
-    """(channel label, message text) for every message the run's events would produce."""
+) -> Preview:
+    """Every message the run's events would produce: through the config's rules, or for one channel type.
+
+    With `channel_type`, every event goes into one message for that type; the config, when given,
+    still supplies the templates folder, the workspace names and the console link.
+    A template that is missing or fails is a ConfigError (`template: ...`).
+    """
     from .render import MessageContext, Renderer, builtin_templates_dir
 
     run = read_run(run_path)
     previous = diff(None, read_run(previous_path))[1] if previous_path else None
     events, _ = diff(previous, run)
     if not events:
-        return []
-    now = datetime.now(timezone.utc)
-    if settings is None:
-        assert channel_type is not None
-        project = ProjectSettings(run.project_id, None, "cn-shanghai", "")
+        return Preview((), ())
+    if channel_type is not None:
         rule = RuleSettings(
             name="render", events=("*",), channels=(channel_type,), template=template or "default"
         )
         targets = [(channel_type, channel_type, rule, tuple(events))]
+    else:
+        assert settings is not None
+        targets = [
+            (r.channel, settings.channels[r.channel].type, r.rule, r.events)
+            for r in route(events, run.project_id, settings.rules)
+            if channel_name is None or r.channel == channel_name
+        ]
+    if settings is None:
+        project = ProjectSettings(run.project_id, None, "cn-shanghai", "")
         renderer = Renderer(None, builtin_templates_dir())
         link = console_url(DEFAULT_CONSOLE_URL, project, run.id)
     else:
         project = settings.dataworks.project(run.project_id)
-        routes = route(events, run.project_id, settings.rules)
-        targets = [
-            (r.channel, settings.channels[r.channel].type, r.rule, r.events)
-            for r in routes
-            if channel_name is None or r.channel == channel_name
-        ]
         renderer = Renderer(settings.templates, builtin_templates_dir())
         link = console_url(settings.dataworks.console_url, project, run.id)
+    now = datetime.now(timezone.utc)
     output = []
     for name, kind, rule, chosen in targets:
         context = MessageContext(run, chosen, project, rule.name, name, kind, link, now)
-        rendered = renderer.render(kind, template or rule.template, context)
+        try:
+            rendered = renderer.render(kind, template or rule.template, context)
+        except TemplateError as error:
+            types = ", ".join(event.type for event in chosen)
+            raise ConfigError([f"template: {error} (rendering {types})"]) from None
         output.append((f"{name} ({kind}, rule {rule.name})", rendered.text))
-    return output
+    return Preview(tuple(events), tuple(output))

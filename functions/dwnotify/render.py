@@ -4,8 +4,9 @@ A template `name` for a channel type is looked up as `<type>/<name>.<ext>.j2`, f
 `templates` folder, then in the built-in `templates/`:
 
 - dingtalk: `<name>.md.j2` renders DingTalk markdown; its first line, stripped of `#`, is the title.
-- slack: `<name>.blocks.json.j2`, when either folder has one, renders Block Kit JSON (a list of
-  blocks, or `{"blocks": [...], "text": "..."}`); otherwise `<name>.mrkdwn.j2` renders mrkdwn text.
+- slack: `<name>.blocks.json.j2` renders Block Kit JSON (a list of blocks, or
+  `{"blocks": [...], "text": "..."}`), `<name>.mrkdwn.j2` renders mrkdwn text. The folder comes
+  first: a user's `mrkdwn` beats a built-in `blocks.json`; within one folder `blocks.json` wins.
 
 Every `{{ ... }}` output is escaped for its channel by the environment's `finalize` hook, so a
 template cannot forget it: Slack gets `&`, `<`, `>` as entities, and a `.blocks.json.j2` also gets
@@ -36,6 +37,7 @@ import jinja2
 from jinja2 import meta
 from jinja2.sandbox import SandboxedEnvironment
 
+from dwnotify.channels.base import trim_utf8
 from dwnotify.errors import TemplateError
 from dwnotify.model import (
     CANCELED,
@@ -52,7 +54,6 @@ from dwnotify.settings import ProjectSettings
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 DEFAULT_DATETIME_FORMAT = "%Y-%m-%d %H:%M"
-TRUNCATED_MARKER = "…(truncated)"
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _KEPT_GLOBALS = ("range", "dict", "namespace")  # the sandbox's safe range; nothing reaches the OS
@@ -211,12 +212,7 @@ def format_datetime(
 
 def truncate_bytes(value: object, n: int) -> str:
     """At most `n` bytes of UTF-8, cut on a character boundary and ending with a visible marker."""
-    text = "" if value is None else str(value)
-    data = text.encode()
-    if len(data) <= n:
-        return text
-    keep = max(0, n - len(TRUNCATED_MARKER.encode()))
-    return data[:keep].decode(errors="ignore") + TRUNCATED_MARKER
+    return trim_utf8("" if value is None else str(value), n)
 
 
 # --- channel formats and escaping ---------------------------------------------------------------
@@ -244,7 +240,7 @@ class _Format:
         return json.dumps(markup, ensure_ascii=False)[1:-1] if self.is_json else markup
 
 
-# Per channel type, the template kinds in lookup order: the first one found in either folder wins.
+# Per channel type, the template kinds in lookup order within one folder (see Renderer._template).
 FORMATS: Mapping[str, tuple[_Format, ...]] = {
     "dingtalk": (_Format("md", mrkdwn=False),),
     "slack": (_Format("blocks.json", mrkdwn=True, is_json=True), _Format("mrkdwn", mrkdwn=True)),
@@ -369,13 +365,18 @@ class Renderer:
         formats = FORMATS.get(channel_type)
         if formats is None:
             raise TemplateError(f"no templates for channel type {channel_type!r}", template=name)
-        for fmt in formats:
-            path = f"{channel_type}/{name}.{fmt.ext}.j2"
-            template = self._load(self._environments[fmt.ext], path, required=False)
-            if template is not None:
-                compiled = _Compiled(template, fmt, path)
-                self._compiled[channel_type, name] = compiled
-                return compiled
+        # The contract's order: the user's folder before the built-in one, then the kind within it.
+        for folder in self.search_path:
+            for fmt in formats:
+                path = f"{channel_type}/{name}.{fmt.ext}.j2"
+                if not (folder / path).is_file():
+                    continue
+                # The loader searches the user's folder first: nothing earlier in the order has `path`.
+                template = self._load(self._environments[fmt.ext], path, required=False)
+                if template is not None:
+                    compiled = _Compiled(template, fmt, path)
+                    self._compiled[channel_type, name] = compiled
+                    return compiled
         tried = " or ".join(f"{channel_type}/{name}.{fmt.ext}.j2" for fmt in formats)
         folders = ", ".join(str(path) for path in self.search_path)
         raise TemplateError(f"template {tried} not found in {folders}", template=tried)

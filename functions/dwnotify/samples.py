@@ -1,61 +1,158 @@
-"""A realistic sample message context, for `dwnotify check` to render one message per rule and channel."""
+"""Realistic sample message contexts, for `dwnotify check` to render before anything is sent.
+
+`sample_context` is the typical message (a run that failed at its check stage). `rule_samples` is
+what `check` renders per rule and channel: every event type the rule matches in one message, then
+each of them alone, on a run in the state that event leaves it in (a `run.*` event has no stage, a
+running run has no duration), so a template that only works for some events fails `check`, not a tick.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 
-from dwnotify.model import FAIL, INIT, RUNNING, SUCCESS, Event, Run, Stage, run_key
+from dwnotify.model import (
+    CANCELED,
+    EVENT_TYPES,
+    FAIL,
+    INIT,
+    RUNNING,
+    SUCCESS,
+    TERMINATED,
+    Event,
+    Run,
+    Stage,
+    run_key,
+)
 from dwnotify.render import MessageContext
 from dwnotify.settings import DEFAULT_CONSOLE_URL, ProjectSettings
 
 SAMPLE_RUN_ID = "a7ef0634-20ec-4a7c-a214-54020f91c3d2"
+# A status outside the contract's list, as a `*.changed` event reports it (kept as it came).
+UNKNOWN_STATUS = "Paused"
+_STATUS_OF_VERB = {
+    "started": RUNNING,
+    "succeeded": SUCCESS,
+    "failed": FAIL,
+    "terminated": TERMINATED,
+    "canceled": CANCELED,
+    "changed": UNKNOWN_STATUS,
+}
+_CHECK_FAILURE = "节点 dwd_trade_order_di 的下游依赖检查未通过: ads_order_summary_d 仍依赖已下线的输出表"
+_BUILD = Stage(
+    code="PACKAGE_BUILD",
+    step=1,
+    type="Build",
+    name="发布包构建",
+    description="构建发布包",
+    status=SUCCESS,
+    message="",
+)
+_CHECK = Stage(
+    code="PROD_CHECK",
+    step=2,
+    type="Check",
+    name="生产发布检查",
+    description="发布前检查下游依赖与节点状态",
+    status=FAIL,
+    message=_CHECK_FAILURE,
+    detail={
+        "checkerList": [
+            {"code": "BuildPackageChecker", "name": "Build_Package_Checker", "status": "Success"},
+            {"code": "NodeParentDependency", "name": "Downstream_Dependency_Checker", "status": "Fail"},
+        ]
+    },
+)
+_DEPLOY = Stage(
+    code="PROD",
+    step=3,
+    type="Deploy",
+    name="发布到生产环境",
+    description="",
+    status=INIT,
+    message="",
+)
 
 
-def sample_run(project_id: int, now: datetime) -> Run:
-    """A run that failed at its check stage a few seconds before `now`, after building its package."""
-    build = Stage(
-        code="PACKAGE_BUILD",
-        step=1,
-        type="Build",
-        name="发布包构建",
-        description="构建发布包",
-        status=SUCCESS,
-        message="",
-    )
-    check = Stage(
-        code="PROD_CHECK",
-        step=2,
-        type="Check",
-        name="生产发布检查",
-        description="发布前检查下游依赖与节点状态",
-        status=FAIL,
-        message="节点 dwd_trade_order_di 的下游依赖检查未通过: ads_order_summary_d 仍依赖已下线的输出表",
-        detail={
-            "checkerList": [
-                {"code": "BuildPackageChecker", "name": "Build_Package_Checker", "status": "Success"},
-                {"code": "NodeParentDependency", "name": "Downstream_Dependency_Checker", "status": "Fail"},
-            ]
-        },
-    )
-    deploy = Stage(
-        code="PROD",
-        step=3,
-        type="Deploy",
-        name="发布到生产环境",
-        description="",
-        status=INIT,
-        message="",
+def _run(project_id: int, now: datetime, status: str, stage_statuses: tuple[str, str, str]) -> Run:
+    """The sample run in `status`, its build, check and deploy stages in `stage_statuses`."""
+    stages = tuple(
+        replace(stage, status=value, message=stage.message if value == FAIL else "")
+        for stage, value in zip((_BUILD, _CHECK, _DEPLOY), stage_statuses, strict=True)
     )
     return Run(
         id=SAMPLE_RUN_ID + "\n",  # the API's own example ends the Id with a newline
         project_id=project_id,
-        status=FAIL,
+        status=status,
         creator="1379463177661024",
         description="订单宽表 dwd_trade_order_di 上线",
-        message="发布检查未通过 (Check failed)",
+        message="发布检查未通过 (Check failed)" if status == FAIL else "",
         create_time=now - timedelta(minutes=4, seconds=27),
         modify_time=now - timedelta(seconds=5),
-        stages=(build, check, deploy),
+        stages=stages,
+    )
+
+
+def sample_run(project_id: int, now: datetime) -> Run:
+    """A run that failed at its check stage a few seconds before `now`, after building its package."""
+    return _run(project_id, now, FAIL, (SUCCESS, FAIL, INIT))
+
+
+def single_event_sample(event_type: str, project_id: int, now: datetime) -> tuple[Run, Event]:
+    """A run in the state `event_type` leaves it in, and that event (a stage event: the check stage's)."""
+    subject, _, verb = event_type.partition(".")
+    status = _STATUS_OF_VERB[verb]
+    if subject == "run":
+        stage_statuses = {RUNNING: (RUNNING, INIT, INIT), SUCCESS: (SUCCESS, SUCCESS, SUCCESS)}.get(
+            status, (SUCCESS, status, INIT)
+        )
+        run = _run(project_id, now, status, stage_statuses)
+        previous = INIT if status == RUNNING else RUNNING
+        return run, Event(event_type, run_key(project_id, SAMPLE_RUN_ID), status, previous)
+    run = _run(project_id, now, RUNNING, (SUCCESS, status, INIT))
+    previous = INIT if status == RUNNING else RUNNING
+    return run, Event(event_type, run_key(project_id, SAMPLE_RUN_ID), status, previous, run.stages[1])
+
+
+def story_events(event_types: Sequence[str], run: Run) -> tuple[Event, ...]:
+    """One event of each of `event_types` on `run`, in a tick's order (run.started, stages, the end)."""
+    key = run_key(run.project_id, run.id.strip())
+    build, check, deploy = run.stages
+    # Which stage each kind of stage event happens to in the story, so stage events come by Step.
+    on = {"succeeded": build, "failed": check}
+    events: list[tuple[int, Event]] = []
+    for event_type in event_types:
+        subject, _, verb = event_type.partition(".")
+        status = _STATUS_OF_VERB[verb]
+        previous = INIT if status == RUNNING else RUNNING
+        if subject == "run":
+            order = 0 if status == RUNNING else 9
+            events.append((order, Event(event_type, key, status, previous)))
+        else:
+            stage = replace(on.get(verb, deploy), status=status)
+            events.append((stage.step, Event(event_type, key, status, previous, stage)))
+    return tuple(event for _, event in sorted(events, key=lambda pair: pair[0]))
+
+
+def _context(
+    run: Run,
+    events: tuple[Event, ...],
+    channel: tuple[str, str],
+    rule_name: str,
+    project: ProjectSettings,
+    now: datetime,
+    console_url: str,
+) -> MessageContext:
+    return MessageContext(
+        run=run,
+        events=events,
+        project=project,
+        rule_name=rule_name,
+        channel_name=channel[0],
+        channel_type=channel[1],
+        console_url=console_url.format(region=project.region, project_id=project.id, run_id=SAMPLE_RUN_ID),
+        now=now,
     )
 
 
@@ -73,20 +170,34 @@ def sample_context(
     `console_url` is the configured link pattern (`{region}`, `{project_id}`, `{run_id}`).
     """
     run = sample_run(project.id, now)
-    build, check, _ = run.stages
-    key = run_key(run.project_id, run.id.strip())
-    events = (
-        Event(type="stage.succeeded", run_key=key, status=SUCCESS, previous=INIT, stage=build),
-        Event(type="stage.failed", run_key=key, status=FAIL, previous=RUNNING, stage=check),
-        Event(type="run.failed", run_key=key, status=FAIL, previous=RUNNING),
-    )
-    return MessageContext(
-        run=run,
-        events=events,
-        project=project,
-        rule_name=rule_name,
-        channel_name=channel_name,
-        channel_type=channel_type,
-        console_url=console_url.format(region=project.region, project_id=project.id, run_id=SAMPLE_RUN_ID),
-        now=now,
-    )
+    events = story_events(("stage.succeeded", "stage.failed", "run.failed"), run)
+    return _context(run, events, (channel_name, channel_type), rule_name, project, now, console_url)
+
+
+def rule_samples(
+    event_types: Sequence[str],
+    channel_name: str,
+    channel_type: str,
+    rule_name: str,
+    project: ProjectSettings,
+    now: datetime,
+    *,
+    console_url: str = DEFAULT_CONSOLE_URL,
+) -> list[MessageContext]:
+    """The messages `check` renders for a rule and channel: all `event_types` at once, then each alone.
+
+    The message with all of them is the failed sample run's; it is left out for a single type, whose
+    message alone (on a run in the state it leaves it in) says more.
+    """
+    wanted = [event_type for event_type in EVENT_TYPES if event_type in event_types]
+    channel = (channel_name, channel_type)
+    contexts = []
+    if len(wanted) > 1:
+        run = sample_run(project.id, now)
+        contexts.append(
+            _context(run, story_events(wanted, run), channel, rule_name, project, now, console_url)
+        )
+    for event_type in wanted:
+        alone, event = single_event_sample(event_type, project.id, now)
+        contexts.append(_context(alone, (event,), channel, rule_name, project, now, console_url))
+    return contexts

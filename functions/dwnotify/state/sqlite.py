@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -115,21 +115,26 @@ class SqliteStateStore:
     """StateStore on one SQLite file; safe for several processes at once."""
 
     def __init__(self, path: Path, retention_s: float = 30 * 86400) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._retention_s = retention_s
         self.round_trips = 0
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
-        except sqlite3.Error as error:
+        except (sqlite3.Error, OSError) as error:  # e.g. FC's read-only code folder
             raise StateError(f"cannot open the SQLite state at {path}: {error}") from None
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One IMMEDIATE transaction: the write lock is taken before anything is read."""
+        """One IMMEDIATE transaction: the write lock is taken before anything is read.
+
+        Every SQLite failure (a lock, a full disk, an I/O error, a read-only file), at `BEGIN`, inside
+        or at `COMMIT`, leaves as a StateError with the transaction rolled back; ConflictError and any
+        other error raised inside pass through unchanged, after the rollback.
+        """
         self.round_trips += 1
         try:
             self._db.execute("BEGIN IMMEDIATE")
@@ -137,10 +142,20 @@ class SqliteStateStore:
             raise StateError(f"cannot lock the SQLite state: {error}") from None
         try:
             yield self._db
+            self._db.execute("COMMIT")
+        except sqlite3.Error as error:
+            self._rollback()
+            raise StateError(f"SQLite write failed: {error}") from None
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._rollback()
             raise
-        self._db.execute("COMMIT")
+
+    def _rollback(self) -> None:
+        """End the open transaction, if SQLite has not already ended it, without masking the cause."""
+        if not self._db.in_transaction:  # e.g. SQLite rolled back itself after a full disk
+            return
+        with suppress(sqlite3.Error):  # the connection is unusable; the error being raised says why
+            self._db.execute("ROLLBACK")
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         self.round_trips += 1
@@ -295,4 +310,7 @@ class SqliteStateStore:
 
     def close(self) -> None:
         """Close the database."""
-        self._db.close()
+        try:
+            self._db.close()
+        except sqlite3.Error as error:
+            raise StateError(f"cannot close the SQLite state: {error}") from None
