@@ -360,3 +360,21 @@ def test_status_never_prints_a_secret(world: World) -> None:
     assert result.stdout.count("HTTP 400 for *** (***, ***)") == 2
     for secret in (DING_TOKEN, DING_SECRET, SLACK_HOOK):
         assert secret not in result.stdout + result.stderr
+
+
+def test_a_bare_webhook_token_is_masked_too() -> None:
+    from dwnotify import logs
+    from dwnotify.app import secret_values
+    from dwnotify.config import parse
+
+    data = valid_config()
+    data["channels"]["team"] = {
+        "type": "slack",
+        "url": "https://hooks.slack.com/services/T0/B0/abcdefghijklmnopqrstuvwx",
+    }
+    settings = parse(data, ROOT, {"TOKEN": SECRET_TOKEN})
+    logs.register_secrets(secret_values(settings, None))
+    assert (
+        logs.mask(f"refused token {SECRET_TOKEN} on hook abcdefghijklmnopqrstuvwx")
+        == "refused token *** on hook ***"
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,7 +32,12 @@ def secret_values(settings: Settings, credentials: Credentials | None) -> list[s
     """Every secret value the settings and credentials hold, for log masking."""
     values = []
     for channel in settings.channels.values():
-        values.append(channel.url.reveal())
+        url = channel.url.reveal()
+        values.append(url)
+        # The token alone must not print either: query values (access_token, key) and hook paths.
+        parts = urllib.parse.urlsplit(url)
+        values += [value for _, value in urllib.parse.parse_qsl(parts.query) if len(value) >= 8]
+        values += [segment for segment in parts.path.split("/") if len(segment) >= 16]
         if channel.secret:
             values.append(channel.secret.reveal())
     if credentials is not None:
