@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from emulators._base import Request, Response, cli_parser, serve, split_pairs
-from emulators.webhooks import _json, _Webhook
+from emulators.webhooks import _json, _Webhook, robot_options
 
 
 def _window(sent: dict[str, deque[float]], target: str, now: float, span: float) -> deque[float]:
@@ -341,16 +341,7 @@ class GenericWebhookEmulator(_Webhook):
 # -------------------------------------------------------------------------------------------- CLI
 def main_lark(argv: Sequence[str]) -> int:
     """`python -m emulators lark`: serve custom bots until SIGTERM/SIGINT."""
-    parser = cli_parser("lark", "Lark/Feishu custom bot webhook stand-in.")
-    parser.add_argument(
-        "--bot", action="append", default=[], metavar="TOKEN[=SECRET]", help="repeatable; default: demo"
-    )
-    parser.add_argument("--keyword", action="append", default=[], metavar="TOKEN=WORD", help="repeatable")
-    args = parser.parse_args(argv)
-    bots = dict(split_pairs(args.bot, "--bot")) or {"demo": None}
-    keywords: dict[str, list[str]] = {}
-    for token, word in split_pairs(args.keyword, "--keyword"):
-        keywords.setdefault(token, []).append(word or "")
+    args, bots, keywords = robot_options("lark", "Lark/Feishu custom bot webhook stand-in.", "bot", argv)
     return serve(LarkEmulator(bots, keywords, verbose=args.verbose), args.host, args.port)
 
 

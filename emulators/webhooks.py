@@ -17,6 +17,7 @@ fields or a field over 2,000 characters, unknown block type); else 200 `ok`.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import hashlib
 import hmac
@@ -357,18 +358,28 @@ def _blocks_ok(blocks: Any) -> bool:
 
 
 # -------------------------------------------------------------------------------------------- CLI
-def main_dingtalk(argv: Sequence[str]) -> int:
-    """`python -m emulators dingtalk`: serve robots until SIGTERM/SIGINT."""
-    parser = cli_parser("dingtalk", "DingTalk custom robot webhook stand-in.")
+def robot_options(
+    service: str, description: str, flag: str, argv: Sequence[str]
+) -> tuple[argparse.Namespace, dict[str, str | None], dict[str, list[str]]]:
+    """Parse `--<flag> TOKEN[=SECRET]` and `--keyword TOKEN=WORD` (both repeatable) for a bot service."""
+    parser = cli_parser(service, description)
     parser.add_argument(
-        "--robot", action="append", default=[], metavar="TOKEN[=SECRET]", help="repeatable; default: demo"
+        f"--{flag}", action="append", default=[], metavar="TOKEN[=SECRET]", help="repeatable; default: demo"
     )
     parser.add_argument("--keyword", action="append", default=[], metavar="TOKEN=WORD", help="repeatable")
     args = parser.parse_args(argv)
-    robots = dict(split_pairs(args.robot, "--robot")) or {"demo": None}
+    robots = dict(split_pairs(getattr(args, flag), f"--{flag}")) or {"demo": None}
     keywords: dict[str, list[str]] = {}
     for token, word in split_pairs(args.keyword, "--keyword"):
         keywords.setdefault(token, []).append(word or "")
+    return args, robots, keywords
+
+
+def main_dingtalk(argv: Sequence[str]) -> int:
+    """`python -m emulators dingtalk`: serve robots until SIGTERM/SIGINT."""
+    args, robots, keywords = robot_options(
+        "dingtalk", "DingTalk custom robot webhook stand-in.", "robot", argv
+    )
     return serve(DingTalkEmulator(robots, keywords, verbose=args.verbose), args.host, args.port)
 
 
