@@ -23,7 +23,7 @@ def register_secrets(values: Iterable[str]) -> None:
 
 def mask(text: str) -> str:
     """`text` with every registered secret replaced by `***`."""
-    for secret in _secrets:
+    for secret in sorted(_secrets, key=len, reverse=True):  # a whole URL before the token inside it
         if secret in text:
             text = text.replace(secret, "***")
     return text
