@@ -39,7 +39,9 @@ def test_three_ticks_started_together_in_threads_send_each_message_once(world: W
     for thread in threads:
         thread.join(timeout=120)
     assert len(summaries) == 3
-    assert sum(not s.discovery_skipped for s in summaries) == 1  # one tick discovered, two only delivered
+    # Usually one tick discovers and two only deliver; a tick that starts after the first released
+    # its lease discovers again and finds nothing new: the events still add up to one announcement.
+    assert sum(not s.discovery_skipped for s in summaries) >= 1
     assert sum(s.events for s in summaries) == 12 * 3  # stage.succeeded, stage.failed, run.failed
     world.app = apps[0]
     world.tick(advance=120)  # whatever a lease kept back goes now
