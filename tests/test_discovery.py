@@ -193,3 +193,18 @@ def test_a_configured_run_that_is_old_and_finished_is_fetched_once(world: World)
     for _ in range(3):
         world.tick()
     assert world.dataworks.call_count("GetPipelineRun") == 1
+
+
+def test_a_moving_run_that_vanishes_is_no_longer_listed_as_moving(world: World) -> None:
+    run_id = world.dataworks.add_run(
+        10000, status="Running", stages=STAGES, stage_statuses={"BUILD": "Running"}
+    )
+    world.tick()
+    assert world.app is not None
+    assert [state.run_id for state in world.app.store.report().runs] == [run_id]
+    world.dataworks.scenario.runs[:] = [r for r in world.dataworks.scenario.runs if r.id != run_id]
+    world.tick()
+    assert world.app.store.report().runs == ()
+    gets = world.dataworks.call_count("GetPipelineRun")
+    world.tick()
+    assert world.dataworks.call_count("GetPipelineRun") == gets  # not looked for again

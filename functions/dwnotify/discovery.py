@@ -17,13 +17,13 @@ import logging
 import math
 import time
 from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from typing import Protocol
 
 from .dataworks import MAX_PAGE_SIZE, RunPage
 from .errors import DataWorksError
-from .model import Run, RunState, run_key
+from .model import GONE, Run, RunState, run_key
 from .settings import DataWorksSettings, ProjectSettings
 from .state.base import ProjectCursor
 
@@ -73,6 +73,7 @@ class Discovery:
     cursors: list[ProjectCursor] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     runs_fetched: int = 0
+    vanished: list[RunState] = field(default_factory=list)
 
 
 @dataclass
@@ -130,6 +131,7 @@ class Discoverer:
         self._configured = {run_key(tracked.project, tracked.id) for tracked in settings.runs}
         self._states: dict[str, RunState] = {}
         self._looked_up: set[str] = set()  # keys read from the store, found or not
+        self._vanished: list[RunState] = []
 
     def _load(self, keys: Iterable[str]) -> None:
         missing = [key for key in keys if key not in self._looked_up]
@@ -165,6 +167,7 @@ class Discoverer:
                     self._observe(result, run, threshold)
         self._track_configured_runs(result, seen)
         result.runs_fetched = len(seen)
+        result.vanished = self._vanished
         return result
 
     def _news_threshold(self, cursor: ProjectCursor | None, now: float) -> float:
@@ -226,10 +229,18 @@ class Discoverer:
         for run_id in missing:
             fetched = self._source.get_run(project, run_id)
             if fetched is None:
-                log.warning("dataworks: run %s in workspace %s no longer exists", run_id, project.id)
+                self._vanish(run_key(project.id, run_id))
                 continue
             scan.runs[fetched.key] = fetched
         self._load(scan.runs)
+
+    def _vanish(self, key: str) -> None:
+        """A stored run DataWorks no longer knows: remembered as gone, so nobody waits for it."""
+        log.warning("dataworks: run %s no longer exists", key)
+        self._load([key])
+        stored = self._states.get(key)
+        if stored is not None and not stored.final:
+            self._vanished.append(replace(stored, status=GONE))
 
     def _read_page(self, scan: _ProjectScan) -> bool:
         """Read the next page; False (and nothing read) when the tick is out of time."""
@@ -258,7 +269,7 @@ class Discoverer:
                 result.errors.append(f"run {tracked.id}: {error}")
                 continue
             if run is None:
-                log.warning("dataworks: configured run %s does not exist", tracked.id)
+                self._vanish(key)
                 continue
             seen[key] = run
             self._observe(result, run, threshold=0.0)  # named in the config: never history

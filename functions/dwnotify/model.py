@@ -64,9 +64,13 @@ def normalize_status(raw: object) -> str:
     return _STATUS_ALIASES.get(text.lower(), text)
 
 
+# Stored for a run DataWorks no longer knows (deleted while it moved); never an API status.
+GONE = "(gone)"
+
+
 def is_final(status: str) -> bool:
     """True for the statuses after which a run or stage no longer changes."""
-    return status in FINAL_STATUSES
+    return status in FINAL_STATUSES or status == GONE
 
 
 @dataclass(frozen=True)

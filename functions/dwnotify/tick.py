@@ -163,7 +163,7 @@ class Notifier:
         found = discoverer.discover(cursors, now)
         summary.errors.extend(found.errors)
         summary.runs_checked = found.runs_fetched
-        states: list[RunState] = []
+        states: list[RunState] = list(found.vanished)
         messages: list[OutboxMessage] = []
         for observation in found.observations:
             events, state = diff(observation.previous, observation.run)
