@@ -95,6 +95,56 @@ class Lease:
     data: dict[str, Any] = field(default_factory=dict)
 
 
+# Both backends keep these fields of a message as one JSON blob; the rest are columns they query.
+MESSAGE_DATA_FIELDS = (
+    "run_key",
+    "rule",
+    "title",
+    "text",
+    "blocks_json",
+    "event_types",
+    "attempts",
+    "last_error",
+)
+
+
+def run_data(state: RunState) -> dict[str, Any]:
+    """What a run state keeps beyond its key, status and version, as JSON-able data."""
+    return {
+        "stages": state.stage_statuses,
+        "announced": sorted(state.announced),
+        "create_time_ms": state.create_time_ms,
+    }
+
+
+def run_from_data(
+    project_id: int, run_id: str, status: str, version: int, data: Mapping[str, Any]
+) -> RunState:
+    """The run state `run_data` (plus its key, status and version) describes."""
+    return RunState(
+        project_id=int(project_id),
+        run_id=run_id,
+        status=status,
+        stage_statuses=dict(data["stages"]),
+        announced=frozenset(data["announced"]),
+        create_time_ms=data.get("create_time_ms"),
+        version=int(version),
+    )
+
+
+def message_data(message: OutboxMessage) -> dict[str, Any]:
+    """The blob part of a message (`MESSAGE_DATA_FIELDS`), as JSON-able data."""
+    data = {name: getattr(message, name) for name in MESSAGE_DATA_FIELDS}
+    data["event_types"] = list(message.event_types)
+    return data
+
+
+def message_from_data(columns: Mapping[str, Any], data: Mapping[str, Any]) -> OutboxMessage:
+    """The message made of its queried columns and its `message_data` blob."""
+    blob = {**data, "event_types": tuple(data.get("event_types", ()))}
+    return OutboxMessage(**columns, **blob)
+
+
 @dataclass(frozen=True)
 class StatusReport:
     """What `dwnotify status` lists."""

@@ -18,6 +18,10 @@ from .base import (
     OutboxMessage,
     ProjectCursor,
     StatusReport,
+    message_data,
+    message_from_data,
+    run_data,
+    run_from_data,
 )
 
 _SCHEMA = """
@@ -54,51 +58,19 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_by_channel ON outbox (status, channel, seq);
 """
 
-_MESSAGE_FIELDS = ("run_key", "rule", "title", "text", "blocks_json", "event_types", "attempts", "last_error")
-
-
-def _run_data(state: RunState) -> str:
-    return json.dumps(
-        {
-            "stages": state.stage_statuses,
-            "announced": sorted(state.announced),
-            "create_time_ms": state.create_time_ms,
-        },
-        ensure_ascii=False,
-    )
+_MESSAGE_COLUMNS = ("id", "channel", "seq", "status", "next_attempt_at", "created_at", "finished_at")
 
 
 def _run_from_row(row: sqlite3.Row) -> RunState:
     data = json.loads(row["data"])
-    return RunState(
-        project_id=row["project_id"],
-        run_id=row["run_id"],
-        status=row["status"],
-        stage_statuses=dict(data["stages"]),
-        announced=frozenset(data["announced"]),
-        create_time_ms=data.get("create_time_ms"),
-        version=row["version"],
-    )
+    return run_from_data(row["project_id"], row["run_id"], row["status"], row["version"], data)
 
 
 def _message_from_row(row: sqlite3.Row) -> OutboxMessage:
-    data = json.loads(row["data"])
-    data["event_types"] = tuple(data.get("event_types", ()))
-    return OutboxMessage(
-        id=row["id"],
-        channel=row["channel"],
-        seq=row["seq"],
-        status=row["status"],
-        next_attempt_at=row["next_attempt_at"],
-        created_at=row["created_at"],
-        finished_at=row["finished_at"],
-        **data,
-    )
+    return message_from_data({name: row[name] for name in _MESSAGE_COLUMNS}, json.loads(row["data"]))
 
 
 def _message_row(message: OutboxMessage) -> dict[str, Any]:
-    data = {name: getattr(message, name) for name in _MESSAGE_FIELDS}
-    data["event_types"] = list(message.event_types)
     return {
         "id": message.id,
         "channel": message.channel,
@@ -107,7 +79,7 @@ def _message_row(message: OutboxMessage) -> dict[str, Any]:
         "next_attempt_at": message.next_attempt_at,
         "created_at": message.created_at,
         "finished_at": message.finished_at,
-        "data": json.dumps(data, ensure_ascii=False),
+        "data": json.dumps(message_data(message), ensure_ascii=False),
     }
 
 
@@ -259,7 +231,7 @@ class SqliteStateStore:
                 state.run_id,
                 state.status,
                 int(state.final),
-                _run_data(state),
+                json.dumps(run_data(state), ensure_ascii=False),
                 state.version + 1,
                 now,
             ),

@@ -23,7 +23,16 @@ from typing import Any
 
 from ..errors import StateError
 from ..model import RunState, run_key
-from .base import TICK_LEASE, Lease, OutboxMessage, ProjectCursor
+from .base import (
+    TICK_LEASE,
+    Lease,
+    OutboxMessage,
+    ProjectCursor,
+    message_data,
+    message_from_data,
+    run_data,
+    run_from_data,
+)
 
 Key = tuple[str, str]
 Value = str | int | float | bool | bytes | bytearray
@@ -35,8 +44,6 @@ INTENT_CHUNK_BYTES = 1_500_000
 INTENT_PREFIX = f"{TICK_LEASE}/intent/"
 TICK_RANGE = (TICK_LEASE, f"{TICK_LEASE}0")  # the tick lease row and its intents ('0' follows '/')
 FAILED_KEPT = 100  # failed messages a channel's lease row remembers for `status`
-
-_MESSAGE_FIELDS = ("run_key", "rule", "title", "text", "blocks_json", "event_types", "attempts", "last_error")
 
 
 def _dumps(value: object) -> str:
@@ -54,15 +61,10 @@ def run_row_key(key: str) -> Key:
 
 def run_cells(state: RunState, version: int, now: float, writer: str) -> Cells:
     """The columns of a run's row at `version`."""
-    data = {
-        "stages": state.stage_statuses,
-        "announced": sorted(state.announced),
-        "create_time_ms": state.create_time_ms,
-    }
     return {
         "status": state.status,
         "final": state.final,
-        "data": _dumps(data),
+        "data": _dumps(run_data(state)),
         "version": version,
         "updated_at": float(now),
         "writer": writer,
@@ -71,16 +73,9 @@ def run_cells(state: RunState, version: int, now: float, writer: str) -> Cells:
 
 def run_from_cells(key: Key, cells: Mapping[str, Any]) -> RunState:
     """The RunState a run row holds."""
+    project_id = int(key[0].removeprefix("run/"))
     data = json.loads(cells["data"])
-    return RunState(
-        project_id=int(key[0].removeprefix("run/")),
-        run_id=key[1],
-        status=str(cells["status"]),
-        stage_statuses=dict(data["stages"]),
-        announced=frozenset(data["announced"]),
-        create_time_ms=data.get("create_time_ms"),
-        version=int(cells["version"]),
-    )
+    return run_from_data(project_id, key[1], str(cells["status"]), int(cells["version"]), data)
 
 
 # -- cursors -------------------------------------------------------------------------------------
@@ -143,14 +138,12 @@ def outbox_key(message: OutboxMessage) -> Key:
 
 def message_cells(message: OutboxMessage) -> Cells:
     """The columns of a message row (`finished_at` absent while unfinished)."""
-    data = {name: getattr(message, name) for name in _MESSAGE_FIELDS}
-    data["event_types"] = list(message.event_types)
     cells: Cells = {
         "id": message.id,
         "status": message.status,
         "next_attempt_at": float(message.next_attempt_at),
         "created_at": float(message.created_at),
-        "data": _dumps(data),
+        "data": _dumps(message_data(message)),
     }
     if message.finished_at is not None:
         cells["finished_at"] = float(message.finished_at)
@@ -159,19 +152,17 @@ def message_cells(message: OutboxMessage) -> Cells:
 
 def message_from_cells(key: Key, cells: Mapping[str, Any]) -> OutboxMessage:
     """The message a message row holds."""
-    data = json.loads(cells["data"])
-    data["event_types"] = tuple(data.get("event_types", ()))
     finished = cells.get("finished_at")
-    return OutboxMessage(
-        id=str(cells["id"]),
-        channel=key[0].removeprefix("outbox/"),
-        seq=int(key[1].partition("/")[0]),
-        status=str(cells["status"]),
-        next_attempt_at=float(cells["next_attempt_at"]),
-        created_at=float(cells["created_at"]),
-        finished_at=None if finished is None else float(finished),
-        **data,
-    )
+    columns = {
+        "id": str(cells["id"]),
+        "channel": key[0].removeprefix("outbox/"),
+        "seq": int(key[1].partition("/")[0]),
+        "status": str(cells["status"]),
+        "next_attempt_at": float(cells["next_attempt_at"]),
+        "created_at": float(cells["created_at"]),
+        "finished_at": None if finished is None else float(finished),
+    }
+    return message_from_data(columns, json.loads(cells["data"]))
 
 
 def message_id_key(message_id: str) -> Key:
@@ -243,27 +234,12 @@ def intent_commit(key: Key) -> str | None:
 
 
 def _run_record(state: RunState) -> dict[str, Any]:
-    return {
-        "project_id": state.project_id,
-        "run_id": state.run_id,
-        "status": state.status,
-        "stages": state.stage_statuses,
-        "announced": sorted(state.announced),
-        "create_time_ms": state.create_time_ms,
-        "version": state.version,
-    }
+    key = {"project_id": state.project_id, "run_id": state.run_id}
+    return {**key, "status": state.status, "version": state.version, **run_data(state)}
 
 
 def _run_from_record(record: Mapping[str, Any]) -> RunState:
-    return RunState(
-        project_id=record["project_id"],
-        run_id=record["run_id"],
-        status=record["status"],
-        stage_statuses=dict(record["stages"]),
-        announced=frozenset(record["announced"]),
-        create_time_ms=record["create_time_ms"],
-        version=record["version"],
-    )
+    return run_from_data(record["project_id"], record["run_id"], record["status"], record["version"], record)
 
 
 def _message_record(message: OutboxMessage) -> dict[str, Any]:
