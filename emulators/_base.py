@@ -33,7 +33,7 @@ from urllib.parse import parse_qsl, urlsplit
 log = logging.getLogger("emulators")
 
 CONTROL_PREFIX = "/_emulator"
-_E = TypeVar("_E", bound="Emulator")
+_E = TypeVar("_E", bound="ThreadServed")
 
 
 class Clock:
@@ -151,25 +151,23 @@ class _Server(ThreadingHTTPServer):
         super().__init__(address, _Handler)
 
 
-class Emulator:
-    """Base of every emulator: start()/stop() on loopback, a drivable clock, dropped connections."""
+class ThreadServed:
+    """An HTTP server in a daemon thread on loopback: start() gives its URL, stop() frees the port."""
 
     service: ClassVar[str] = "emulator"
 
-    def __init__(self, clock: Callable[[], float] | None = None, *, verbose: bool = False) -> None:
-        self.clock = Clock(clock)
-        self.verbose = verbose
-        self._lock = threading.RLock()
-        self._drops = 0
-        self.response_delay_s = 0.0
-        self._server: _Server | None = None
+    def __init__(self) -> None:
+        self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
-    # -- lifecycle ---------------------------------------------------------------------------
+    def make_server(self, address: tuple[str, int]) -> ThreadingHTTPServer:
+        """The server that answers for this emulator."""
+        raise NotImplementedError
+
     def start(self, port: int = 0, host: str = "127.0.0.1") -> str:
         """Serve in a daemon thread; return the base URL `http://HOST:PORT`."""
         if self._server is None:
-            self._server = _Server((host, port), self)
+            self._server = self.make_server((host, port))
             self._thread = threading.Thread(
                 target=self._server.serve_forever,
                 kwargs={"poll_interval": 0.05},  # stop() waits up to one poll interval
@@ -205,6 +203,22 @@ class Emulator:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+class Emulator(ThreadServed):
+    """Base of every HTTP/JSON emulator: a drivable clock, dropped connections, slow answers."""
+
+    def __init__(self, clock: Callable[[], float] | None = None, *, verbose: bool = False) -> None:
+        super().__init__()
+        self.clock = Clock(clock)
+        self.verbose = verbose
+        self._lock = threading.RLock()
+        self._drops = 0
+        self.response_delay_s = 0.0
+
+    def make_server(self, address: tuple[str, int]) -> ThreadingHTTPServer:
+        """The server that routes every request to `dispatch`."""
+        return _Server(address, self)
 
     # -- time and faults ---------------------------------------------------------------------
     def now(self) -> float:
@@ -282,7 +296,7 @@ def cli_parser(service: str, description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def serve(emulator: Emulator, host: str, port: int) -> int:
+def serve(emulator: ThreadServed, host: str, port: int) -> int:
     """Start, print the base URL as the first stdout line, serve until SIGTERM/SIGINT."""
     stop = threading.Event()
 

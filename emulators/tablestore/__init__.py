@@ -11,9 +11,8 @@ answers) and keeps tables in memory, optionally saved to a JSON file. Run it on 
 from __future__ import annotations
 
 import argparse
-import signal
-import threading
 
+from emulators._base import serve
 from emulators.tablestore.server import TablestoreEmulator
 
 __all__ = ["TablestoreEmulator", "main"]
@@ -36,17 +35,4 @@ def main(argv: list[str]) -> int:
     emulator = TablestoreEmulator(
         args.access_key_id, args.access_key_secret, args.instance, args.persist, sts_token=args.sts_token
     )
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: object) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    print(emulator.start(port=args.port, host=args.host), flush=True)
-    try:
-        while not stop.wait(0.5):
-            pass
-    finally:
-        emulator.stop()
-    return 0
+    return serve(emulator, args.host, args.port)

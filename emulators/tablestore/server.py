@@ -11,11 +11,11 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import tablestore.protobuf.table_store_pb2 as pb
 
+from emulators._base import ThreadServed
 from emulators.tablestore import api, persist
 from emulators.tablestore.auth import Credentials, authenticate, response_headers
 from emulators.tablestore.errors import ServiceError
@@ -49,13 +49,15 @@ class _Clock:
                 self._offset += seconds
 
 
-class TablestoreEmulator:
+class TablestoreEmulator(ThreadServed):
     """A Tablestore instance on 127.0.0.1 that the real `tablestore` SDK can talk to.
 
     `clock` (epoch seconds) drives cell timestamps, TTL and the write-timestamp window; request
     dates are checked against the wall clock, as the client signs with it. Set
     `tamper_response_signature` to answer with a wrong signature (the SDK must refuse it).
     """
+
+    service = "tablestore"
 
     def __init__(
         self,
@@ -67,6 +69,7 @@ class TablestoreEmulator:
         sts_token: str | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
+        super().__init__()
         self.credentials = Credentials(access_key_id, access_key_secret, instance, sts_token)
         self.clock = _Clock(clock or time.time)
         self.store = Store(self.clock)
@@ -75,48 +78,18 @@ class TablestoreEmulator:
         self._counts: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._save_lock = threading.Lock()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         if self.persist_path is not None:
             persist.load(self.store, self.persist_path)
 
     # -- lifecycle --------------------------------------------------------------------------
-    def start(self, port: int = 0, host: str = "127.0.0.1") -> str:
-        """Serve from a daemon thread; return the endpoint `http://HOST:PORT`."""
-        if self._server is None:
-            self._server = _Server((host, port), self)
-            self._thread = threading.Thread(
-                target=self._server.serve_forever, args=(0.05,), name="tablestore-emulator", daemon=True
-            )
-            self._thread.start()
-        return self.endpoint
-
-    def stop(self) -> None:
-        """Stop serving and free the port."""
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
+    def make_server(self, address: tuple[str, int]) -> ThreadingHTTPServer:
+        """The server that answers the SDK's requests."""
+        return _Server(address, self)
 
     @property
     def endpoint(self) -> str:
-        """`http://HOST:PORT` of the running server."""
-        if self._server is None:
-            raise RuntimeError("the tablestore emulator is not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def __enter__(self) -> TablestoreEmulator:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+        """`http://HOST:PORT`: what `OTSClient` takes as its end point."""
+        return self.base_url
 
     # -- observation and time ---------------------------------------------------------------
     def request_count(self, api: str | None = None) -> int:
