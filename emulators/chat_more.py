@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from emulators._base import Request, Response, cli_parser, serve, split_pairs
-from emulators.webhooks import _json, _Webhook, robot_options
+from emulators.webhooks import _json, _RobotWebhook, _Webhook, robot_options
 
 
 def _window(sent: dict[str, deque[float]], target: str, now: float, span: float) -> deque[float]:
@@ -69,7 +69,7 @@ def lark_sign(secret: str, timestamp: str) -> str:
     return base64.b64encode(hmac.new(string_to_sign, digestmod=hashlib.sha256).digest()).decode()
 
 
-class LarkEmulator(_Webhook):
+class LarkEmulator(_RobotWebhook):
     """Lark/Feishu custom bots: token, rate, size, signature, content and keyword checks."""
 
     service = "lark"
@@ -84,21 +84,13 @@ class LarkEmulator(_Webhook):
         per_minute: int = 100,
         verbose: bool = False,
     ) -> None:
-        super().__init__(clock, verbose)
-        self.bots = dict(bots if bots is not None else {"demo": None})
-        self.keywords = {t: [k] if isinstance(k, str) else list(k) for t, k in (keywords or {}).items()}
+        super().__init__(bots, keywords, clock, verbose)
         self.per_second = per_second
         self.per_minute = per_minute
-        self._sent: dict[str, deque[float]] = {}
 
     def default_body(self, status: int) -> Mapping[str, Any]:
         """Lark's rate-limit answer."""
         return {"code": 11232, "msg": "frequency limited psm[lark.oapi.app_platform_runtime]", "data": {}}
-
-    def messages(self, token: str) -> list[Any]:
-        """Accepted bodies for one bot."""
-        with self._lock:
-            return [a.body for a in self.attempts if a.target == token and a.result == "0"]
 
     def handle(self, request: Request) -> Response:
         """Answer one bot send."""
@@ -106,18 +98,14 @@ class LarkEmulator(_Webhook):
         if request.method != "POST" or not request.path.startswith(prefix):
             return Response.json(404, {"code": 404, "msg": "404 page not found"})
         token = request.path[len(prefix) :].strip("/")
-        body = _json(request.body)
-        canned = self._canned_answer()
-        if canned is not None:
-            self._log(token, body, canned.status, "injected", accepted=False)
-            return canned
-        with self._lock:
-            code, msg = self._check(token, request, body)
-        self._log(token, body, 200, str(code), accepted=code == 0)
-        return Response.json(200, LARK_OK if code == 0 else {"code": code, "data": {}, "msg": msg})
+
+        def reply(code: int, msg: str) -> Response:
+            return Response.json(200, LARK_OK if code == 0 else {"code": code, "data": {}, "msg": msg})
+
+        return self._answer(token, request, reply)
 
     def _check(self, token: str, request: Request, body: Any) -> tuple[int, str]:
-        if token not in self.bots:
+        if token not in self.robots:
             return 19001, "param invalid: incoming webhook access token invalid"
         now = self.now()
         second = _window(self._sent, f"{token}/s", now, 1.0)
@@ -126,7 +114,7 @@ class LarkEmulator(_Webhook):
             return 11232, "frequency limited psm[lark.oapi.app_platform_runtime]"
         if len(request.body) > LARK_MAX_BYTES or not isinstance(body, dict):
             return 9499, "Bad Request"
-        secret = self.bots[token]
+        secret = self.robots[token]
         if secret is not None and not self._signed(secret, body):
             return 19021, "sign match fail or timestamp is not within one hour from current time"
         problem = _lark_content_problem(body)

@@ -131,7 +131,46 @@ def dingtalk_sign(secret: str, timestamp_ms: str) -> str:
     return base64.b64encode(digest).decode()
 
 
-class DingTalkEmulator(_Webhook):
+class _RobotWebhook(_Webhook):
+    """Robots addressed by a token, each with an optional signing secret and required keywords.
+
+    Subclasses check one send (`_check` -> code, message; 0 is accepted) and shape the answer.
+    """
+
+    def __init__(
+        self,
+        robots: Mapping[str, str | None] | None,
+        keywords: Mapping[str, str | Sequence[str]] | None,
+        clock: Callable[[], float] | None,
+        verbose: bool,
+    ) -> None:
+        super().__init__(clock, verbose)
+        self.robots = dict(robots if robots is not None else {"demo": None})
+        self.keywords = {t: [k] if isinstance(k, str) else list(k) for t, k in (keywords or {}).items()}
+        self._sent: dict[str, deque[float]] = {}
+
+    def messages(self, token: str) -> list[Any]:
+        """Accepted message bodies for one robot."""
+        with self._lock:
+            return [a.body for a in self.attempts if a.target == token and a.result == "0"]
+
+    def _answer(self, token: str, request: Request, reply: Callable[[int, str], Response]) -> Response:
+        """An injected answer if one waits, else the checked one, logged either way."""
+        body = _json(request.body)
+        canned = self._canned_answer()
+        if canned is not None:
+            self._log(token, body, canned.status, "injected", accepted=False)
+            return canned
+        with self._lock:
+            code, message = self._check(token, request, body)
+        self._log(token, body, 200, str(code), accepted=code == 0)
+        return reply(code, message)
+
+    def _check(self, token: str, request: Request, body: Any) -> tuple[int, str]:
+        raise NotImplementedError
+
+
+class DingTalkEmulator(_RobotWebhook):
     """DingTalk custom robots: sign, keyword, size, type and rate checks answered with errcodes."""
 
     service = "dingtalk"
@@ -146,12 +185,9 @@ class DingTalkEmulator(_Webhook):
         silence_s: float = 600.0,
         verbose: bool = False,
     ) -> None:
-        super().__init__(clock, verbose)
-        self.robots = dict(robots if robots is not None else {"demo": None})
-        self.keywords = {t: [k] if isinstance(k, str) else list(k) for t, k in (keywords or {}).items()}
+        super().__init__(robots, keywords, clock, verbose)
         self.per_minute = per_minute
         self.silence_s = silence_s
-        self._sent: dict[str, deque[float]] = {}
         self._silenced_until: dict[str, float] = {}
 
     def default_body(self, status: int) -> Mapping[str, Any]:
@@ -163,25 +199,14 @@ class DingTalkEmulator(_Webhook):
         with self._lock:
             return self.now() < self._silenced_until.get(token, float("-inf"))
 
-    def messages(self, token: str) -> list[Any]:
-        """Accepted message bodies for one robot."""
-        with self._lock:
-            return [a.body for a in self.attempts if a.target == token and a.result == "0"]
-
     def handle(self, request: Request) -> Response:
         """Answer one robot send."""
         if request.path != "/robot/send" or request.method != "POST":
             return Response.json(404, {"errcode": 404, "errmsg": "not found"})
         token = request.args.get("access_token", "")
-        body = _json(request.body)
-        canned = self._canned_answer()
-        if canned is not None:
-            self._log(token, body, canned.status, "injected", accepted=False)
-            return canned
-        with self._lock:
-            errcode, errmsg = self._check(token, request, body)
-        self._log(token, body, 200, str(errcode), accepted=errcode == 0)
-        return Response.json(200, {"errcode": errcode, "errmsg": errmsg})
+        return self._answer(
+            token, request, lambda code, text: Response.json(200, {"errcode": code, "errmsg": text})
+        )
 
     def _check(self, token: str, request: Request, body: Any) -> tuple[int, str]:
         if token not in self.robots:
