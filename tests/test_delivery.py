@@ -227,3 +227,26 @@ def test_no_send_starts_that_could_outlast_the_deadline(world: World) -> None:
     assert summary.events == 9 and summary.messages_sent == 0 and summary.messages_pending == 6
     assert world.ding() == [] and world.slack_messages() == []
     assert world.tick().messages_sent == 6
+
+
+@pytest.mark.parametrize(("keyword", "delivered"), [("DWN", True), (None, False)])
+def test_a_keyword_robot_takes_messages_only_with_its_keyword(
+    world: World, keyword: str | None, delivered: bool
+) -> None:
+    world.dingtalk.keywords = {DING_TOKEN: ["DWN"]}  # the robot's security setting
+    ops = world.config_data()["channels"]["ops"]
+    world.config_overrides["channels"] = {
+        **world.config_data()["channels"],
+        "ops": {**ops, **({"keyword": keyword} if keyword else {}), "at_mobiles": ["13800000000"]},
+    }
+    fail_run(world)
+    summary = world.tick()
+    if delivered:
+        [message] = world.ding()
+        assert "DWN" in message["markdown"]["text"] and "@13800000000" in message["markdown"]["text"]
+        assert message["at"]["atMobiles"] == ["13800000000"]
+    else:
+        assert world.ding() == [] and summary.messages_failed == 1
+        assert world.app is not None
+        [failed] = world.app.store.report().messages
+        assert "310000" in failed.last_error
