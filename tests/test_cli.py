@@ -378,3 +378,43 @@ def test_a_bare_webhook_token_is_masked_too() -> None:
         logs.mask(f"refused token {SECRET_TOKEN} on hook abcdefghijklmnopqrstuvwx")
         == "refused token *** on hook ***"
     )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--config", "f.yaml", "--log-level", "DEBUG", "check"],
+        ["check", "--config", "f.yaml", "--log-level", "DEBUG"],
+        ["--config", "f.yaml", "check", "--log-level", "DEBUG"],
+        ["--log-level", "DEBUG", "check", "--config", "f.yaml"],
+    ],
+)
+def test_global_options_are_accepted_before_and_after_the_command(argv: list[str]) -> None:
+    from dwnotify.cli import _parser
+
+    args = _parser().parse_args(argv)
+    assert (args.command, args.config, args.log_level) == ("check", "f.yaml", "DEBUG")
+
+
+def test_an_option_after_the_command_wins_over_one_before_it() -> None:
+    from dwnotify.cli import _parser
+
+    args = _parser().parse_args(["--config", "a.yaml", "tick", "--dry-run", "--config", "b.yaml"])
+    assert (args.config, args.dry_run, args.log_level) == ("b.yaml", True, None)
+
+
+def test_options_after_the_command_reach_it_in_a_real_process(tmp_path: Path) -> None:
+    path = write(tmp_path, valid_config())
+    result = dwnotify("check", "--config", str(path), "--log-level", "DEBUG", env={"TOKEN": SECRET_TOKEN})
+    assert result.returncode == 0, result.stderr
+    result = dwnotify("tick", "--config", str(tmp_path / "missing.yaml"))
+    assert result.returncode == 2
+    assert "missing.yaml" in result.stderr and "unrecognized" not in result.stderr
+
+
+def test_version() -> None:
+    from dwnotify import __version__
+
+    result = dwnotify("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"dwnotify {__version__}"

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from . import config, logs
+from . import __version__, config, logs
 from .errors import ConfigError, NotifierError, TemplateError
 from .settings import CHANNEL_KEYS, Settings
 
@@ -27,18 +27,44 @@ EXIT_FAILURE = 1
 EXIT_CONFIG = 2
 
 
+def _global_options(*, top_level: bool) -> argparse.ArgumentParser:
+    """`--config` and `--log-level`, accepted before the command and after it (as git and kubectl do).
+
+    After the command they default to SUPPRESS, so an option given before it is not reset to None.
+    """
+    options = argparse.ArgumentParser(add_help=False)
+    default = None if top_level else argparse.SUPPRESS
+    options.add_argument(
+        "--config", default=default, help="config file (default: $DWNOTIFY_CONFIG, then ./notifier.yaml)"
+    )
+    options.add_argument(
+        "--log-level", default=default, help="DEBUG, INFO (default; WARNING for demo), WARNING, ERROR"
+    )
+    return options
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dwnotify", description=__doc__)
-    parser.add_argument("--config", help="config file (default: $DWNOTIFY_CONFIG, then ./notifier.yaml)")
-    parser.add_argument("--log-level", help="DEBUG, INFO (default; WARNING for demo), WARNING, ERROR")
+    parser = argparse.ArgumentParser(
+        prog="dwnotify", description=__doc__, parents=[_global_options(top_level=True)]
+    )
+    parser.add_argument("--version", action="version", version=f"dwnotify {__version__}")
+    after = _global_options(top_level=False)
     commands = parser.add_subparsers(dest="command", required=True)
-    tick = commands.add_parser("tick", help="run one tick and print its summary as one JSON line")
+    tick = commands.add_parser(
+        "tick", parents=[after], help="run one tick and print its summary as one JSON line"
+    )
     tick.add_argument("--dry-run", action="store_true", help="diff and render, but store and send nothing")
-    commands.add_parser("check", help="validate the config and render a sample message per rule and channel")
-    demo = commands.add_parser("demo", help="play a scripted morning of deployments on local emulators")
+    commands.add_parser(
+        "check", parents=[after], help="validate the config and render a sample message per rule and channel"
+    )
+    demo = commands.add_parser(
+        "demo", parents=[after], help="play a scripted morning of deployments on local emulators"
+    )
     demo.add_argument("--state", choices=("sqlite", "tablestore"), default="sqlite")
     demo.add_argument("--ticks", type=int, default=0, help="stop after this many ticks (0: the whole script)")
-    render = commands.add_parser("render", help="render the messages for a run (a GetPipelineRun response)")
+    render = commands.add_parser(
+        "render", parents=[after], help="render the messages for a run (a GetPipelineRun response)"
+    )
     render.add_argument("run", type=Path, help="JSON file: a GetPipelineRun response or its Pipeline object")
     render.add_argument(
         "--previous", type=Path, help="an earlier response for the same run (default: first sight)"
@@ -51,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
         help="a channel type, every event in one message (the config's templates and names if one is found)",
     )
     render.add_argument("--template", default=None, help="template name (default: the rule's)")
-    commands.add_parser("status", help="list tracked runs and pending or failed messages")
+    commands.add_parser("status", parents=[after], help="list tracked runs and pending or failed messages")
     return parser
 
 
