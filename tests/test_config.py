@@ -607,8 +607,13 @@ def test_the_contract_error_lines_read_exactly(tmp_path: Path) -> None:
     ]
 
 
-def test_no_channels_is_one_problem_not_one_per_rule(tmp_path: Path) -> None:
-    assert problems_of(changed({"channels": {}}), tmp_path) == ["channels: must define at least one channel"]
+@pytest.mark.parametrize("channels", [{}, DELETE, ["ops"]])
+def test_a_rule_naming_an_undefined_channel_is_reported_even_without_channels(
+    tmp_path: Path, channels: object
+) -> None:
+    problems = problems_of(changed({"channels": channels}), tmp_path)
+    assert any(line.startswith("channels: ") for line in problems), problems
+    assert any(line.startswith("rules[0].channels[0]: 'ops' is not a channel") for line in problems), problems
 
 
 def test_all_problems_are_reported_at_once(tmp_path: Path) -> None:

@@ -89,10 +89,9 @@ def _settings(c: Checker, data: object, base_dir: Path, source: Path | None) -> 
     dataworks = _dataworks(c, *top.at("dataworks"))
     channels = _channels(c, *top.at("channels"))
     channel_value = top.values.get("channels")
-    # Without a readable, non-empty channels mapping, every rule's channel would be reported as unknown.
-    known_channels = (
-        set(map(str, channel_value)) if isinstance(channel_value, dict) and channel_value else None
-    )
+    # A rule naming a channel that is not defined is always a problem of its own, even when the channels
+    # section is missing or empty: that is reported too, and fixing one must not reveal the other later.
+    known_channels = set(map(str, channel_value)) if isinstance(channel_value, dict) else set()
     known_projects = _watched(dataworks)
     rules = _rules(c, *top.at("rules"), known_channels, known_projects)
     state = _state(c, *top.at("state"), base_dir)
