@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import re
+import textwrap
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -181,7 +182,7 @@ def test_every_optional_value(tmp_path: Path) -> None:
             "dataworks.lookback": "0s",
             "dataworks.max_qps": "2.5",
             "dataworks.max_attempts": "${ATTEMPTS:-6}",
-            "dataworks.timeout": 45,
+            "dataworks.timeout": 25,
             "dataworks.console_url": "https://console.example/{region}/{project_id}/runs/{run_id}",
             "state": {
                 "backend": "tablestore",
@@ -205,7 +206,7 @@ def test_every_optional_value(tmp_path: Path) -> None:
     assert dataworks.runs == (TrackedRun(10003, "a7ef01"), TrackedRun(10000, "42"))
     assert dataworks.lookback == timedelta(0)
     assert (dataworks.max_qps, dataworks.max_attempts) == (2.5, 6)
-    assert dataworks.timeout == timedelta(seconds=45)
+    assert dataworks.timeout == timedelta(seconds=25)
     assert (
         dataworks.console_url.format(region="r", project_id=1, run_id="x")
         == "https://console.example/r/1/runs/x"
@@ -248,8 +249,8 @@ def test_every_optional_value(tmp_path: Path) -> None:
     ],
 )
 def test_durations(tmp_path: Path, written: object, expected: timedelta) -> None:
-    settings = parse(changed({"dataworks.timeout": written}), tmp_path, ENV)
-    assert settings.dataworks.timeout == expected
+    settings = parse(changed({"dataworks.lookback": written}), tmp_path, ENV)
+    assert settings.dataworks.lookback == expected
 
 
 @pytest.mark.parametrize(
@@ -483,10 +484,17 @@ PROBLEM_CASES: list[tuple[dict[str, Any], str, str]] = [
     ({"dataworks.lookback": -5}, "dataworks.lookback", "must be a duration"),
     ({"dataworks.timeout": "0s"}, "dataworks.timeout", "must be longer than zero"),
     ({"dataworks.timeout": [1]}, "dataworks.timeout", "must be a duration"),
-    ({"dataworks.timeout": "99999999999d"}, "dataworks.timeout", "is too long"),
-    ({"dataworks.max_qps": 0}, "dataworks.max_qps", "must be a number greater than 0"),
-    ({"dataworks.max_qps": "fast"}, "dataworks.max_qps", "must be a number greater than 0 (got 'fast')"),
-    ({"dataworks.max_qps": True}, "dataworks.max_qps", "must be a number greater than 0"),
+    ({"dataworks.lookback": "99999999999d"}, "dataworks.lookback", "is too long"),
+    ({"dataworks.max_qps": 0}, "dataworks.max_qps", "must be a number from 0.2 to 1000"),
+    ({"dataworks.max_qps": "fast"}, "dataworks.max_qps", "must be a number from 0.2 to 1000 (got 'fast')"),
+    ({"dataworks.max_qps": True}, "dataworks.max_qps", "must be a number from 0.2 to 1000"),
+    # every number that sets a wait is bounded: 0.0001 QPS would sleep 10,000 s between two requests
+    ({"dataworks.max_qps": 0.0001}, "dataworks.max_qps", "must be a number from 0.2 to 1000 (got 0.0001)"),
+    ({"dataworks.max_qps": "1e9"}, "dataworks.max_qps", "must be a number from 0.2 to 1000"),
+    ({"dataworks.max_attempts": 1000}, "dataworks.max_attempts", "must be at most 10 (got 1000)"),
+    ({"dataworks.timeout": "31s"}, "dataworks.timeout", "must be at most 30s (got '31s')"),
+    ({"delivery": {"timeout": "90s"}}, "delivery.timeout", "must be at most 30s (got '90s')"),
+    ({"delivery": {"timeout": 10**9}}, "delivery.timeout", "must be at most 30s"),
     ({"dataworks.max_attempts": 0}, "dataworks.max_attempts", "must be at least 1 (got 0)"),
     ({"dataworks.max_attempts": 2.5}, "dataworks.max_attempts", "must be a whole number"),
     ({"dataworks.max_attempts": "three"}, "dataworks.max_attempts", "must be a whole number"),
@@ -822,3 +830,52 @@ def test_two_channels_on_one_webhook_are_refused_without_showing_it(tmp_path: Pa
         "channels.b.url: is the same webhook as channels.a; use that channel in both rules"
     ]
     assert "tok-twin" not in str(caught.value)
+
+
+BILLION_LAUGHS = "".join(
+    f"l{n}: &l{n} [{', '.join([f'*l{n - 1}'] * 9)}]\n" if n else "l0: &l0 [lol, lol, lol, lol, lol]\n"
+    for n in range(10)
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (BILLION_LAUGHS, "the config expands to more than 100,000 values through its aliases"),
+        (
+            "dataworks: {region: cn-shanghai}\nunknown_key:\n" + textwrap.indent(BILLION_LAUGHS, "  "),
+            "aliases",
+        ),
+        ("a: &x\n  b: *x\n", "line 1: an alias refers to a value that contains it"),
+        ("a: &x [1, *x]\n", "an alias refers to a value that contains it"),
+        ("a: " + "[" * 5000 + "]" * 5000 + "\n", "line 1: values are nested more than 50 levels deep"),
+        ("a:\n" + "".join(" " * n + f"k{n}:\n" for n in range(1, 1000)), "nested more than 50 levels"),
+    ],
+)
+def test_hostile_yaml_is_one_quick_config_error(tmp_path: Path, text: str, problem: str) -> None:
+    """Expansion is sized once per node, so these fail at once instead of hanging or overflowing the stack."""
+    with pytest.raises(ConfigError) as caught:
+        load(write(tmp_path, text))
+    assert len(caught.value.problems) == 1, caught.value.problems
+    assert problem in caught.value.problems[0]
+
+
+def test_shared_anchors_within_bounds_are_fine(tmp_path: Path) -> None:
+    text = CONTRACT_EXAMPLE.replace("events: [run.failed, stage.failed]", "events: &failures [run.failed]")
+    text = text.replace('events: ["*"]', "events: *failures")
+    (tmp_path / "my-templates").mkdir()
+    settings = load(write(tmp_path, text), ENV)
+    assert [rule.events for rule in settings.rules] == [("run.failed",), ("run.failed",)]
+
+
+def test_a_huge_config_file_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "notifier.yaml"
+    with path.open("w") as out:
+        out.write("x: '")
+        out.write("y" * (2 << 20))
+        out.write("'\n")
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    assert caught.value.problems == [
+        f"{path}: the config file is {path.stat().st_size:,} bytes; a config is at most 1 MiB"
+    ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Collection, Mapping
+from datetime import timedelta
 from pathlib import Path
 from types import MappingProxyType
 from urllib.parse import urlsplit
@@ -30,6 +31,11 @@ from dwnotify.yamlcheck import NAME, Checker, Fields, kind, read_yaml, suggest
 CONFIG_ENV = "DWNOTIFY_CONFIG"
 DEFAULT_CONFIG_PATH = Path("notifier.yaml")
 
+# Bounds on the numbers that set a wait. A request may take up to its timeout in each of connect, write
+# and read; 30 s keeps one send well inside a channel's 60 s delivery lease and a tick inside FC's timeout.
+MIN_QPS, MAX_QPS = 0.2, 1000.0  # one request per 5 s at the slowest; Enterprise edition reads allow 50
+MAX_ATTEMPTS = 10
+MAX_REQUEST_TIMEOUT = timedelta(seconds=30)
 _REGION = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)+")
 _HOST = re.compile(r"[A-Za-z0-9.-]+(?::[0-9]+)?")
 _TABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
@@ -136,9 +142,9 @@ def _dataworks(c: Checker, value: object, loc: Loc) -> DataWorksSettings | None:
         projects=projects,
         runs=_runs(c, *f.at("runs")),
         lookback=c.duration(*f.at("lookback"), defaults.lookback, zero_ok=True),
-        max_qps=c.number(*f.at("max_qps"), defaults.max_qps),
-        max_attempts=c.integer(*f.at("max_attempts")) or defaults.max_attempts,
-        timeout=c.duration(*f.at("timeout"), defaults.timeout),
+        max_qps=c.number(*f.at("max_qps"), defaults.max_qps, MIN_QPS, MAX_QPS),
+        max_attempts=c.integer(*f.at("max_attempts"), maximum=MAX_ATTEMPTS) or defaults.max_attempts,
+        timeout=c.duration(*f.at("timeout"), defaults.timeout, maximum=MAX_REQUEST_TIMEOUT),
         console_url=_console_url(c, *f.at("console_url")),
     )
     return settings if region and projects else None
@@ -292,7 +298,7 @@ def _delivery(c: Checker, value: object, loc: Loc) -> DeliverySettings:
         return DeliverySettings()
     return DeliverySettings(
         max_age=c.duration(*f.at("max_age"), DeliverySettings.max_age),
-        timeout=c.duration(*f.at("timeout"), DeliverySettings.timeout),
+        timeout=c.duration(*f.at("timeout"), DeliverySettings.timeout, maximum=MAX_REQUEST_TIMEOUT),
     )
 
 

@@ -26,20 +26,81 @@ _SECRET_FIELDS = frozenset({"url", "secret"})
 _LONGEST_SHOWN = 40  # longer values and keys are never quoted: tokens and secrets are longer
 
 
+# A real config is a few KB, tens of values deep at most. These bounds keep a hostile or broken file (a
+# "billion laughs" of nested aliases, an alias inside itself, thousands of levels) to a quick config error.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_DEPTH = 50
+MAX_VALUES = 100_000  # values after aliases are expanded: every later reader walks the expanded tree
+
+
+class _TooComplex(Exception):
+    """The YAML is beyond the bounds above; the message says which."""
+
+
 def read_yaml(path: Path) -> tuple[object, list[str]]:
     """The file's YAML data and the keys it repeats (as problems); raise `ConfigError` if unreadable."""
     label = str(path)
     loader = _Loader(_read(path), label)
     try:
-        return loader.get_single_data(), loader.duplicates
+        node = loader.get_single_node()
+        if node is None:
+            return None, loader.duplicates
+        _check_size(node)
+        return loader.construct_document(node), loader.duplicates
+    except _TooComplex as exc:
+        raise ConfigError([f"{label}: {exc}"]) from None
     except (yaml.YAMLError, ValueError) as exc:  # ValueError: e.g. an impossible date like 2024-02-30
         raise ConfigError([_yaml_problem(label, exc)]) from None
     finally:
         loader.dispose()
 
 
+def _check_size(root: yaml.Node) -> None:
+    """Refuse an alias that contains itself, or a document that expands past `MAX_VALUES` values.
+
+    Each node is sized once (aliases share nodes), so this is linear in the file, not in its expansion.
+    """
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        children = _children(node)
+        if children_done:
+            open_nodes.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes[id(child)] for child in children)
+            if sizes[id(node)] > MAX_VALUES:
+                raise _TooComplex(
+                    f"the config expands to more than {MAX_VALUES:,} values through its aliases (*name)"
+                )
+            continue
+        if id(node) in open_nodes:
+            raise _TooComplex(f"line {node.start_mark.line + 1}: an alias refers to a value that contains it")
+        open_nodes.add(id(node))
+        stack.append((node, True))
+        for child in children:
+            if id(child) in open_nodes:
+                raise _TooComplex(
+                    f"line {child.start_mark.line + 1}: an alias refers to a value that contains it"
+                )
+            stack.append((child, False))
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
 def _read(path: Path) -> str:
     try:
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError([f"{path}: the config file is {size:,} bytes; a config is at most 1 MiB"])
         return path.read_bytes().decode("utf-8-sig")
     except FileNotFoundError:
         problem = "the config file does not exist (set it with --config or $DWNOTIFY_CONFIG)"
@@ -66,6 +127,18 @@ class _Loader(yaml.SafeLoader):
         super().__init__(text)
         self.label = label
         self.duplicates: list[str] = []
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        # The composer recurses once per level: stop a deep file before Python's recursion limit does.
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                line = self.peek_event().start_mark.line + 1  # type: ignore[no-untyped-call]
+                raise _TooComplex(f"line {line}: values are nested more than {MAX_DEPTH} levels deep")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[tuple[str, object]] = set()
@@ -216,8 +289,8 @@ class Checker:
             return None
         return text
 
-    def integer(self, value: object, loc: Loc, minimum: int = 1) -> int | None:
-        """A whole number (or a string of digits, as interpolation yields) of at least `minimum`."""
+    def integer(self, value: object, loc: Loc, minimum: int = 1, maximum: int | None = None) -> int | None:
+        """A whole number (or a string of digits, as interpolation yields) from `minimum` to `maximum`."""
         if isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
             value = int(value.strip())
         if value is None:
@@ -231,15 +304,18 @@ class Checker:
         if value < minimum:
             self.add(loc, f"must be at least {minimum}", value)
             return None
+        if maximum is not None and value > maximum:
+            self.add(loc, f"must be at most {maximum}", value)
+            return None
         return value
 
-    def number(self, value: object, loc: Loc, default: float) -> float:
-        """A number greater than zero (or a string holding one)."""
+    def number(self, value: object, loc: Loc, default: float, minimum: float, maximum: float) -> float:
+        """A number from `minimum` to `maximum` (or a string holding one)."""
         if value is None:
             return default
         number = _float(value)
-        if number is None or not 0 < number < float("inf"):
-            self.add(loc, "must be a number greater than 0", value)
+        if number is None or not minimum <= number <= maximum:
+            self.add(loc, f"must be a number from {minimum:g} to {maximum:g}", value)
             return default
         return number
 
@@ -252,8 +328,16 @@ class Checker:
         self.add(loc, "must be true or false", value)
         return default
 
-    def duration(self, value: object, loc: Loc, default: timedelta, *, zero_ok: bool = False) -> timedelta:
-        """A duration such as 30s, 10m, 24h, 7d or 1h30m; a bare number means seconds."""
+    def duration(
+        self,
+        value: object,
+        loc: Loc,
+        default: timedelta,
+        *,
+        zero_ok: bool = False,
+        maximum: timedelta | None = None,
+    ) -> timedelta:
+        """A duration such as 30s, 10m, 24h, 7d or 1h30m, at most `maximum`; a bare number means seconds."""
         if value is None:
             return default
         seconds = _seconds(value)
@@ -261,6 +345,8 @@ class Checker:
             self.add(loc, "must be a duration such as 30s, 10m, 24h, 7d or 1h30m", value)
         elif seconds == 0 and not zero_ok:
             self.add(loc, "must be longer than zero", value)
+        elif maximum is not None and seconds > maximum.total_seconds():
+            self.add(loc, f"must be at most {format_seconds(int(maximum.total_seconds()))}", value)
         elif seconds > 10**9:
             self.add(loc, "is too long", value)
         else:
@@ -301,6 +387,16 @@ def _seconds(value: object) -> int | None:
     if match is None:
         return None
     return sum(int(part) * unit for part, unit in zip(match.groups(), _DURATION_UNITS, strict=True) if part)
+
+
+def format_seconds(seconds: int) -> str:
+    """A whole number of seconds the way durations are written: 30s, 10m, 1h30m."""
+    parts = []
+    for unit, name in zip(_DURATION_UNITS, "dhms", strict=True):
+        if seconds >= unit:
+            parts.append(f"{seconds // unit}{name}")
+            seconds %= unit
+    return "".join(parts) or "0s"
 
 
 def suggest(word: str, options: Collection[str]) -> str:
