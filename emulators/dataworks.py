@@ -25,7 +25,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
 
 import yaml
 
@@ -40,6 +39,8 @@ from emulators.rpc import (
     invalid,
     missing,
     new_request_id,
+    request_params,
+    requested_action,
 )
 from emulators.scenario import (
     LIST_ORDERS,
@@ -63,13 +64,18 @@ MORNING = Path(__file__).with_name("scenarios") / "morning.yaml"
 
 @dataclass(frozen=True)
 class Call:
-    """One request as the emulator saw it: business params only (no signing fields)."""
+    """One request as the emulator saw it: business params only (no signing fields).
+
+    `signature` is the scheme the request was read as (`HMAC-SHA1` or `ACS3-HMAC-SHA256`), None when
+    the gateway refused it before telling.
+    """
 
     action: str | None
     params: dict[str, str]
     http_status: int
     code: str | None
     at: float
+    signature: str | None = None
 
 
 class DataWorksEmulator(Emulator):
@@ -191,42 +197,49 @@ class DataWorksEmulator(Emulator):
 
     def on_drop(self, request: Request) -> None:
         """Log a dropped request with HTTP status 0."""
-        params = {**request.args, **_form(request)}
-        self._record(params.get("Action"), params, 0, None)
+        self._record(requested_action(request), request_params(request), 0, None)
 
     # -- the protocol --------------------------------------------------------------------------
     def handle(self, request: Request) -> Response:
-        """Answer one RPC request."""
-        params = {**request.args, **_form(request)}
+        """Answer one RPC request (HMAC-SHA1 query signature or ACS3-HMAC-SHA256 headers)."""
+        params = request_params(request)
         request_id = new_request_id()
-        action = params.get("Action")
+        action, scheme = requested_action(request), None
         try:
             if request.path != "/" or request.method not in ("GET", "POST"):
                 raise _not_found_action()
-            self.gateway.check_common(params)
-            if params["Version"] not in VERSIONS:
+            signed = self.gateway.check_common(request)
+            action, scheme = signed.action, signed.scheme
+            if signed.version not in VERSIONS:
                 raise AcsError("InvalidVersion", "Specified parameter Version is not valid.")
             if action not in self._actions():
                 raise _not_found_action()
-            self.gateway.authenticate(request.method, params)
+            self.gateway.authenticate(request, signed)
             with self._lock:
                 self._faults.take(action)
                 self._limits.admit(self.now())
-            body = self._run_action(str(action), params)
+            body = self._run_action(action, params)
         except AcsError as error:
-            self._record(action, params, error.http_status, error.code)
+            self._record(action, params, error.http_status, error.code, scheme)
             document = error_body(error, request_id, self.host_id, PRODUCT)
             return Response.json(error.http_status, document, {"x-acs-request-id": request_id})
-        self._record(action, params, 200, None)
+        self._record(action, params, 200, None, scheme)
         return Response.json(200, {"RequestId": request_id, **body}, {"x-acs-request-id": request_id})
 
     def _actions(self) -> frozenset[str]:
         return OLD_ACTIONS if self.scenario.old_api_only else NEW_ACTIONS | OLD_ACTIONS
 
-    def _record(self, action: str | None, params: Mapping[str, str], status: int, code: str | None) -> None:
+    def _record(
+        self,
+        action: str | None,
+        params: Mapping[str, str],
+        status: int,
+        code: str | None,
+        scheme: str | None = None,
+    ) -> None:
         business = {k: v for k, v in params.items() if k not in COMMON_PARAMS}
         with self._lock:
-            self.calls.append(Call(action, business, status, code, self.now()))
+            self.calls.append(Call(action, business, status, code, self.now(), scheme))
 
     def _run_action(self, action: str, params: Mapping[str, str]) -> dict[str, Any]:
         old = action in OLD_ACTIONS
@@ -311,12 +324,6 @@ def _change(run: RunSpec, doc: dict[str, Any], stages: Mapping[str, Any] | None)
     doc = {k: v for k, v in doc.items() if v is not None}
     doc["stages"] = dict(stages or {})
     return parse_change(doc, f"run {run.id}", {s.code for s in run.stages})
-
-
-def _form(request: Request) -> dict[str, str]:
-    if request.method != "POST" or not request.body:
-        return {}
-    return dict(parse_qsl(request.body.decode("utf-8", "replace"), keep_blank_values=True))
 
 
 def _not_found_action() -> AcsError:

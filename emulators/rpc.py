@@ -1,11 +1,31 @@
 """What the Alibaba Cloud RPC (POP) gateway checks before a request reaches a product.
 
-Written from the public "RPC signature V1" documentation, not from any client code:
+The gateway takes two signatures, each written here from Alibaba Cloud's public documentation and
+from no client's code (the clients are what the emulators test):
+
+HMAC-SHA1 in the query ("RPC signature V1"; Alibaba's SDK pages call it "V2"), what
+aliyun-python-sdk-core and the official SDKs' `signature_algorithm='v2'` send:
 
     StringToSign = METHOD + "&" + enc("/") + "&" + enc(canonicalized query)
     canonicalized query = "&".join(enc(k) + "=" + enc(v) for k, v sorted by k), Signature left out
     enc = RFC 3986 percent-encoding: A-Z a-z 0-9 - _ . ~ stay, everything else %XX (space is %20)
     Signature = base64(HMAC-SHA1(key=AccessKeySecret + "&", msg=StringToSign))
+
+ACS3-HMAC-SHA256 in headers ("Request syntax and signature method V3"), the official generated SDKs'
+default: action, version, date and nonce travel as `x-acs-*` headers, only business parameters in
+the query (or a form body), and
+
+    Authorization: ACS3-HMAC-SHA256 Credential=<AccessKeyId>,SignedHeaders=<h1;h2;...>,Signature=<hex>
+    CanonicalRequest = METHOD \n CanonicalURI ("/" for RPC) \n CanonicalQueryString \n
+                       CanonicalHeaders \n SignedHeaders \n HashedRequestPayload
+    CanonicalQueryString = "&".join(enc(k) + "=" + enc(v) for k, v sorted by k)
+    CanonicalHeaders = "".join(name + ":" + trim(value) + "\n" for the signed names, lower case, sorted)
+    HashedRequestPayload = hex(SHA-256(body)), which the x-acs-content-sha256 header must repeat
+    StringToSign = "ACS3-HMAC-SHA256\n" + hex(SHA-256(CanonicalRequest))
+    Signature = hex(HMAC-SHA256(key=AccessKeySecret, msg=StringToSign))
+
+Every `host`, `content-type` and `x-acs-*` header sent must be signed. Dates (`Timestamp`,
+`x-acs-date`) must be within 15 minutes of the wall clock; a nonce may be used once in 15 minutes.
 
 Errors carry the gateway's codes, HTTP statuses and message wording. A signature mismatch answers
 "... server string to sign is:<StringToSign>", which clients use to tell a wrong secret from a wrong
@@ -23,11 +43,15 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote
 
+from emulators._base import Request
+
+HMAC_SHA1 = "HMAC-SHA1"
+ACS3 = "ACS3-HMAC-SHA256"
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 TIMESTAMP_TOLERANCE_S = 15 * 60
 NONCE_TTL_S = 15 * 60
@@ -56,6 +80,14 @@ _REQUIRED = (
     "SignatureVersion",
     "SignatureNonce",
     "Timestamp",
+)
+_ACS3_REQUIRED = (
+    "host",
+    "x-acs-action",
+    "x-acs-version",
+    "x-acs-date",
+    "x-acs-signature-nonce",
+    "x-acs-content-sha256",
 )
 
 
@@ -128,8 +160,77 @@ def signature(to_sign: str, secret: str) -> str:
 
 
 def parse_timestamp(value: str) -> float:
-    """Epoch seconds of an ISO 8601 UTC `Timestamp` (`2026-11-28T08:00:00Z`)."""
+    """Epoch seconds of an ISO 8601 UTC `Timestamp` or `x-acs-date` (`2026-11-28T08:00:00Z`)."""
     return float(calendar.timegm(time.strptime(value, TIMESTAMP_FORMAT)))
+
+
+def acs3_canonical_request(
+    method: str,
+    path: str,
+    query: Mapping[str, str],
+    headers: Mapping[str, str],
+    signed_headers: Sequence[str],
+    body: bytes,
+) -> str:
+    """The V3 CanonicalRequest; `headers` by lower-case name, `signed_headers` as the client listed them."""
+    names = sorted({name.lower() for name in signed_headers})
+    canonical_query = "&".join(f"{percent_encode(k)}={percent_encode(v)}" for k, v in sorted(query.items()))
+    canonical_headers = "".join(f"{name}:{headers.get(name, '').strip()}\n" for name in names)
+    canonical_uri = quote(path or "/", safe="/~")
+    payload = hashlib.sha256(body).hexdigest()
+    return "\n".join(
+        [method.upper(), canonical_uri, canonical_query, canonical_headers, ";".join(names), payload]
+    )
+
+
+def acs3_string_to_sign(canonical_request: str) -> str:
+    """The V3 StringToSign: the algorithm's name, a line feed, hex(SHA-256(CanonicalRequest))."""
+    return f"{ACS3}\n{hashlib.sha256(canonical_request.encode()).hexdigest()}"
+
+
+def acs3_signature(to_sign: str, secret: str) -> str:
+    """hex(HMAC-SHA256(secret, to_sign))."""
+    return hmac.new(secret.encode(), to_sign.encode(), hashlib.sha256).hexdigest()
+
+
+def request_params(request: Request) -> dict[str, str]:
+    """Query and form-body parameters together (the form wins a clash)."""
+    form: dict[str, str] = {}
+    if request.method == "POST" and request.body:
+        form = dict(parse_qsl(request.body.decode("utf-8", "replace"), keep_blank_values=True))
+    return {**request.args, **form}
+
+
+def request_headers(request: Request) -> dict[str, str]:
+    """Headers by lower-case name; repeated ones joined with commas."""
+    names = {name.lower() for name in request.headers}
+    return {name: ",".join(v.strip() for v in request.headers.get_all(name) or ()) for name in names}
+
+
+def requested_action(request: Request) -> str | None:
+    """The action a request names, whichever signature it carries (for logging before any check)."""
+    return request_params(request).get("Action") or request.headers.get("x-acs-action")
+
+
+def _incomplete(why: str = "") -> AcsError:
+    message = "The request signature does not conform to Aliyun standards."
+    return AcsError("IncompleteSignature", f"{message} {why}".strip())
+
+
+@dataclass(frozen=True)
+class Signed:
+    """What a request claims (action, key, date, nonce, signature), read but not yet verified."""
+
+    scheme: str  # HMAC_SHA1 (query signature) or ACS3 (Authorization header)
+    action: str
+    version: str
+    access_key_id: str
+    timestamp: str
+    nonce: str
+    signature: str
+    security_token: str | None
+    params: dict[str, str]  # query + form as sent (with HMAC-SHA1, the signing parameters too)
+    signed_headers: tuple[str, ...] = ()
 
 
 class Gateway:
@@ -150,49 +251,53 @@ class Gateway:
         self._nonces: dict[str, float] = {}
         self._lock = threading.Lock()
 
-    def check_common(self, params: Mapping[str, str]) -> None:
-        """Presence and form of the common parameters (before the product looks at Action)."""
-        for name in _REQUIRED:
-            if not params.get(name):
-                raise missing(name)
-        if not params.get("Signature"):
-            raise AcsError(
-                "IncompleteSignature", "The request signature does not conform to Aliyun standards."
-            )
-        if params["SignatureMethod"] != "HMAC-SHA1" or params["SignatureVersion"] != "1.0":
-            raise AcsError(
-                "IncompleteSignature",
-                "The request signature does not conform to Aliyun standards. "
-                f"SignatureMethod {params['SignatureMethod']} / SignatureVersion "
-                f"{params['SignatureVersion']} is not supported.",
-            )
-        if params["Format"].upper() != "JSON":
-            raise invalid("Format", " This endpoint answers JSON only.")
+    def check_common(self, request: Request) -> Signed:
+        """Presence and form of the common parameters (before the product looks at the action).
 
-    def authenticate(self, method: str, params: Mapping[str, str]) -> None:
-        """Access key, timestamp window, signature, nonce reuse and STS token, in that order."""
-        secret = self.credentials.get(params["AccessKeyId"])
+        An `Authorization` header selects the V3 signature; without one the query must carry V1's.
+        """
+        authorization = request.headers.get("Authorization")
+        if authorization is not None:
+            return _read_acs3(request, authorization)
+        return _read_hmac_sha1(request_params(request))
+
+    def authenticate(self, request: Request, signed: Signed) -> None:
+        """Access key, date window, payload hash, signature, nonce reuse and STS token, in that order."""
+        secret = self.credentials.get(signed.access_key_id)
         if secret is None:
             raise AcsError("InvalidAccessKeyId.NotFound", "Specified access key is not found.", 404)
         try:
-            stamped = parse_timestamp(params["Timestamp"])
+            stamped = parse_timestamp(signed.timestamp)
         except ValueError:
             raise AcsError(
                 "InvalidTimeStamp.Format",
-                f"Specified time stamp or date value is not well formatted: {params['Timestamp']}",
+                f"Specified time stamp or date value is not well formatted: {signed.timestamp}",
             ) from None
         now = self.wall_clock()
         if abs(now - stamped) > TIMESTAMP_TOLERANCE_S:
             raise AcsError("InvalidTimeStamp.Expired", "Specified time stamp or date value is expired.")
-        expected_input = string_to_sign(method, params)
-        if not hmac.compare_digest(signature(expected_input, secret).encode(), params["Signature"].encode()):
+        if signed.scheme == ACS3:
+            headers = request_headers(request)
+            if headers["x-acs-content-sha256"] != hashlib.sha256(request.body).hexdigest():
+                raise AcsError(
+                    "SignatureDoesNotMatch", "The x-acs-content-sha256 header is not the hash of the body."
+                )
+            canonical = acs3_canonical_request(
+                request.method, request.path, request.args, headers, signed.signed_headers, request.body
+            )
+            expected_input = acs3_string_to_sign(canonical)
+            expected = acs3_signature(expected_input, secret)
+        else:
+            expected_input = string_to_sign(request.method, signed.params)
+            expected = signature(expected_input, secret)
+        if not hmac.compare_digest(expected.encode(), signed.signature.encode()):
             raise AcsError(
                 "SignatureDoesNotMatch",
                 "Specified signature is not matched with our calculation. "
                 f"server string to sign is:{expected_input}",
             )
-        self._use_nonce(params["SignatureNonce"], now)
-        self._check_token(params.get("SecurityToken"))
+        self._use_nonce(signed.nonce, now)
+        self._check_token(signed.security_token)
 
     def _use_nonce(self, nonce: str, now: float) -> None:
         with self._lock:
@@ -215,6 +320,68 @@ class Gateway:
             raise AcsError("MissingSecurityToken", "SecurityToken is mandatory for this access key.")
         if not hmac.compare_digest(token.encode(), self.security_token.encode()):
             raise AcsError("InvalidSecurityToken.Expired", "Specified SecurityToken is expired.")
+
+
+def _read_hmac_sha1(params: dict[str, str]) -> Signed:
+    for name in _REQUIRED:
+        if not params.get(name):
+            raise missing(name)
+    if not params.get("Signature"):
+        raise _incomplete()
+    if params["SignatureMethod"] != HMAC_SHA1 or params["SignatureVersion"] != "1.0":
+        raise _incomplete(
+            f"SignatureMethod {params['SignatureMethod']} / SignatureVersion "
+            f"{params['SignatureVersion']} is not supported."
+        )
+    if params["Format"].upper() != "JSON":
+        raise invalid("Format", " This endpoint answers JSON only.")
+    return Signed(
+        HMAC_SHA1,
+        params["Action"],
+        params["Version"],
+        params["AccessKeyId"],
+        params["Timestamp"],
+        params["SignatureNonce"],
+        params["Signature"],
+        params.get("SecurityToken"),
+        params,
+    )
+
+
+def _read_acs3(request: Request, authorization: str) -> Signed:
+    algorithm, _, rest = authorization.strip().partition(" ")
+    if algorithm != ACS3:
+        raise _incomplete(f"SignatureAlgorithm {algorithm} is not supported.")
+    fields = {}
+    for part in rest.split(","):
+        name, _, value = part.strip().partition("=")
+        fields[name] = value.strip()
+    for name in ("Credential", "SignedHeaders", "Signature"):
+        if not fields.get(name):
+            raise _incomplete(f"The Authorization header has no {name}.")
+    headers = request_headers(request)
+    for name in _ACS3_REQUIRED:
+        if not headers.get(name):
+            raise missing(name)
+    signed = tuple(name.strip().lower() for name in fields["SignedHeaders"].split(";"))
+    for name in sorted(headers):
+        if (name.startswith("x-acs-") or name in ("host", "content-type")) and name not in signed:
+            raise _incomplete(f"The header {name} must be signed.")
+    for name in signed:
+        if name not in headers:
+            raise _incomplete(f"The signed header {name} is not in the request.")
+    return Signed(
+        ACS3,
+        headers["x-acs-action"],
+        headers["x-acs-version"],
+        fields["Credential"],
+        headers["x-acs-date"],
+        headers["x-acs-signature-nonce"],
+        fields["Signature"],
+        headers.get("x-acs-security-token"),
+        request_params(request),
+        signed,
+    )
 
 
 @dataclass
