@@ -791,7 +791,7 @@ def test_a_pasted_secret_that_became_a_key_is_not_printed(tmp_path: Path) -> Non
     secret_key = "SEC" + "0f" * 32
     problems = problems_of(changed({f"channels.ops.{secret_key}": None}), tmp_path)
     assert problems == [
-        "channels.ops[<a key of 67 characters>]: unknown key; the keys here are at_all, "
+        "channels.ops[<a key of 67 characters>]: unknown key; the keys here are allow_http, at_all, "
         "at_mobiles, at_user_ids, keyword, secret, type, url"
     ]
 

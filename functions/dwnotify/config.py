@@ -8,8 +8,8 @@ from collections.abc import Collection, Mapping
 from datetime import timedelta
 from pathlib import Path
 from types import MappingProxyType
-from urllib.parse import urlsplit
 
+from dwnotify.addresses import is_loopback, url_problem
 from dwnotify.errors import ConfigError
 from dwnotify.interpolate import Loc, expand_tree
 from dwnotify.model import EVENT_TYPES
@@ -147,7 +147,17 @@ def _dataworks(c: Checker, value: object, loc: Loc) -> DataWorksSettings | None:
         timeout=c.duration(*f.at("timeout"), defaults.timeout, maximum=MAX_REQUEST_TIMEOUT),
         console_url=_console_url(c, *f.at("console_url")),
     )
+    if settings.protocol == "http":
+        _check_clear_text(c, settings, f.at("protocol")[1])
     return settings if region and projects else None
+
+
+def _check_clear_text(c: Checker, settings: DataWorksSettings, loc: Loc) -> None:
+    # Signed requests with the STS token in clear are only for a local emulator.
+    public = sorted({p.endpoint for p in settings.projects if not is_loopback(p.endpoint)})
+    if public or not is_loopback(settings.endpoint):
+        hosts = ", ".join(public or [settings.endpoint])
+        c.add(loc, f"http sends the STS token in clear; it is only for loopback endpoints (not {hosts})")
 
 
 def _default_endpoint(region: str) -> str:
@@ -258,6 +268,8 @@ def _state(c: Checker, value: object, loc: Loc, base_dir: Path) -> StateSettings
     endpoint = c.text(*f.at("endpoint"))
     if endpoint is not None and not endpoint.startswith(("http://", "https://")):
         c.add(f.at("endpoint")[1], "must start with http:// or https://", endpoint)
+    elif endpoint is not None and (problem := url_problem(endpoint)) is not None:
+        c.add(f.at("endpoint")[1], problem.replace(", unless the channel sets allow_http: true", ""))
     _check_backend_keys(c, f, backend)
     return StateSettings(
         backend=backend,
@@ -344,7 +356,8 @@ def _channel(c: Checker, name: str, value: object, loc: Loc) -> ChannelSettings 
     if f is None:
         return None
     kind = c.choice(*f.at("type"), sorted(CHANNEL_KEYS))
-    url = _webhook_url(c, *f.at("url"))
+    allow_http = c.boolean(*f.at("allow_http"), False)
+    url = _webhook_url(c, *f.at("url"), allow_http=allow_http)
     if url is not None and kind in _URL_SHAPES and _URL_SHAPES[kind][0] not in url.reveal():
         c.add(f.at("url")[1], _URL_SHAPES[kind][1])
     secret = _signing_secret(c, *f.at("secret"), kind)
@@ -354,7 +367,7 @@ def _channel(c: Checker, name: str, value: object, loc: Loc) -> ChannelSettings 
     at_all = c.boolean(*f.at("at_all"), False)
     if kind is None or url is None:
         return None
-    return ChannelSettings(name, kind, url, secret, keyword, at_mobiles, at_user_ids, at_all)
+    return ChannelSettings(name, kind, url, secret, keyword, at_mobiles, at_user_ids, at_all, allow_http)
 
 
 # What a type's webhook URL always contains; the message never shows the URL (it holds the token).
@@ -364,19 +377,13 @@ _URL_SHAPES = {
 }
 
 
-def _webhook_url(c: Checker, value: object, loc: Loc) -> Secret | None:
+def _webhook_url(c: Checker, value: object, loc: Loc, *, allow_http: bool) -> Secret | None:
     url = c.text(value, loc)
     if url is None:
         return None
-    try:
-        parts = urlsplit(url)
-        valid = (
-            parts.scheme in ("http", "https") and bool(parts.hostname) and not any(ch.isspace() for ch in url)
-        )
-    except ValueError:
-        valid = False
-    if not valid:
-        c.add(loc, "must be an http:// or https:// URL with a host")
+    problem = url_problem(url, allow_http=allow_http)
+    if problem is not None:
+        c.add(loc, problem)
         return None
     return Secret(url)
 

@@ -10,12 +10,13 @@ from pathlib import Path
 DEFAULT_CONSOLE_URL = "https://dataworks.data.aliyun.com/{region}/datastudio?defaultProjectId={project_id}"
 
 # Keys each channel type accepts besides `type`; the loader rejects any other.
+_EVERY_CHANNEL = frozenset({"url", "allow_http"})
 CHANNEL_KEYS: Mapping[str, frozenset[str]] = {
-    "dingtalk": frozenset({"url", "secret", "keyword", "at_mobiles", "at_user_ids", "at_all"}),
-    "slack": frozenset({"url"}),
-    "lark": frozenset({"url", "secret", "keyword"}),
-    "wecom": frozenset({"url", "at_user_ids"}),  # markdown can only mention by userid, not by mobile
-    "webhook": frozenset({"url", "secret"}),
+    "dingtalk": _EVERY_CHANNEL | {"secret", "keyword", "at_mobiles", "at_user_ids", "at_all"},
+    "slack": _EVERY_CHANNEL,
+    "lark": _EVERY_CHANNEL | {"secret", "keyword"},
+    "wecom": _EVERY_CHANNEL | {"at_user_ids"},  # markdown can only mention by userid, not by mobile
+    "webhook": _EVERY_CHANNEL | {"secret"},
 }
 
 
@@ -117,6 +118,7 @@ class ChannelSettings:
     at_mobiles: tuple[str, ...] = ()
     at_user_ids: tuple[str, ...] = ()
     at_all: bool = False
+    allow_http: bool = False  # plain http to a host that is not loopback: the token travels in clear
 
 
 @dataclass(frozen=True)
