@@ -16,6 +16,7 @@ import pytest
 from dwnotify.channels import Channel, build_channel
 from dwnotify.channels.base import ChannelMessage
 from dwnotify.channels.lark import MAX_BODY_BYTES, build_payload
+from dwnotify.channels.webhook import MAX_BODY_BYTES as WEBHOOK_MAX_BODY_BYTES
 from dwnotify.channels.webhook import MAX_TEXT_BYTES
 from dwnotify.channels.wecom import MAX_CONTENT_BYTES
 from dwnotify.config import parse
@@ -27,6 +28,7 @@ from dwnotify.settings import ChannelSettings, ProjectSettings, Secret
 from emulators.chat_more import GenericWebhookEmulator, LarkEmulator, WeComEmulator
 from tests.conftest import World
 from tests.test_delivery import fail_run
+from tests.test_dingtalk import HOSTILE, about
 from tests.test_render import CHECK_MESSAGE, CONSOLE, HEADLINES, one_event_context
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -186,6 +188,15 @@ def test_lark_oversize_chinese_is_trimmed_and_accepted(lark: LarkEmulator, http:
     assert "…(truncated)" in content and content.endswith(CONSOLE_LINE)
 
 
+@pytest.mark.parametrize("kind", sorted(HOSTILE))
+def test_lark_body_is_measured_after_json_escaping(lark: LarkEmulator, http: httpx.Client, kind: str) -> None:
+    text = "### ❌ 发布失败\n" + about(HOSTILE[kind], 19_000) + "\n" + CONSOLE_LINE
+    channel(http, "lark", lark_url(lark, "signed-bot-token"), secret=SECRET).send(ChannelMessage("t", text))
+    [body] = lark.messages("signed-bot-token")
+    content = body["card"]["elements"][0]["content"]
+    assert "…(truncated)" in content and content.endswith(CONSOLE_LINE)
+
+
 def test_lark_emulator_refuses_an_oversize_body(lark: LarkEmulator, http: httpx.Client) -> None:
     text = "失败" * 4000  # 24 KB
     card = {"elements": [{"tag": "markdown", "content": text}]}
@@ -249,6 +260,20 @@ def test_wecom_oversize_chinese_is_trimmed_and_accepted(wecom: WeComEmulator, ht
     content = body["markdown"]["content"]
     assert len(content.encode()) <= MAX_CONTENT_BYTES
     assert f"{CONSOLE_LINE}\n\n<@ops-lead>" in content and "…(truncated)" in content
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE))
+def test_wecom_limit_is_on_the_content_not_its_json_escaping(
+    wecom: WeComEmulator, http: httpx.Client, kind: str
+) -> None:
+    # WeCom documents 4,096 bytes of markdown.content (its error names the field): the text as it
+    # decodes, not as JSON escaping writes it. A content near the limit that escapes larger is sent.
+    text = about(HOSTILE[kind], 3_900) + "\n" + CONSOLE_LINE
+    escaped = len(json.dumps(text, ensure_ascii=False).encode())
+    assert len(text.encode()) <= MAX_CONTENT_BYTES < escaped
+    channel(http, "wecom", wecom_url(wecom)).send(ChannelMessage("t", text))
+    [body] = wecom.messages(WECOM_KEY)
+    assert body["markdown"]["content"] == text
 
 
 def test_wecom_emulator_limits(wecom: WeComEmulator, http: httpx.Client) -> None:
@@ -326,6 +351,19 @@ def test_webhook_oversize_chinese_is_trimmed_and_accepted(
     channel(http, "webhook", hooks.base_url + HOOK).send(BIG)
     [body] = hooks.messages(HOOK)
     assert len(body["text"].encode()) <= MAX_TEXT_BYTES and body["text"].endswith(CONSOLE_LINE)
+
+
+@pytest.mark.parametrize("unit", [*HOSTILE.values(), "错\x00\x01\x02\x03"])  # the last: 3x once escaped
+def test_webhook_body_stays_within_64_kib_after_json_escaping(
+    hooks: GenericWebhookEmulator, http: httpx.Client, unit: str
+) -> None:
+    text = "### ❌ 发布失败\n" + about(unit, 31_000) + "\n" + CONSOLE_LINE
+    channel(http, "webhook", hooks.base_url + HOOK).send(ChannelMessage("t", text))  # before: HTTP 413
+    [attempt] = hooks.attempts
+    [body] = hooks.messages(HOOK)
+    assert len(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()) <= WEBHOOK_MAX_BODY_BYTES
+    assert attempt.status == 200 and body["text"].endswith(CONSOLE_LINE)
+    assert len(body["text"].encode()) <= MAX_TEXT_BYTES
 
 
 def test_network_errors_are_retryable(http: httpx.Client) -> None:

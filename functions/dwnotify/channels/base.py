@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -108,6 +109,31 @@ def trim_utf8(text: str, max_bytes: int, marker: str = TRIM_MARKER) -> str:
         marker = ""
     room = max_bytes - len(marker.encode("utf-8"))
     return encoded[:room].decode("utf-8", errors="ignore") + marker
+
+
+def encode_json(payload: dict[str, Any]) -> bytes:
+    """A JSON request body as sent: compact, non-ASCII kept as UTF-8 (what a service measures)."""
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def fit_encoded(text: str, size: Callable[[str], int], max_bytes: int) -> str:
+    """The longest `fit_text` of `text` whose `size` (e.g. of the encoded request body) is <= `max_bytes`.
+
+    JSON escaping makes a body larger than its text, by up to six times (a quote or a newline takes
+    two bytes, a control character six), so the room for the text is searched for, measuring each try.
+    """
+    if size(text) <= max_bytes:
+        return text
+    fitted = ""
+    low, high = 0, min(len(text.encode("utf-8")), max_bytes)  # encoding never shrinks a text
+    while low < high:
+        room = (low + high + 1) // 2
+        candidate = fit_text(text, room)
+        if size(candidate) <= max_bytes:
+            low, fitted = room, candidate
+        else:
+            high = room - 1
+    return fitted
 
 
 def fit_text(text: str, max_bytes: int) -> str:

@@ -22,15 +22,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import re
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from ..errors import DeliveryError
 from ..settings import ChannelSettings
-from .base import ChannelMessage, HttpChannel, fit_text, raise_for_transport
+from .base import ChannelMessage, HttpChannel, encode_json, fit_encoded, raise_for_transport
+
+if TYPE_CHECKING:  # httpx is imported when the first message goes out (see base.HttpChannel)
+    import httpx
 
 MAX_BODY_BYTES = 20_000
 MAX_TITLE_CHARS = 200
@@ -55,7 +55,7 @@ def sign(secret: str, timestamp_s: int) -> str:
 
 def body_size(payload: dict[str, Any]) -> int:
     """Bytes on the wire: httpx 0.28 sends compact JSON with non-ASCII kept as UTF-8."""
-    return len(json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    return len(encode_json(payload))
 
 
 def _split_title(message: ChannelMessage) -> tuple[str, str]:
@@ -86,10 +86,7 @@ def build_payload(settings: ChannelSettings, message: ChannelMessage) -> dict[st
     keyword = settings.keyword or ""
     # Room for the signature fields (added later) and for the keyword.
     limit = MAX_BODY_BYTES - 120 - len(keyword.encode("utf-8"))
-    while markdown and (excess := body_size(_card(title, markdown)) - limit) > 0:
-        # JSON escaping makes the body larger than the text: cut by what is over, then measure again.
-        room = len(markdown.encode("utf-8")) - excess - 16
-        markdown = fit_text(markdown, room) if room > 0 else ""
+    markdown = fit_encoded(markdown, lambda text: body_size(_card(title, text)), limit)
     if keyword and keyword not in title and keyword not in markdown:
         title = f"{title} {keyword}"
     return _card(title, markdown)

@@ -14,8 +14,9 @@ No service defines this one; dwnotify does, and a receiver can rely on it:
   and refuses timestamps more than five minutes from its own clock, so a captured request cannot be
   replayed later.
 - `text` is the message rendered from `webhook/<template>.md.j2`, at most 32,000 bytes of UTF-8
-  (a longer one is trimmed, keeping its last line: the console link); a digest of several messages
-  is one post whose text joins them with `---` lines.
+  (a longer one is trimmed, keeping its last line: the console link), and the whole body is at most
+  64 KiB: a text that JSON escaping (quotes, backslashes, control characters) would grow past that
+  is trimmed further. A digest of several messages is one post whose text joins them with `---` lines.
 - Any 2xx answer is success. 429 (waiting `Retry-After` seconds, 60 without one), 408 and 5xx are
   retried; any other status is permanent and reported with the first 200 characters of the answer,
   in which the URL and its path and query values are blanked.
@@ -25,13 +26,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from urllib.parse import parse_qsl, urlsplit
 
 from ..errors import DeliveryError
-from .base import ChannelMessage, HttpChannel, fit_text, retry_after_seconds
+from .base import ChannelMessage, HttpChannel, encode_json, fit_encoded, retry_after_seconds
 
 MAX_TEXT_BYTES = 32_000
+MAX_BODY_BYTES = 64 * 1024
 SIGNATURE_HEADER = "X-Dwnotify-Signature"
 TIMESTAMP_HEADER = "X-Dwnotify-Timestamp"
 _RATE_LIMIT_WAIT_S = 60.0
@@ -44,9 +45,15 @@ def sign(secret: str, timestamp_s: int, body: bytes) -> str:
 
 
 def encode_body(message: ChannelMessage) -> bytes:
-    """The JSON body, its text trimmed to MAX_TEXT_BYTES; signed and sent exactly as returned."""
-    payload = {"title": message.title, "text": fit_text(message.text, MAX_TEXT_BYTES)}
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    """The JSON body, its text within MAX_TEXT_BYTES and itself within MAX_BODY_BYTES; sent as returned."""
+
+    def body(text: str) -> bytes:
+        return encode_json({"title": message.title, "text": text})
+
+    def size(text: str) -> int:  # over the limit when the text alone is
+        return len(body(text)) if len(text.encode("utf-8")) <= MAX_TEXT_BYTES else MAX_BODY_BYTES + 1
+
+    return body(fit_encoded(message.text, size, MAX_BODY_BYTES))
 
 
 def scrub(text: str, url: str) -> str:
