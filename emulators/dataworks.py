@@ -252,7 +252,7 @@ class DataWorksEmulator(Emulator):
                     403,
                 )
             if action in ("GetPipelineRun", "GetDeployment"):
-                return {"Deployment" if old else "Pipeline": self._get(project, params, old)}
+                return {"Pipeline": self._get(project, params, old)}  # GetDeployment too
             return {"PagingInfo": self._list(project, params, old)}
 
     def _get(self, project: int, params: Mapping[str, str], old: bool) -> dict[str, Any]:

@@ -5,6 +5,10 @@ are seconds after `start`; a run is invisible before its `created` offset, and i
 moment is its timeline replayed up to that moment. Statuses are stored canonically (`init`,
 `running`, `success`, `fail`, `terminated`, `canceled`, or any unknown word verbatim) and spelled
 per API surface only when a response is rendered.
+
+Defaults follow the official SDK's models (`Termination`/`Cancel`, `Stages[].Detail` an object); the
+API page's own example differs, and its forms are opt-in quirks (`status_spelling: doc`,
+`quirks.detail_as_string`). Its other quirk, a run `Id` ending in a newline, is on by default.
 """
 
 from __future__ import annotations
@@ -45,6 +49,9 @@ SPELLINGS: dict[str, dict[str, str]] = {
     },
 }
 LIST_ORDERS = ("newest", "oldest", "shuffled", "shuffled_per_call", "shuffled_fixed")
+# The API page's example: an Id ending in a newline (on), Detail as a JSON string (off: the models
+# say object). Unknown quirk names are refused.
+DEFAULT_QUIRKS = {"id_trailing_newline": True, "detail_as_string": False}
 DEFAULT_CREATOR = "137946317766XXXX"
 _TOP_KEYS = {
     "start",
@@ -109,7 +116,7 @@ class StageSpec:
     name: str
     description: str = ""
     detail: Any = field(default_factory=dict)
-    detail_as_string: bool = True
+    detail_as_string: bool = False
 
 
 @dataclass
@@ -174,7 +181,10 @@ class RunSpec:
         return RunState(status, message, stages, modified)
 
     def render(self, start: float, offset: float, spelling: str, old_api: bool = False) -> dict[str, Any]:
-        """The run as the API returns it at `offset` (`old_api`: upper-case statuses and types)."""
+        """The run as the API returns it at `offset`.
+
+        `old_api` (GetDeployment/ListDeployments): upper-case statuses and types, no `Description`.
+        """
         state = self.state(offset)
         stages = []
         for spec in sorted(self.stages, key=lambda s: s.step):
@@ -192,7 +202,7 @@ class RunSpec:
                     "Detail": detail,
                 }
             )
-        return {
+        rendered = {
             "Id": self.id + ("\n" if self.id_trailing_newline else ""),
             "ProjectId": self.project,
             "CreateTime": round((start + self.created) * 1000),
@@ -203,6 +213,9 @@ class RunSpec:
             "Stages": stages,
             "Description": self.description,
         }
+        if old_api:  # the old SDKs' models (up to 6.2) have no Description
+            del rendered["Description"]
+        return rendered
 
 
 @dataclass
@@ -211,14 +224,12 @@ class Scenario:
 
     start: float
     old_api_only: bool = False
-    status_spelling: str = "doc"
+    status_spelling: str = "sdk"
     list_order: str = "newest"
     seed: int = 0
     projects: set[int] = field(default_factory=set)
     runs: list[RunSpec] = field(default_factory=list)
-    quirks: dict[str, bool] = field(
-        default_factory=lambda: {"id_trailing_newline": True, "detail_as_string": True}
-    )
+    quirks: dict[str, bool] = field(default_factory=lambda: dict(DEFAULT_QUIRKS))
 
     @classmethod
     def load(cls, path: str | Path, *, default_start: float) -> Scenario:
@@ -235,12 +246,15 @@ class Scenario:
         unknown = set(data) - _TOP_KEYS
         if unknown:
             raise ScenarioError(f"{sorted(unknown)[0]}: unknown key (expected one of {sorted(_TOP_KEYS)})")
-        quirks = {"id_trailing_newline": True, "detail_as_string": True, **dict(data.get("quirks") or {})}
+        given = dict(data.get("quirks") or {})
+        for name in sorted(set(given) - set(DEFAULT_QUIRKS)):
+            raise ScenarioError(f"quirks.{name}: unknown quirk (expected one of {sorted(DEFAULT_QUIRKS)})")
+        quirks = {**DEFAULT_QUIRKS, **given}
         scenario = cls(
             start=parse_start(data.get("start"), default_start),
             old_api_only=bool(data.get("old_api_only", False)),
             status_spelling=check_choice(
-                data.get("status_spelling", "doc"), tuple(SPELLINGS), "status_spelling"
+                data.get("status_spelling", "sdk"), tuple(SPELLINGS), "status_spelling"
             ),
             list_order=check_choice(data.get("list_order", "newest"), LIST_ORDERS, "list_order"),
             seed=int(data.get("seed", 0)),

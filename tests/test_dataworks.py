@@ -18,6 +18,7 @@ from emulators import DataWorksEmulator
 from tests.conftest import CREDENTIALS, ManualClock
 
 DOC = Path(__file__).resolve().parents[2] / "shared" / "spec" / "GetPipelineRun-api-doc.txt"
+SCENARIO_DIR = Path(__file__).resolve().parents[1] / "emulators" / "scenarios"
 STAGES = [
     {"code": "BUILD", "step": 1, "type": "Build", "name": "发布包构建"},
     {"code": "DEPLOY", "step": 2, "type": "Deploy", "name": "发布到生产环境"},
@@ -118,6 +119,24 @@ def test_every_status_spelling_from_the_wire(
         client, project = make_client(emu, clock)
         [run] = client.list_runs(project, 1).runs
         assert (run.status, run.stages[0].status) == (normal, normal)
+
+
+def test_the_doc_example_forms_survive_the_wire(clock: ManualClock) -> None:
+    # The API page's spellings and its Detail-as-a-string: opt-in on the emulator, which follows the SDK.
+    with DataWorksEmulator(SCENARIO_DIR / "doc-example.yaml", clock=clock) as emu:
+        clock.now = emu.scenario.start + 200
+        host = emu.base_url.removeprefix("http://")
+        project = ProjectSettings(56160, None, "cn-shanghai", host)
+        settings = DataWorksSettings(
+            region="cn-shanghai", endpoint=host, protocol="http", projects=(project,)
+        )
+        client = DataWorksClient(settings, CREDENTIALS, sleep=clock.sleep, clock=clock, jitter=lambda: 1.0)
+        runs = {run.id: run for run in client.list_runs(project, 1).runs}
+        first = client.get_run(project, "a7ef0634-20ec-4a7c-a214-54020f910001")
+    assert {run.status for run in runs.values()} == {"fail", "canceled", "terminated"}
+    assert first is not None and first == runs[first.id]
+    assert first.stages[0].detail["checkerList"][0]["code"] == "BuildPackageChecker"
+    assert first.stages[0].message == "Exception information XXX"
 
 
 def test_old_api_fallback_is_remembered(clock: ManualClock) -> None:

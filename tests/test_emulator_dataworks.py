@@ -24,6 +24,7 @@ from aliyunsdkcore.request import CommonRequest, RpcRequest
 
 from emulators import rpc
 from emulators.dataworks import MORNING, DataWorksEmulator
+from emulators.scenario import ScenarioError
 
 ROOT = Path(__file__).resolve().parents[1]
 START = 1_795_680_000.0  # 2026-11-26T08:00:00Z
@@ -372,7 +373,7 @@ def test_signed_get_pipeline_run_has_the_documented_shape(emu: DataWorksEmulator
         "Check",
         "Success",
     )
-    assert json.loads(stage["Detail"]) == {"checkerList": [{"code": "BuildPackageChecker"}]}
+    assert stage["Detail"] == {"checkerList": [{"code": "BuildPackageChecker"}]}  # an object, as in the SDK
     assert pipeline["Stages"][1]["Status"] == "Running"
     assert emu.calls[-1].params == {"ProjectId": "10000", "Id": RUN}
     assert emu.call_count("GetPipelineRun") == 1
@@ -384,14 +385,14 @@ def test_statuses_follow_scenario_time_and_spelling(emu: DataWorksEmulator) -> N
     )
     emu.advance(300)
     done = call(emu, "GetPipelineRun", ProjectId=10000, Id=RUN + "\n")["Pipeline"]
-    assert (done["Status"], done["Message"]) == ("Terminated", "终止")
+    assert (done["Status"], done["Message"]) == ("Termination", "终止")  # the SDK's spelling by default
     assert done["Stages"][1]["Message"] == "节点 ods_user 超时"
     assert done["ModifyTime"] == (START + 200) * 1000
     later = call(emu, "GetPipelineRun", ProjectId=10000, Id="later-run")["Pipeline"]
     assert later["Id"] == "later-run"
     assert later["Stages"][0]["Detail"] == {"n": 1}
-    emu.scenario.status_spelling = "sdk"
-    assert call(emu, "GetPipelineRun", ProjectId=10000, Id=RUN)["Pipeline"]["Status"] == "Termination"
+    emu.scenario.status_spelling = "doc"
+    assert call(emu, "GetPipelineRun", ProjectId=10000, Id=RUN)["Pipeline"]["Status"] == "Terminated"
 
 
 def test_wrong_secret_is_signature_does_not_match(emu: DataWorksEmulator) -> None:
@@ -478,7 +479,7 @@ def test_paging_across_250_history_runs(emu: DataWorksEmulator) -> None:
     created = [r["CreateTime"] for r in seen]
     assert created == sorted(created, reverse=True)  # newest first by default
     assert all(r["CreateTime"] < START * 1000 for r in seen)
-    assert {r["Status"] for r in seen} <= {"Success", "Fail", "Canceled", "Terminated"}
+    assert {r["Status"] for r in seen} <= {"Success", "Fail", "Cancel", "Termination"}
     default = call(emu, "ListPipelineRuns", ProjectId=10001)["PagingInfo"]
     assert (default["PageSize"], len(default["PipelineRuns"])) == (10, 10)
 
@@ -523,8 +524,11 @@ def test_old_api_only_mode() -> None:
         emu.set_time(START + 120)
         error = server_error(emu, "GetPipelineRun", ProjectId=10000, Id=RUN)
         assert (error.get_error_code(), error.get_http_status()) == ("InvalidAction.NotFound", 404)
-        deployment = call(emu, "GetDeployment", ProjectId=10000, Id=RUN)["Deployment"]
+        body = call(emu, "GetDeployment", ProjectId=10000, Id=RUN)
+        assert set(body) == {"RequestId", "Pipeline"}  # the key of the old SDKs' models, as in the new
+        deployment = body["Pipeline"]
         assert deployment["Status"] == "RUNNING"
+        assert "Description" not in deployment  # not in the old models
         assert [(s["Type"], s["Status"]) for s in deployment["Stages"]] == [
             ("CHECK", "SUCCESS"),
             ("DEPLOY", "RUNNING"),
@@ -532,10 +536,11 @@ def test_old_api_only_mode() -> None:
         info = call(emu, "ListDeployments", ProjectId=10001, PageSize=5)["PagingInfo"]
         assert (info["PageNumber"], info["PageSize"], info["TotalCount"]) == ("1", "5", "250")
         assert len(info["Deployments"]) == 5
+        assert all("Description" not in run for run in info["Deployments"])
 
 
 def test_old_names_also_work_in_normal_mode(emu: DataWorksEmulator) -> None:
-    assert call(emu, "GetDeployment", ProjectId=10000, Id=RUN)["Deployment"]["Status"] == "RUNNING"
+    assert call(emu, "GetDeployment", ProjectId=10000, Id=RUN)["Pipeline"]["Status"] == "RUNNING"
 
 
 def test_injected_faults_then_recovery(emu: DataWorksEmulator) -> None:
@@ -621,7 +626,29 @@ def test_morning_scenario_plays_out() -> None:
             }
             for p in (10000, 10001, 10002)
         }
-    assert set().union(*statuses.values()) >= {"Success", "Fail", "Canceled", "Terminated", "Running"}
+    assert set().union(*statuses.values()) >= {"Success", "Fail", "Cancel", "Termination", "Running"}
+
+
+def test_the_doc_example_scenario_serves_the_doc_forms() -> None:
+    with DataWorksEmulator(Path(MORNING).with_name("doc-example.yaml")) as emu:
+        emu.set_time(emu.scenario.start + 200)
+        runs = call(emu, "ListPipelineRuns", ProjectId=56160)["PagingInfo"]["PipelineRuns"]
+    assert {r["Status"] for r in runs} == {"Fail", "Canceled", "Terminated"}
+    first = next(r for r in runs if r["Id"] == "a7ef0634-20ec-4a7c-a214-54020f910001\n")
+    assert first["CreateTime"] == 1724984066000
+    assert json.loads(first["Stages"][0]["Detail"])["checkerList"][0]["code"] == "BuildPackageChecker"
+
+
+@pytest.mark.parametrize(
+    ("doc", "error"),
+    [
+        ({"quirks": {"detail_as_strings": True}}, "quirks.detail_as_strings: unknown quirk"),
+        ({"status_spelling": "British"}, "status_spelling: 'British' is not one of"),
+    ],
+)
+def test_scenario_errors_name_the_key(doc: dict[str, Any], error: str) -> None:
+    with pytest.raises(ScenarioError, match=error):
+        DataWorksEmulator(doc)
 
 
 def test_cli_prints_base_url_first() -> None:
