@@ -418,3 +418,36 @@ def test_version() -> None:
     result = dwnotify("--version")
     assert result.returncode == 0
     assert result.stdout.strip() == f"dwnotify {__version__}"
+
+
+def _fragments(secret: str, size: int = 8) -> list[str]:
+    return [secret[i : i + size] for i in range(len(secret) - size + 1)]
+
+
+def test_echoed_tokens_cut_short_are_neither_stored_nor_printed(world: World) -> None:
+    """A service echoes the token, the channel cuts its answer at 200 characters: no piece survives."""
+    world.dataworks.add_run(
+        10000, status="Fail", stages=[{"code": "A", "step": 1}], stage_statuses={"A": "Fail"}
+    )
+    cut_inside_the_token = "x" * 190 + f"token {DING_TOKEN} is not allowed"
+    world.dingtalk.inject(body={"errcode": 310000, "errmsg": cut_inside_the_token}, times=5)
+    world.slack.inject(status=403, body=f"invalid_token for /services/{SLACK_HOOK}", times=5)
+    summary = world.tick()
+    assert summary.messages_failed == 2
+    store = world.build().store
+    stored = repr(store.report()).encode()
+    store.close()
+    result = dwnotify("--config", str(world.write_config()), "status", env=cli_env(world))
+    assert result.returncode == 0 and "messages failed: 2" in result.stdout, result.stdout
+    for secret in (DING_TOKEN, SLACK_HOOK.rsplit("/", 1)[1]):
+        for fragment in _fragments(secret):
+            assert fragment.encode() not in stored, fragment
+            assert fragment not in result.stdout + result.stderr, fragment
+
+
+def test_a_url_password_is_a_secret_too() -> None:
+    from dwnotify import logs
+
+    assert logs.mask("POST https://bot:hunter2-pass@chat.example.com/hook failed") == (
+        "POST https://***@chat.example.com/hook failed"
+    )

@@ -37,7 +37,8 @@ def secret_values(settings: Settings, credentials: Credentials | None) -> list[s
         # The token alone must not print either: query values (access_token, key) and hook paths.
         parts = urllib.parse.urlsplit(url)
         values += [value for _, value in urllib.parse.parse_qsl(parts.query) if len(value) >= 8]
-        values += [segment for segment in parts.path.split("/") if len(segment) >= 16]
+        values += [segment for segment in parts.path.split("/") if len(segment) >= 12]
+        values += [part for part in (parts.username, parts.password) if part]
         if channel.secret:
             values.append(channel.secret.reveal())
     if credentials is not None:

@@ -16,8 +16,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from .channels import dingtalk
 from .channels.base import Channel, ChannelMessage
 from .errors import ConflictError, DeliveryError
+from .logs import mask
 from .settings import ChannelSettings
 from .state.base import FAILED, SENT, Lease, OutboxMessage, StateStore
 
@@ -56,7 +58,7 @@ RATE_BUDGETS: Mapping[str, RateBudget] = {
     "webhook": RateBudget(60, 60.0),
 }
 _DIGEST_SEPARATOR = {
-    "dingtalk": "\n\n---\n\n",
+    "dingtalk": dingtalk.DIGEST_SEPARATOR,
     "slack": "\n\n",
     "lark": "\n\n---\n\n",
     "wecom": "\n\n",
@@ -198,6 +200,7 @@ class Deliverer:
         if not messages:
             return
         now = self._clock()
+        reason = mask(reason)
         failed = [replace(m, status=FAILED, last_error=reason, finished_at=now) for m in messages]
         self._store.update_messages(lease, failed)
         for message in failed:
@@ -307,7 +310,7 @@ class Deliverer:
         stats: DeliveryStats,
     ) -> bool:
         now = self._clock()
-        reason = str(error)
+        reason = mask(str(error))  # masked before it is stored: `status` and the state rows print it
         tried = [replace(m, attempts=m.attempts + 1) for m in unit]
         if not error.retryable:
             self._give_up(replace(lease, data=budget.dump()), tried, reason, stats)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import urllib.parse
 from collections.abc import Iterable
@@ -12,21 +13,49 @@ from typing import TextIO
 
 _CONTEXT_FIELDS = ("run_id", "project_id", "request_id", "status", "channel")
 _secrets: set[str] = set()
+# Any run of this many characters from a token is masked too: a service that echoes a request cut
+# short, or a message cut to fit, leaves a token's prefix or middle rather than the whole value.
+FRAGMENT = 8
+_fragments: set[str] = set()
+_USERINFO = re.compile(r"(?<=://)[^/?#@\s]+@")
 
 
 def register_secrets(values: Iterable[str]) -> None:
     """Values that must never reach a log line, whatever code tries to print them (also URL-encoded)."""
     for value in values:
         if value and len(value) >= 4:
-            _secrets.update({value, urllib.parse.quote(value, safe=""), urllib.parse.quote_plus(value)})
+            forms = {value, urllib.parse.quote(value, safe=""), urllib.parse.quote_plus(value)}
+            _secrets.update(forms)
+            if "://" not in value and len(value) >= 2 * FRAGMENT - 4:  # a token, not a whole URL
+                _fragments.update(
+                    form[i : i + FRAGMENT] for form in forms for i in range(len(form) - FRAGMENT + 1)
+                )
 
 
 def mask(text: str) -> str:
-    """`text` with every registered secret replaced by `***`."""
+    """`text` with every registered secret, any fragment of a token and any URL's `user:pass@` as `***`."""
     for secret in sorted(_secrets, key=len, reverse=True):  # a whole URL before the token inside it
         if secret in text:
             text = text.replace(secret, "***")
-    return text
+    return _USERINFO.sub("***@", _mask_fragments(text))
+
+
+def _mask_fragments(text: str) -> str:
+    if not _fragments or len(text) < FRAGMENT:
+        return text
+    hidden = bytearray(len(text))
+    for start in range(len(text) - FRAGMENT + 1):
+        if text[start : start + FRAGMENT] in _fragments:
+            hidden[start : start + FRAGMENT] = b"\x01" * FRAGMENT
+    if not any(hidden):
+        return text
+    out: list[str] = []
+    for index, char in enumerate(text):
+        if not hidden[index]:
+            out.append(char)
+        elif index == 0 or not hidden[index - 1]:
+            out.append("***")
+    return "".join(out)
 
 
 class JsonFormatter(logging.Formatter):
