@@ -13,7 +13,8 @@ CreateTime, `shuffled` (a new seeded permutation whenever page 1 is listed, cont
 pages of that listing), `shuffled_per_call` (a new permutation on every call) or `shuffled_fixed`.
 
 Limits (`qps_limit`, `daily_limit`) count calls on the emulator clock (a sliding second; a day in
-UTC+8), so a test with a manual clock decides when they reset.
+UTC+8), so a test with a manual clock decides when they reset. Throttling is answered with HTTP 400,
+as public references show the gateway do; `throttle_status=429` serves the other form.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from emulators.rpc import (
     Faults,
     FlowControl,
     Gateway,
+    default_status,
     error_body,
     invalid,
     missing,
@@ -96,6 +98,7 @@ class DataWorksEmulator(Emulator):
         list_order: str | None = None,
         qps_limit: int | None = None,
         daily_limit: int | None = None,
+        throttle_status: int = 400,
         region: str = "cn-shanghai",
         verbose: bool = False,
     ) -> None:
@@ -117,17 +120,28 @@ class DataWorksEmulator(Emulator):
         self.host_id = f"dataworks.{region}.aliyuncs.com"
         self.calls: list[Call] = []
         self._faults = Faults()
-        self._limits = FlowControl(qps_limit, daily_limit)
+        self.throttle_status = throttle_status
+        self._limits = FlowControl(qps_limit, daily_limit, throttle_status)
         self._list_calls = 0
         self._listings: dict[int, int] = {}  # project -> page-1 list calls, for "shuffled"
 
     # -- test controls -----------------------------------------------------------------------
     def inject(
-        self, action: str | None, code: str, http_status: int, times: int = 1, message: str | None = None
+        self,
+        action: str | None,
+        code: str,
+        http_status: int | None = None,
+        times: int = 1,
+        message: str | None = None,
     ) -> None:
-        """Make the next `times` calls of `action` (None: any action) fail with this error."""
+        """Make the next `times` calls of `action` (None: any action) fail with this error.
+
+        Without `http_status`, the gateway's for the code: `Throttling*` the emulator's
+        `throttle_status` (400), `InternalError*` 500, `Forbidden*` 403, `*NotFound` 404, else 400.
+        """
+        status = http_status if http_status is not None else default_status(code, self.throttle_status)
         with self._lock:
-            self._faults.add(action, code, http_status, times, message)
+            self._faults.add(action, code, status, times, message)
 
     def call_count(self, action: str | None = None) -> int:
         """Requests received so far (all of them, or one action's), failures and drops included."""
@@ -365,6 +379,9 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--list-order", choices=LIST_ORDERS)
     parser.add_argument("--qps-limit", type=int)
     parser.add_argument("--daily-limit", type=int)
+    parser.add_argument(
+        "--throttle-status", type=int, choices=(400, 429), default=400, help="HTTP status of throttling"
+    )
     args = parser.parse_args(argv)
     emulator = DataWorksEmulator(
         _cli_scenario(args),
@@ -377,6 +394,7 @@ def main(argv: Sequence[str]) -> int:
         list_order=args.list_order,
         qps_limit=args.qps_limit,
         daily_limit=args.daily_limit,
+        throttle_status=args.throttle_status,
         verbose=args.verbose,
     )
     return serve(emulator, args.host, args.port)

@@ -156,10 +156,14 @@ def test_old_api_fallback_is_remembered(clock: ManualClock) -> None:
 @pytest.mark.parametrize(
     ("code", "status"),
     [
+        ("Throttling", 400),  # HTTP 400 is how public references show DataWorks throttle
+        ("Throttling.User", 400),
+        ("Throttling.Api", 400),
         ("Throttling.User", 429),
         ("Throttling.Api", 429),
         ("Throttling.System", 429),
         ("InternalError.System", 500),
+        ("ServiceUnavailable", 503),
     ],
 )
 def test_throttling_and_5xx_are_retried_with_backoff(
@@ -186,6 +190,21 @@ def test_retries_give_up_after_max_attempts(emulator: DataWorksEmulator, clock: 
         client.list_runs(project, 1)
     assert caught.value.code == "Throttling.User" and caught.value.retryable
     assert client.calls == 3
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [("InvalidParameter", 400), ("IncompleteSignature", 400), ("InvalidAccessKeyId.NotFound", 404)],
+)
+def test_other_client_errors_are_not_retried(
+    emulator: DataWorksEmulator, clock: ManualClock, code: str, status: int
+) -> None:
+    emulator.inject(None, code, status, times=2)
+    client, project = make_client(emulator, clock)
+    with pytest.raises(DataWorksError) as caught:
+        client.list_runs(project, 1)
+    assert (caught.value.code, caught.value.http_status, caught.value.retryable) == (code, status, False)
+    assert client.calls == 1
 
 
 def test_forbidden_is_not_retried(emulator: DataWorksEmulator, clock: ManualClock) -> None:

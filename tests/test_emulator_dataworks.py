@@ -544,17 +544,36 @@ def test_old_names_also_work_in_normal_mode(emu: DataWorksEmulator) -> None:
 
 
 def test_injected_faults_then_recovery(emu: DataWorksEmulator) -> None:
-    emu.inject("ListPipelineRuns", "Throttling.User", 429, times=2)
+    emu.inject("ListPipelineRuns", "Throttling.User", times=2)
     assert call(emu, "GetPipelineRun", ProjectId=10000, Id=RUN)["Pipeline"]  # not the throttled action
     for _ in range(2):
         error = server_error(emu, "ListPipelineRuns", ProjectId=10000)
-        assert (error.get_error_code(), error.get_http_status()) == ("Throttling.User", 429)
-    emu.inject(None, "InternalError.System", 500)
+        assert (error.get_error_code(), error.get_http_status()) == ("Throttling.User", 400)
+    emu.inject(None, "InternalError.System")
     error = server_error(emu, "GetPipelineRun", ProjectId=10000, Id=RUN)
     assert (error.get_error_code(), error.get_http_status()) == ("InternalError.System", 500)
     assert call(emu, "ListPipelineRuns", ProjectId=10000)["PagingInfo"]["TotalCount"] == 1
     assert emu.call_count("ListPipelineRuns") == 3
-    assert [c.http_status for c in emu.calls] == [200, 429, 429, 500, 200]
+    assert [c.http_status for c in emu.calls] == [200, 400, 400, 500, 200]
+
+
+@pytest.mark.parametrize(
+    ("code", "throttle_status", "given", "status"),
+    [
+        ("Throttling", 400, None, 400),
+        ("Throttling.Api", 429, None, 429),  # the emulator's throttling status, when set
+        ("Throttling.User", 400, 429, 429),  # an explicit status wins
+        ("Forbidden.Access", 429, None, 403),
+        ("Invalid.Pipeline.NotFound", 400, None, 404),
+        ("ServiceUnavailable", 400, None, 503),
+        ("InvalidParameter", 400, None, 400),
+    ],
+)
+def test_injected_fault_statuses(code: str, throttle_status: int, given: int | None, status: int) -> None:
+    with DataWorksEmulator(SCENARIO, throttle_status=throttle_status) as emu:
+        emu.inject(None, code, given)
+        error = server_error(emu, "ListPipelineRuns", ProjectId=10000)
+    assert (error.get_error_code(), error.get_http_status()) == (code, status)
 
 
 def test_dropped_connection_is_a_network_error(emu: DataWorksEmulator) -> None:
@@ -566,18 +585,20 @@ def test_dropped_connection_is_a_network_error(emu: DataWorksEmulator) -> None:
     assert call(emu, "ListPipelineRuns", ProjectId=10000)["PagingInfo"]
 
 
-def test_qps_and_daily_limits_on_the_emulator_clock() -> None:
-    with DataWorksEmulator(SCENARIO, qps_limit=2, daily_limit=4) as emu:
+@pytest.mark.parametrize("throttle_status", [400, 429])
+def test_qps_and_daily_limits_on_the_emulator_clock(throttle_status: int) -> None:
+    with DataWorksEmulator(SCENARIO, qps_limit=2, daily_limit=4, throttle_status=throttle_status) as emu:
         emu.set_time(START)
         call(emu, "ListPipelineRuns", ProjectId=10000)
         call(emu, "ListPipelineRuns", ProjectId=10000)
-        assert server_error(emu, "ListPipelineRuns", ProjectId=10000).get_error_code() == "Throttling.User"
+        error = server_error(emu, "ListPipelineRuns", ProjectId=10000)
+        assert (error.get_error_code(), error.get_http_status()) == ("Throttling.User", throttle_status)
         emu.advance(1)
         call(emu, "ListPipelineRuns", ProjectId=10000)
         call(emu, "ListPipelineRuns", ProjectId=10000)
         emu.advance(1)
         error = server_error(emu, "ListPipelineRuns", ProjectId=10000)
-        assert (error.get_error_code(), error.get_http_status()) == ("Throttling.User", 429)
+        assert (error.get_error_code(), error.get_http_status()) == ("Throttling.User", throttle_status)
         assert "daily" in error.get_error_msg()
         emu.advance(86400)
         call(emu, "ListPipelineRuns", ProjectId=10000)
@@ -653,7 +674,7 @@ def test_scenario_errors_name_the_key(doc: dict[str, Any], error: str) -> None:
 
 def test_cli_prints_base_url_first() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "emulators", "dataworks", "--start", "file"],
+        [sys.executable, "-m", "emulators", "dataworks", "--start", "file", "--throttle-status", "429"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
@@ -664,6 +685,10 @@ def test_cli_prints_base_url_first() -> None:
         assert url.startswith("http://127.0.0.1:")
         state = httpx.get(url + "/_emulator").json()
         assert state["service"] == "dataworks"
+        injected = httpx.post(url + "/_emulator/inject", json={"action": None, "code": "Throttling.Api"})
+        assert injected.status_code == 200
+        refused = httpx.get(url + "/", params=signed_query(common("ListPipelineRuns", ProjectId="10000")))
+        assert (refused.status_code, refused.json()["Code"]) == (429, "Throttling.Api")
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0

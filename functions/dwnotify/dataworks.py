@@ -266,6 +266,8 @@ class DataWorksClient:
 def _server_error(action: str, error: Any) -> DataWorksError:
     code = str(error.get_error_code() or "")
     status = error.get_http_status()
+    # Throttling comes as HTTP 400 (`Throttling`, `Throttling.User`, `Throttling.Api`) as often as 429,
+    # so the code decides, not the status.
     retryable = code.startswith("Throttling") or code.startswith("ServiceUnavailable")
     retryable = retryable or status == 429 or (isinstance(status, int) and status >= 500)
     return DataWorksError(
