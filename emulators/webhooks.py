@@ -10,8 +10,8 @@ content; 400402 markdown without title; 310000 keyword missing; 130101 the 21st 
 which also silences the robot for 10 minutes.
 
 Slack (`POST /services/<T/B/X>`): 404 `no_service`; 429 `rate_limited` with `Retry-After` from a token
-bucket per hook (1 message/s, burst of 3); 400 `invalid_payload` (bad JSON, neither text nor
-blocks); 400 `invalid_blocks` (over 50 blocks, section text over 3,000, header over 150, over 10
+bucket per hook (1 message/s, burst of 3); 400 `invalid_payload` (bad JSON, none of text, blocks or
+legacy attachments); 400 `invalid_blocks` (over 50 blocks, section text over 3,000, header over 150, over 10
 fields or a field over 2,000 characters, unknown block type); else 200 `ok`.
 """
 
@@ -336,7 +336,8 @@ class SlackEmulator(_Webhook):
         wait = self._take_token(hook)
         if wait > 0:
             return 429, "rate_limited", {"Retry-After": str(math.ceil(wait))}
-        if not isinstance(payload, dict) or not (payload.get("text") or payload.get("blocks")):
+        content = ("text", "blocks", "attachments")  # legacy attachments alone are a message too
+        if not isinstance(payload, dict) or not any(payload.get(key) for key in content):
             return 400, "invalid_payload", {}
         if "blocks" in payload and not _blocks_ok(payload["blocks"]):
             return 400, "invalid_blocks", {}

@@ -176,6 +176,14 @@ def test_slack_unknown_hook_and_bad_payloads(slack: SlackEmulator, http: httpx.C
     assert slack.received == []
 
 
+def test_slack_takes_legacy_attachments_alone(slack: SlackEmulator, http: httpx.Client) -> None:
+    url = f"{slack.base_url}/services/T000/B000/XXXX"
+    payload = {"attachments": [{"fallback": "run failed", "color": "#d00000", "text": "run a7ef failed"}]}
+    response = http.post(url, json=payload)
+    assert (response.status_code, response.text) == (200, "ok")
+    assert slack.received == [payload]
+
+
 def test_slack_rate_limit_allows_a_burst_of_three(slack: SlackEmulator, http: httpx.Client) -> None:
     url = f"{slack.base_url}/services/T000/B000/XXXX"
     assert [http.post(url, json={"text": str(i)}).status_code for i in range(3)] == [200, 200, 200]
