@@ -150,7 +150,7 @@ def test_render_the_doc_example_without_a_config(tmp_path: Path) -> None:
     run_file.write_text(json.dumps(body), encoding="utf-8")
     result = dwnotify("render", str(run_file), "--type", "dingtalk", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "a7ef0634-20ec-4a7c-a214-54020f91XXXX`" in result.stdout  # trimmed, no newline inside
+    assert "Run: a7ef0634-20ec-4a7c-a214-54020f91XXXX\n- " in result.stdout  # trimmed, no newline inside
     assert "Publish package build" in result.stdout
 
 

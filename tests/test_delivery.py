@@ -21,7 +21,7 @@ STAGES = [
     {"code": "BUILD", "step": 1, "type": "Build", "name": "发布包构建"},
     {"code": "DEPLOY", "step": 2, "type": "Deploy", "name": "发布到生产环境"},
 ]
-RUN_ID = re.compile(r"`([0-9a-f-]{36})`")
+RUN_ID = re.compile(r"\b([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\b")  # a run Id
 
 
 def fail_run(world: World, project: int = 10000, message: str = "节点依赖缺失") -> str:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
+from datetime import datetime, timezone
 
 import httpx
 import pytest
@@ -13,7 +15,12 @@ from hypothesis import strategies as st
 from dwnotify.channels import build_channel
 from dwnotify.channels.base import TRIM_MARKER, ChannelMessage
 from dwnotify.channels.dingtalk import MAX_BODY_BYTES, build_payload
-from dwnotify.settings import ChannelSettings, Secret
+from dwnotify.delivery import digest
+from dwnotify.model import EVENT_TYPES
+from dwnotify.render import Renderer, builtin_templates_dir
+from dwnotify.samples import rule_samples, sample_context
+from dwnotify.settings import ChannelSettings, ProjectSettings, Secret
+from dwnotify.state.base import OutboxMessage
 from emulators.webhooks import DingTalkEmulator
 
 NOW = 1_795_680_000.0
@@ -109,3 +116,79 @@ def test_the_emulator_measures_the_body_as_dingtalk_does(ding: DingTalkEmulator,
     body["markdown"]["text"] = "失" * 6_600  # 19,800 bytes of UTF-8, sent as it is
     answer = http.post(url, content=json.dumps(body, ensure_ascii=False).encode()).json()
     assert answer["errcode"] == 0
+
+
+# --- only the markdown DingTalk documents -------------------------------------------------------------
+
+PROJECT = ProjectSettings(10000, "Finance DW", "cn-shanghai", "dataworks.cn-shanghai.aliyuncs.com")
+SAMPLED_AT = datetime(2026, 11, 28, 8, 0, tzinfo=timezone.utc)
+_RULE = re.compile(r" {0,3}([-*_])[ \t]*(?:\1[ \t]*){2,}")  # ---, ***, ___, - - -
+_SETEXT = re.compile(r" {0,3}(=+|-+)[ \t]*")
+_TABLE_DELIMITER = re.compile(r"\|?[ \t]*:?-+:?[ \t]*\|")
+
+
+def undocumented_markdown(text: str) -> list[str]:
+    """What in `text` is outside the documented subset: headings, bold, italic, links, lists, quotes."""
+    found = []
+    lines = text.splitlines()
+    for number, line in enumerate(lines):
+        if "`" in line:
+            found.append(f"inline code or a code fence: {line!r}")
+        if "~~~" in line or line.startswith(("    ", "\t")):
+            found.append(f"a code block: {line!r}")
+        if _RULE.fullmatch(line) or (number and lines[number - 1].strip() and _SETEXT.fullmatch(line)):
+            found.append(f"a rule or a setext underline: {line!r}")
+        if line.lstrip().startswith("|") or _TABLE_DELIMITER.search(line):
+            found.append(f"a table: {line!r}")
+        if "![" in line:
+            found.append(f"an image: {line!r}")
+        if re.search(r"<[A-Za-z/!]", line):
+            found.append(f"HTML: {line!r}")
+    return found
+
+
+def test_the_subset_checker_sees_what_it_looks_for() -> None:
+    for bad in [
+        "运行 `a7ef`",
+        "a\n---\nb",
+        "```\nx\n```",
+        "| a | b |\n|---|---|",
+        "    code",
+        "<font>x</font>",
+    ]:
+        assert undocumented_markdown(bad), bad
+    good = "### ❌ 发布失败\n\n- **Finance DW**\n- 运行 Run: a7ef-01\n\n> 原因 *x*\n\n[打开](https://x)"
+    assert undocumented_markdown(good) == []
+
+
+def dingtalk_samples() -> list[tuple[str, str]]:
+    renderer = Renderer(None, builtin_templates_dir())
+    contexts = [sample_context("ops", "dingtalk", "all", PROJECT, SAMPLED_AT)]
+    contexts += rule_samples(EVENT_TYPES, "ops", "dingtalk", "all", PROJECT, SAMPLED_AT)
+    names = sorted(
+        path.name.removesuffix(".md.j2") for path in (builtin_templates_dir() / "dingtalk").glob("*.md.j2")
+    )
+    assert names == ["default", "failure"]
+    return [(name, renderer.render("dingtalk", name, ctx).text) for name in names for ctx in contexts]
+
+
+def test_every_builtin_dingtalk_template_keeps_to_the_documented_markdown() -> None:
+    samples = dingtalk_samples()
+    assert len(samples) == 2 * (2 + len(EVENT_TYPES))
+    for name, text in samples:
+        assert undocumented_markdown(text) == [], name
+        assert text.startswith("### ") and "](https://dataworks.data.aliyun.com/" in text
+
+
+def test_a_dingtalk_digest_keeps_to_the_documented_markdown() -> None:
+    texts = [text for _, text in dingtalk_samples()[:4]]
+    messages = [
+        OutboxMessage(
+            id=f"m{i}", channel="ops", run_key=f"10000/r{i}", rule="all", seq=i, title="t", text=text,
+            created_at=0.0, blocks_json=None,
+        )
+        for i, text in enumerate(texts)
+    ]  # fmt: skip
+    merged = digest("dingtalk", messages)
+    assert undocumented_markdown(merged.text) == []
+    assert all(text in merged.text for text in texts)
