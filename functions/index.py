@@ -111,6 +111,9 @@ def handler(event: bytes | str | Mapping[str, Any] | None, context: Any) -> dict
     except (NotifierError, OSError) as error:
         apps.forget(app)  # a broken store or client is rebuilt by the next invocation
         return _failure("tick", error, request_id)
+    except Exception as error:  # a bug must still end in a result FC can log, not a raised traceback
+        apps.forget(app)
+        return _failure("tick", RuntimeError(f"{type(error).__name__}: {error}"), request_id)
     # An error a service or the API sent back may quote a URL with its token.
     result = {**summary_dict(summary), "errors": [logs.mask(error) for error in summary.errors]}
     log.info("tick done: %s", summary.to_json())

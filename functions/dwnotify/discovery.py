@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 # In a newest-first list, pages are read back to this long before the previous listing: a run
 # created just before it may still have been missing from it (clocks, the API's indexing lag).
 LISTING_MARGIN_S = 600.0
+# A bound on the list calls one workspace may cost a tick (10,000 runs at 100 a page), whatever the
+# server claims: the Basic edition allows 100 calls a day.
+MAX_PAGES_PER_TICK = 100
 
 
 class RunSource(Protocol):
@@ -78,21 +81,48 @@ class Discovery:
 
 @dataclass
 class _ProjectScan:
+    """The pages of one workspace read so far, paged by what the server serves, not by what was asked.
+
+    `TotalCount` is only a hint: an empty page, a page shorter than the first, or one that brings no
+    run not already seen ends the list, so a server that lies about the count cannot loop a tick.
+    """
+
     project: ProjectSettings
     runs: dict[str, Run] = field(default_factory=dict)
     total: int = 0
     pages_read: int = 0
+    page_size: int = 0  # runs on page 1: the size the server serves, whatever PageSize asked for
+    exhausted: bool = False
 
     @property
     def pages_total(self) -> int:
-        return max(1, math.ceil(self.total / MAX_PAGE_SIZE))
+        return max(1, math.ceil(self.total / (self.page_size or MAX_PAGE_SIZE)))
+
+    @property
+    def more(self) -> bool:
+        """Whether a next page may still hold runs."""
+        return not self.exhausted and self.pages_read < self.pages_total
 
     def add(self, page: RunPage) -> None:
         self.pages_read += 1
         self.total = page.total_count
+        before = len(self.runs)
         for run in page.runs:
             if run.id:
                 self.runs.setdefault(run.key, run)
+        if self.pages_read == 1:
+            self.page_size = len(page.runs)
+            if 0 < self.page_size < min(MAX_PAGE_SIZE, self.total):
+                log.warning(
+                    "dataworks: workspace %s served %d runs on page 1 of %d; paging by %d",
+                    self.project.id,
+                    self.page_size,
+                    self.total,
+                    self.page_size,
+                )
+        else:
+            self.exhausted = len(page.runs) < self.page_size or len(self.runs) == before
+        self.exhausted = self.exhausted or not page.runs
 
 
 def _newest_first(runs: tuple[Run, ...]) -> bool:
@@ -158,6 +188,10 @@ class Discoverer:
                 log.error("dataworks: workspace %s skipped this tick: %s", project.id, error)
                 result.errors.append(f"workspace {project.id}: {error}")
                 continue
+            except Exception as error:  # an answer no parser foresaw: this workspace waits, the rest go on
+                log.error("dataworks: workspace %s skipped this tick", project.id, exc_info=error)
+                result.errors.append(f"workspace {project.id}: unexpected answer: {type(error).__name__}")
+                continue
             if new_cursor is not None:
                 result.cursors.append(new_cursor)
             threshold = self._news_threshold(cursor, now)
@@ -203,12 +237,12 @@ class Discoverer:
         if moved and _newest_first(first_page.runs):
             # News sits at the top: read on while a page still reaches back into the news window.
             reach = cursor.listed_at - LISTING_MARGIN_S if cursor else self._news_threshold(None, now)
-            while scan.pages_read < scan.pages_total and _oldest(scan.runs) >= reach:
+            while scan.more and _oldest(scan.runs) >= reach:
                 if not self._read_page(scan):
                     return scan, None
         elif moved:
             # No order to lean on: where the count moved, new runs can be on any page.
-            while scan.pages_read < scan.pages_total:
+            while scan.more:
                 if not self._read_page(scan):
                     return scan, None
         self._fetch_missing_active(scan, cursor)
@@ -222,8 +256,8 @@ class Discoverer:
         project = scan.project
         active = cursor.active_run_ids if cursor else ()
         missing = [rid for rid in active if run_key(project.id, rid) not in scan.runs]
-        if len(missing) > scan.pages_total - scan.pages_read:
-            while scan.pages_read < scan.pages_total and self._read_page(scan):
+        if scan.more and len(missing) > scan.pages_total - scan.pages_read:
+            while scan.more and self._read_page(scan):
                 pass
             missing = [rid for rid in active if run_key(project.id, rid) not in scan.runs]
         for run_id in missing:
@@ -243,9 +277,17 @@ class Discoverer:
             self._vanished.append(replace(stored, status=GONE))
 
     def _read_page(self, scan: _ProjectScan) -> bool:
-        """Read the next page; False (and nothing read) when the tick is out of time."""
+        """Read the next page; False (and nothing read) when the tick is out of time or pages."""
         if self._out_of_time():
             log.warning("dataworks: out of time in workspace %s, the rest next tick", scan.project.id)
+            return False
+        if scan.pages_read >= MAX_PAGES_PER_TICK:
+            log.warning(
+                "dataworks: workspace %s has more than %d pages of runs; read %d this tick, again next tick",
+                scan.project.id,
+                MAX_PAGES_PER_TICK,
+                scan.pages_read,
+            )
             return False
         scan.add(self._source.list_runs(scan.project, scan.pages_read + 1))
         self._load(scan.runs)

@@ -136,6 +136,9 @@ class Notifier:
                 self._discover_and_commit(lease.owner, summary)
             except NotifierError as error:
                 failure = error  # what is already in the outbox still goes out
+            except Exception as error:  # an answer no parser foresaw, or a bug: the outbox still goes out
+                log.error("tick: discovery failed unexpectedly", exc_info=error)
+                failure = NotifierError(f"discovery failed unexpectedly: {type(error).__name__}: {error}")
             finally:
                 self._store.release_lease(lease)
         self._deliver(owner, summary, deadline)
@@ -166,7 +169,18 @@ class Notifier:
         states: list[RunState] = list(found.vanished)
         messages: list[OutboxMessage] = []
         for observation in found.observations:
-            events, state = diff(observation.previous, observation.run)
+            try:
+                events, state = diff(observation.previous, observation.run)
+            except Exception as error:  # one malformed run must not silence every other run
+                log.warning(
+                    "run %s skipped this tick, it cannot be compared: %s: %s",
+                    observation.run.key,
+                    type(error).__name__,
+                    error,
+                    extra={"run_id": observation.run.id, "project_id": observation.run.project_id},
+                )
+                summary.errors.append(f"run {observation.run.key}: cannot be compared")
+                continue
             if _changed(observation.previous, state):
                 states.append(state)
             if observation.silent or not events:
