@@ -5,8 +5,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 STATE ?= sqlite
 FC_PYTHON ?= 3.10
+NPM ?= npm
+# The Serverless Devs CLI the tests judge s.yaml with: the exact version package-lock.json pins, installed
+# in node_modules/ (not globally), so `make test` runs the same `s` everywhere.
+SDEVS_STAMP := node_modules/.installed
 
-.PHONY: install demo test lint typecheck unit bench soak build clean
+.PHONY: install serverless-devs demo test lint typecheck unit bench soak build clean
 
 install: $(STAMP)
 
@@ -15,6 +19,12 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+serverless-devs: $(SDEVS_STAMP)
+
+$(SDEVS_STAMP): package.json package-lock.json
+	$(NPM) ci --no-audit --no-fund --ignore-scripts
+	touch $(SDEVS_STAMP)
 
 demo: install
 	$(PY) -m dwnotify demo --state $(STATE)
@@ -29,7 +39,7 @@ typecheck: install
 unit: install
 	$(VENV)/bin/pytest -m "not slow"
 
-test: lint typecheck
+test: lint typecheck serverless-devs
 	$(VENV)/bin/pytest
 
 bench: install
