@@ -160,6 +160,9 @@ def open_world(tmp_path: Path, clock: ManualClock, state_backend: str = "sqlite"
         }
     try:
         yield built
+        # The Slack stand-in judges every payload (Block Kit's limits and slack_sdk's models): a refusal
+        # that the test did not expect, and take out of `refused`, is a message the product got wrong.
+        assert not built.slack.refused, f"the Slack emulator refused: {built.slack.refused}"
     finally:
         if built.app is not None:
             built.app.close()

@@ -181,7 +181,73 @@ def test_slack_takes_legacy_attachments_alone(slack: SlackEmulator, http: httpx.
     payload = {"attachments": [{"fallback": "run failed", "color": "#d00000", "text": "run a7ef failed"}]}
     response = http.post(url, json=payload)
     assert (response.status_code, response.text) == (200, "ok")
-    assert slack.received == [payload]
+    assert slack.received == [payload] and slack.refused == []
+
+
+@pytest.mark.parametrize(
+    ("payload", "word", "why"),
+    [
+        ({"attachments": "x"}, "invalid_payload", "attachments must be a list of objects"),
+        ({"attachments": [{"text": "x"}] * 101}, "too_many_attachments", "101 attachments"),
+        (
+            {
+                "attachments": [
+                    {"blocks": [{"type": "header", "text": {"type": "plain_text", "text": "h" * 151}}]}
+                ]
+            },
+            "invalid_blocks",
+            "attachments[0].blocks[0] (header): text must be 1 to 150 characters",
+        ),
+    ],
+)
+def test_slack_judges_attachments(
+    slack: SlackEmulator, http: httpx.Client, payload: dict[str, Any], word: str, why: str
+) -> None:
+    response = http.post(f"{slack.base_url}/services/T000/B000/XXXX", json=payload)
+    assert (response.status_code, response.text) == (400, word)
+    assert slack.refused == [f"{word}: {why}"]
+
+
+SECTION = {"type": "section", "text": {"type": "mrkdwn", "text": "x"}}
+BUTTON = {"type": "button", "text": {"type": "plain_text", "text": "Open"}, "url": "https://x"}
+
+
+@pytest.mark.parametrize(
+    ("block", "why"),
+    [
+        # What only slack_sdk's Block Kit models refuse here:
+        ({"type": "section", "text": {"type": "plain_text", "text": "x", "verbatim": True}}, "TypeError"),
+        ({"type": "section", "text": {"type": "mrkdwn", "text": "x", "emoji": True}}, "TypeError"),
+        ({"type": "actions", "elements": [BUTTON] * 26}, "cannot exceed 25 elements"),
+        (
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": "x"}, {"type": "nope"}]},
+            "does not know",
+        ),
+        ({"type": "image", "image_url": "https://x/i.png", "alt_text": "a" * 2001}, "alt_text"),
+        # What slack_sdk lets through and Block Kit's documented limits do not:
+        (
+            {"type": "section", "fields": [{"type": "mrkdwn", "text": "f" * 2001}]},
+            "field text must be 1 to 2000",
+        ),
+        ({"type": "section", "text": {"type": "mrkdwn", "text": ""}}, "text must be 1 to 3000"),
+        ({"type": "header", "text": {"type": "mrkdwn", "text": "h"}}, "must be a plain_text text object"),
+        (
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": "c" * 3001}]},
+            "element text must be 1 to 3000",
+        ),
+    ],
+)
+def test_slack_judges_every_block_with_slack_sdk_and_the_documented_limits(
+    slack: SlackEmulator, http: httpx.Client, block: dict[str, Any], why: str
+) -> None:
+    response = http.post(
+        f"{slack.base_url}/services/T000/B000/XXXX", json={"text": "t", "blocks": [SECTION, block]}
+    )
+    assert (response.status_code, response.text) == (400, "invalid_blocks")
+    [refused] = slack.refused
+    assert refused.startswith(f"invalid_blocks: blocks[1] ({block['type']}): ") and why in refused, refused
+    assert slack.received == []
+    assert http.get(f"{slack.base_url}/_emulator").json()["refused"] == [refused]
 
 
 def test_slack_rate_limit_allows_a_burst_of_three(slack: SlackEmulator, http: httpx.Client) -> None:
