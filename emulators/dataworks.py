@@ -20,6 +20,7 @@ as public references show the gateway do; `throttle_status=429` serves the other
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -124,6 +125,13 @@ class DataWorksEmulator(Emulator):
         self._limits = FlowControl(qps_limit, daily_limit, throttle_status)
         self._list_calls = 0
         self._listings: dict[int, int] = {}  # project -> page-1 list calls, for "shuffled"
+        # Hostile-server controls (tests of the client's defences): a page size served whatever
+        # PageSize asked, a TotalCount claimed whatever the runs, fields overridden in one run's
+        # rendering, and raw answers served instead of the action's.
+        self.serve_page_size: int | None = None
+        self.claim_total: int | None = None
+        self.run_overrides: dict[str, dict[str, Any]] = {}
+        self._answers: list[tuple[str | None, int, bytes, int]] = []
 
     # -- test controls -----------------------------------------------------------------------
     def inject(
@@ -142,6 +150,34 @@ class DataWorksEmulator(Emulator):
         status = http_status if http_status is not None else default_status(code, self.throttle_status)
         with self._lock:
             self._faults.add(action, code, status, times, message)
+
+    def inject_answer(
+        self,
+        action: str | None,
+        body: bytes | str | Mapping[str, Any] | list[Any],
+        times: int = 1,
+        status: int = 200,
+    ) -> None:
+        """Answer the next `times` signed calls of `action` (None: any) with this raw body and status."""
+        raw = (
+            body
+            if isinstance(body, bytes)
+            else body.encode()
+            if isinstance(body, str)
+            else json.dumps(body).encode()
+        )
+        with self._lock:
+            self._answers.append((action, status, raw, times))
+
+    def _take_answer(self, action: str) -> tuple[int, bytes] | None:
+        for index, (wanted, status, raw, times) in enumerate(self._answers):
+            if wanted in (None, action):
+                if times <= 1:
+                    del self._answers[index]
+                else:
+                    self._answers[index] = (wanted, status, raw, times - 1)
+                return status, raw
+        return None
 
     def call_count(self, action: str | None = None) -> int:
         """Requests received so far (all of them, or one action's), failures and drops included."""
@@ -232,6 +268,11 @@ class DataWorksEmulator(Emulator):
             with self._lock:
                 self._faults.take(action)
                 self._limits.admit(self.now())
+                answer = self._take_answer(action)
+            if answer is not None:
+                self._record(action, params, answer[0], None, scheme)
+                headers = {"Content-Type": "application/json;charset=utf-8", "x-acs-request-id": request_id}
+                return Response(answer[0], answer[1], headers)
             body = self._run_action(action, params)
         except AcsError as error:
             self._record(action, params, error.http_status, error.code, scheme)
@@ -269,6 +310,10 @@ class DataWorksEmulator(Emulator):
                 return {"Pipeline": self._get(project, params, old)}  # GetDeployment too
             return {"PagingInfo": self._list(project, params, old)}
 
+    def _render(self, run: RunSpec, offset: float, old: bool) -> dict[str, Any]:
+        rendered = run.render(self.scenario.start, offset, self.scenario.status_spelling, old)
+        return {**rendered, **self.run_overrides.get(run.id, {})}
+
     def _get(self, project: int, params: Mapping[str, str], old: bool) -> dict[str, Any]:
         run_id = params.get("Id")
         if not run_id:
@@ -279,7 +324,7 @@ class DataWorksEmulator(Emulator):
             raise AcsError(
                 "Invalid.Pipeline.NotFound", f"The pipeline run {run_id.strip()} does not exist.", 404
             )
-        return run.render(self.scenario.start, offset, self.scenario.status_spelling, old)
+        return self._render(run, offset, old)
 
     def _list(self, project: int, params: Mapping[str, str], old: bool) -> dict[str, Any]:
         page_number = _int_param(params, "PageNumber", default=1)
@@ -305,20 +350,21 @@ class DataWorksEmulator(Emulator):
         if page_number == 1:
             self._listings[project] = self._listings.get(project, 0) + 1
         runs = self._order(runs, project)
+        page_size = self.serve_page_size or page_size
         page = runs[(page_number - 1) * page_size : page_number * page_size]
-        start, spelling = self.scenario.start, self.scenario.status_spelling
-        rendered = [run.render(start, offset, spelling, old) for run in page]
+        rendered = [self._render(run, offset, old) for run in page]
+        total = len(runs) if self.claim_total is None else self.claim_total
         if old:
             return {
                 "PageNumber": str(page_number),
                 "PageSize": str(page_size),
-                "TotalCount": str(len(runs)),
+                "TotalCount": str(total),
                 "Deployments": rendered,
             }
         return {
             "PageNumber": page_number,
             "PageSize": page_size,
-            "TotalCount": len(runs),
+            "TotalCount": total,
             "PipelineRuns": rendered,
         }
 

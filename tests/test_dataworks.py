@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from dwnotify import logs
-from dwnotify.dataworks import Credentials, DataWorksClient, parse_run
+from dwnotify.answers import parse_run
+from dwnotify.dataworks import Credentials, DataWorksClient
 from dwnotify.errors import DataWorksError
 from dwnotify.settings import DataWorksSettings, ProjectSettings, Secret
 from emulators import DataWorksEmulator

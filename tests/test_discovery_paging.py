@@ -10,7 +10,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from dwnotify.dataworks import RunPage
+from dwnotify.answers import RunPage
 from dwnotify.discovery import MAX_PAGES_PER_TICK, Discoverer
 from dwnotify.model import Run, RunState
 from dwnotify.settings import DataWorksSettings, ProjectSettings

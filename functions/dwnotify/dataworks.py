@@ -12,11 +12,11 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
+from .answers import RunPage, parse_page, parse_run
 from .errors import DataWorksError
-from .model import Run, Stage, normalize_status
+from .model import Run
 from .settings import DataWorksSettings, ProjectSettings, Secret
 
 log = logging.getLogger(__name__)
@@ -47,74 +47,6 @@ def credentials_from_env(environ: Mapping[str, str]) -> Credentials | None:
         return None
     token = environ.get("ALIBABA_CLOUD_SECURITY_TOKEN", "").strip()
     return Credentials(key_id, Secret(secret), Secret(token) if token else None)
-
-
-@dataclass(frozen=True)
-class RunPage:
-    """One page of ListPipelineRuns: the runs on it and the workspace's total count."""
-
-    total_count: int
-    runs: tuple[Run, ...]
-
-
-def _int(value: object, default: int = 0) -> int:
-    try:
-        return int(str(value).strip())
-    except (TypeError, ValueError):
-        return default
-
-
-def _text(value: object) -> str:
-    return "" if value is None else str(value)
-
-
-def _time(value: object) -> datetime | None:
-    millis = _int(value, -1)
-    if millis < 0:
-        return None
-    return datetime.fromtimestamp(millis / 1000, tz=timezone.utc)
-
-
-def _detail(value: object) -> dict[str, Any]:
-    if isinstance(value, dict):
-        return value
-    if isinstance(value, str) and value.strip():
-        try:
-            parsed = json.loads(value)
-        except ValueError:
-            return {"raw": value}
-        return parsed if isinstance(parsed, dict) else {"value": parsed}
-    return {}
-
-
-def parse_stage(raw: Mapping[str, Any]) -> Stage:
-    """A stage from its API object, tolerating missing fields and any status spelling."""
-    return Stage(
-        code=_text(raw.get("Code")).strip(),
-        step=_int(raw.get("Step")),
-        type=_text(raw.get("Type")).strip().capitalize(),
-        name=_text(raw.get("Name")).strip(),
-        description=_text(raw.get("Description")),
-        status=normalize_status(raw.get("Status")),
-        message=_text(raw.get("Message")),
-        detail=_detail(raw.get("Detail")),
-    )
-
-
-def parse_run(raw: Mapping[str, Any], project_id: int | None = None) -> Run:
-    """A run from its API object (`Pipeline`, a `PipelineRuns` item or an old `Deployment`)."""
-    stages = raw.get("Stages") or []
-    return Run(
-        id=_text(raw.get("Id")).strip(),
-        project_id=_int(raw.get("ProjectId"), project_id or 0) or (project_id or 0),
-        status=normalize_status(raw.get("Status")),
-        creator=_text(raw.get("Creator")).strip(),
-        description=_text(raw.get("Description")),
-        message=_text(raw.get("Message")),
-        create_time=_time(raw.get("CreateTime")),
-        modify_time=_time(raw.get("ModifyTime")),
-        stages=tuple(parse_stage(stage) for stage in stages if isinstance(stage, Mapping)),
-    )
 
 
 class _RateLimiter:
@@ -162,12 +94,7 @@ class DataWorksClient:
         """One page (100 runs, with their stages) of a workspace's pipeline runs."""
         params = {"ProjectId": project.id, "PageNumber": page_number, "PageSize": MAX_PAGE_SIZE}
         body = self._call(project, ("ListPipelineRuns", "ListDeployments"), params)
-        paging = body.get("PagingInfo") or {}
-        items = paging.get("PipelineRuns")
-        if items is None:
-            items = paging.get("Deployments") or []
-        runs = tuple(parse_run(item, project.id) for item in items if isinstance(item, Mapping))
-        return RunPage(total_count=_int(paging.get("TotalCount")), runs=runs)
+        return parse_page("ListPipelineRuns", body, project.id)
 
     def get_run(self, project: ProjectSettings, run_id: str) -> Run | None:
         """One run by id, or None when DataWorks no longer knows it."""
@@ -181,7 +108,7 @@ class DataWorksClient:
         raw = body.get("Pipeline") or body.get("Deployment")
         if not isinstance(raw, Mapping):
             raise DataWorksError(f"GetPipelineRun for run {run_id} returned no Pipeline object")
-        return parse_run(raw, project.id)
+        return parse_run(raw, project.id)  # MalformedRun: that run is skipped this tick
 
     def _call(
         self, project: ProjectSettings, actions: tuple[str, str], params: Mapping[str, object]
@@ -249,8 +176,10 @@ class DataWorksClient:
             ) from None
         try:
             body = json.loads(raw)
-        except ValueError:
-            raise DataWorksError(f"{action} returned a body that is not JSON") from None
+        except (ValueError, RecursionError):
+            raise DataWorksError(
+                f"{action} returned a body that is not JSON (or nested past reading)"
+            ) from None
         if not isinstance(body, dict):
             raise DataWorksError(f"{action} returned JSON that is not an object")
         return body

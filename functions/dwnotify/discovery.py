@@ -21,8 +21,9 @@ from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from typing import Protocol
 
-from .dataworks import MAX_PAGE_SIZE, RunPage
-from .errors import DataWorksError
+from .answers import RunPage
+from .dataworks import MAX_PAGE_SIZE
+from .errors import DataWorksError, MalformedRun
 from .model import GONE, Run, RunState, run_key
 from .settings import DataWorksSettings, ProjectSettings
 from .state.base import ProjectCursor
@@ -93,10 +94,23 @@ class _ProjectScan:
     pages_read: int = 0
     page_size: int = 0  # runs on page 1: the size the server serves, whatever PageSize asked for
     exhausted: bool = False
+    skipped: set[str] = field(default_factory=set)  # malformed runs, kept as moving: tried next tick
 
     @property
     def pages_total(self) -> int:
         return max(1, math.ceil(self.total / (self.page_size or MAX_PAGE_SIZE)))
+
+    def skip(self, error: MalformedRun) -> None:
+        """Leave a malformed run out of this tick, with a WARNING naming it."""
+        log.warning(
+            "dataworks: run %s in workspace %s skipped this tick, its answer is malformed: %s",
+            error.run_id or "(without an Id)",
+            self.project.id,
+            error,
+            extra={"run_id": error.run_id or None, "project_id": self.project.id},
+        )
+        if error.run_id:
+            self.skipped.add(error.run_id)
 
     @property
     def more(self) -> bool:
@@ -108,8 +122,9 @@ class _ProjectScan:
         self.total = page.total_count
         before = len(self.runs)
         for run in page.runs:
-            if run.id:
-                self.runs.setdefault(run.key, run)
+            self.runs.setdefault(run.key, run)
+        for error in page.malformed:
+            self.skip(error)
         if self.pages_read == 1:
             self.page_size = len(page.runs)
             if 0 < self.page_size < min(MAX_PAGE_SIZE, self.total):
@@ -246,7 +261,8 @@ class Discoverer:
                 if not self._read_page(scan):
                     return scan, None
         self._fetch_missing_active(scan, cursor)
-        still_moving = tuple(sorted(run.id for run in scan.runs.values() if not run.final))
+        moving = {run.id for run in scan.runs.values() if not run.final}
+        still_moving = tuple(sorted(moving | (scan.skipped - {run.id for run in scan.runs.values()})))
         watched_since = cursor.watched_since if cursor else now
         # The count as page 1 gave it: a run created while the pages were read moves it next tick.
         return scan, ProjectCursor(project.id, first_page.total_count, now, still_moving, watched_since)
@@ -261,7 +277,11 @@ class Discoverer:
                 pass
             missing = [rid for rid in active if run_key(project.id, rid) not in scan.runs]
         for run_id in missing:
-            fetched = self._source.get_run(project, run_id)
+            try:
+                fetched = self._source.get_run(project, run_id)
+            except MalformedRun as error:
+                scan.skip(MalformedRun(str(error), run_id))
+                continue
             if fetched is None:
                 self._vanish(run_key(project.id, run_id))
                 continue

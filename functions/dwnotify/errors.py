@@ -3,6 +3,7 @@
     NotifierError
     ├── ConfigError        the config file is wrong; carries one line per problem (dotted path first)
     ├── DataWorksError     a DataWorks API call failed (.code, .http_status, .request_id, .retryable)
+    │   └── MalformedRun   one run in an answer has fields of the wrong shape (.run_id); it is skipped
     ├── DeliveryError      a chat service refused or did not answer (.channel, .retryable, .retry_after)
     ├── TemplateError      a template failed to compile or render (.template)
     └── StateError         the state store failed or lost a race it cannot recover from
@@ -43,6 +44,14 @@ class DataWorksError(NotifierError):
         self.request_id = request_id
         self.retryable = retryable
         super().__init__(message)
+
+
+class MalformedRun(DataWorksError):
+    """A run object whose fields have the wrong shape; `run_id` names it when it can be read."""
+
+    def __init__(self, reason: str, run_id: str = "") -> None:
+        super().__init__(reason)
+        self.run_id = run_id
 
 
 class DeliveryError(NotifierError):

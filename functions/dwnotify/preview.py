@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .dataworks import parse_run
+from .answers import parse_run
 from .diff import diff
 from .errors import ConfigError, TemplateError
 from .model import Event, Run

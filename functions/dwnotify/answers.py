@@ -1,0 +1,163 @@
+"""DataWorks answers -> domain objects: tolerant of every documented quirk, refusing what is malformed.
+
+Tolerated: any status spelling, `Detail` as an object or a JSON string, counts as strings, a run
+`Id` with a trailing newline, times in milliseconds, digit strings or ISO 8601. Refused: a run whose
+fields have the wrong shape (`Stages: 7`, a status that is an object, an id that is a list). A
+refused run is reported as a `MalformedRun` and skipped by its page, so one poison run never stops
+the others; a page that is not a page at all is the workspace's `DataWorksError`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from .errors import DataWorksError, MalformedRun
+from .model import Run, Stage, normalize_status
+
+# Bounds on what one run may bring into memory, the state store and a message.
+MAX_TEXT = 10_000
+MAX_DETAIL_JSON = 100_000
+_MAX_MILLIS = 253402300799999  # 9999-12-31T23:59:59.999Z: datetime's own end
+
+
+@dataclass(frozen=True)
+class RunPage:
+    """One page of ListPipelineRuns: the runs on it, the workspace's total count, and what was refused."""
+
+    total_count: int
+    runs: tuple[Run, ...]
+    malformed: tuple[MalformedRun, ...] = ()
+
+
+def _int(value: object, default: int = 0) -> int:
+    if isinstance(value, bool):
+        return default
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit() and len(value) < 30:
+        return int(value.strip())
+    return default
+
+
+def _text(value: object, field: str, limit: int = MAX_TEXT) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise MalformedRun(f"{field} is {type(value).__name__}, not text")
+    return str(value)[:limit]
+
+
+def parse_time(value: object) -> datetime | None:
+    """A time from milliseconds since the epoch (a number or digits) or ISO 8601; None if unusable."""
+    if isinstance(value, str) and value.strip() and not value.strip().isdigit():
+        try:
+            parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    millis = _int(value, -1)
+    if not 0 <= millis <= _MAX_MILLIS:
+        return None
+    return datetime.fromtimestamp(millis / 1000, tz=timezone.utc)
+
+
+def _detail(value: object) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str) and value.strip():
+        if len(value) > MAX_DETAIL_JSON:
+            return {"raw": value[:MAX_TEXT]}
+        try:
+            parsed = json.loads(value)
+        except (ValueError, RecursionError):
+            return {"raw": value[:MAX_TEXT]}
+        return parsed if isinstance(parsed, dict) else {"value": parsed}
+    return {}
+
+
+def _status(value: object, field: str) -> str:
+    return normalize_status(_text(value, field, limit=64) if value is not None else None)
+
+
+def parse_stage(raw: object, index: int = 0) -> Stage:
+    """A stage from its API object, tolerating missing fields and any status spelling."""
+    if not isinstance(raw, Mapping):
+        raise MalformedRun(f"Stages[{index}] is {type(raw).__name__}, not an object")
+    step = raw.get("Step")
+    if step is not None and _int(step, -1) < 0:
+        raise MalformedRun(f"Stages[{index}].Step is {step!r:.40}, not a whole number")
+    return Stage(
+        code=_text(raw.get("Code"), f"Stages[{index}].Code", 256).strip(),
+        step=_int(step),
+        type=_text(raw.get("Type"), f"Stages[{index}].Type", 64).strip().capitalize(),
+        name=_text(raw.get("Name"), f"Stages[{index}].Name", 1000).strip(),
+        description=_text(raw.get("Description"), f"Stages[{index}].Description"),
+        status=_status(raw.get("Status"), f"Stages[{index}].Status"),
+        message=_text(raw.get("Message"), f"Stages[{index}].Message"),
+        detail=_detail(raw.get("Detail")),
+    )
+
+
+def parse_run(raw: object, project_id: int | None = None) -> Run:
+    """A run from its API object (`Pipeline`, a `PipelineRuns` item or an old `Deployment`).
+
+    Listed or fetched for a workspace (`project_id`), the run is filed under that workspace whatever
+    its own `ProjectId` says: that is where it was found, and where `projects:` filters look.
+    """
+    if not isinstance(raw, Mapping):
+        raise MalformedRun(f"a run is {type(raw).__name__}, not an object")
+    raw_id = raw.get("Id")
+    run_id = raw_id.strip()[:256] if isinstance(raw_id, str) else ""
+    try:
+        if not run_id:
+            raise MalformedRun("the run has no Id" if raw_id in (None, "") else "Id is not text")
+        stages = raw.get("Stages")
+        if stages is not None and not isinstance(stages, list):
+            raise MalformedRun(f"Stages is {type(stages).__name__}, not a list")
+        if project_id is None:  # a run read from a file: its own ProjectId, if it is a usable one
+            project_id = _int(raw.get("ProjectId"))
+            project_id = project_id if 0 < project_id < 2**53 else 0
+        return Run(
+            id=run_id,
+            project_id=project_id,
+            status=_status(raw.get("Status"), "Status"),
+            creator=_text(raw.get("Creator"), "Creator", 256).strip(),
+            description=_text(raw.get("Description"), "Description"),
+            message=_text(raw.get("Message"), "Message"),
+            create_time=parse_time(raw.get("CreateTime")),
+            modify_time=parse_time(raw.get("ModifyTime")),
+            stages=tuple(parse_stage(stage, index) for index, stage in enumerate(stages or ())),
+        )
+    except MalformedRun as error:
+        raise MalformedRun(str(error), run_id) from None
+
+
+def parse_page(action: str, body: Mapping[str, Any], project_id: int) -> RunPage:
+    """A list answer's runs; a body that is no page is a `DataWorksError` of the workspace."""
+    paging = body.get("PagingInfo")
+    if not isinstance(paging, Mapping):
+        code = body.get("Code")
+        shown = f" (Code {str(code)[:80]})" if code else ""
+        raise DataWorksError(f"{action} answered without a PagingInfo object{shown}")
+    items = paging.get("PipelineRuns")
+    if items is None:
+        items = paging.get("Deployments")
+    if items is None:
+        items = []
+    if not isinstance(items, list):
+        raise DataWorksError(f"{action} answered PagingInfo runs that are {type(items).__name__}, not a list")
+    runs: list[Run] = []
+    malformed: list[MalformedRun] = []
+    for item in items:
+        try:
+            runs.append(parse_run(item, project_id))
+        except MalformedRun as error:
+            malformed.append(error)
+    total = _int(paging.get("TotalCount"), len(runs))
+    return RunPage(total_count=max(total, 0), runs=tuple(runs), malformed=tuple(malformed))

@@ -1,0 +1,118 @@
+"""Poison data and hostile servers through the wire: one bad run or page never silences the others.
+
+The DataWorks emulator serves the defects (fields overridden in one run, raw answers, a lying
+TotalCount, an ignored PageSize); the real SDK, SQLite and the chat emulators do the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from tests.conftest import World
+
+STAGES = [{"code": "BUILD", "step": 1, "type": "Build", "name": "Build package"}]
+HUGE = 10**20
+
+
+def failed_run(world: World, project: int) -> str:
+    return world.dataworks.add_run(
+        project, status="Fail", message="boom", stages=STAGES, stage_statuses={"BUILD": "Fail"}
+    )
+
+
+@pytest.mark.parametrize(
+    "poison",
+    [
+        {"Stages": 7},
+        {"Stages": [7, "x", None]},
+        {"Stages": [{"Code": {"a": 1}, "Step": "one", "Status": ["Fail"]}]},
+        {"CreateTime": HUGE},
+        {"ModifyTime": -HUGE},
+        {"CreateTime": "2023-13-45T99:00:00Z"},
+        {"ProjectId": HUGE},
+        {"ProjectId": "ten thousand"},
+        {"Status": {"nested": True}},
+        {"Id": ["not", "a", "string"]},
+        {"Message": "x" * 200_000},
+        {"Stages": [{"Code": "BUILD", "Step": 1, "Status": "Fail", "Detail": "[" * 50_000 + "]" * 50_000}]},
+    ],
+)
+def test_a_poison_run_is_skipped_and_every_other_run_is_announced(
+    world: World, poison: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    bad = failed_run(world, 10000)
+    good_same_page = failed_run(world, 10000)
+    good_elsewhere = failed_run(world, 10001)
+    world.dataworks.run_overrides[bad] = poison
+    with caplog.at_level(logging.WARNING):
+        summary = world.tick()
+    texts = "\n".join(message["markdown"]["text"] for message in world.ding())
+    assert good_same_page in texts and good_elsewhere in texts
+    if bad not in texts:  # skipped: a WARNING names it (if it has a readable Id) and it is tried next tick
+        named = "(without an Id)" if "Id" in poison else bad
+        warnings = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
+        assert any(named in message for message in warnings), warnings
+    assert summary.messages_failed == 0
+    world.dataworks.run_overrides.clear()
+    world.tick()
+    texts = [message["markdown"]["text"] for message in world.ding()]
+    for run_id in (bad, good_same_page, good_elsewhere):  # never lost, never twice
+        assert sum(run_id in text for text in texts) == 1, run_id
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"RequestId": "x", "PagingInfo": [1, 2]},
+        {"RequestId": "x", "PagingInfo": "page"},
+        {"RequestId": "x", "PagingInfo": {"PipelineRuns": 5, "TotalCount": 1}},
+        {"RequestId": "x", "PagingInfo": {"PipelineRuns": {"Id": "r"}, "TotalCount": 1}},
+        {"RequestId": "x", "Code": "InternalError", "Message": "an error in a 200 answer"},
+        "[" * 50_000 + "]" * 50_000,
+        "not json at all",
+        [],
+    ],
+)
+def test_a_malformed_page_fails_its_workspace_only_and_the_outbox_still_goes_out(
+    world: World, answer: Any
+) -> None:
+    waiting = failed_run(world, 10001)
+    world.dingtalk.inject(status=500, times=1)  # the first send fails: the message waits in the outbox
+    world.tick()
+    assert world.ding() == []
+    failed_run(world, 10001)
+    world.dataworks.inject_answer("ListPipelineRuns", answer, times=20)  # every workspace, this tick
+    summary = world.tick()
+    assert any("workspace" in error for error in summary.errors), summary.errors
+    texts = "\n".join(message["markdown"]["text"] for message in world.ding())
+    assert waiting in texts  # delivered although discovery found nothing it could read
+
+
+def test_a_malformed_page_in_one_workspace_leaves_the_others_alone(world: World) -> None:
+    good = failed_run(world, 10001)
+    answers: list[Any] = [{"RequestId": "x", "PagingInfo": "page"}]
+    world.dataworks.inject_answer("ListPipelineRuns", answers[0], times=1)  # the first listing: 10000
+    summary = world.tick()
+    assert [error for error in summary.errors if error.startswith("workspace 10000")], summary.errors
+    assert good in "\n".join(message["markdown"]["text"] for message in world.ding())
+
+
+def test_a_lying_total_count_costs_two_calls(world: World) -> None:
+    world.dataworks.claim_total = 1_000_000
+    failed_run(world, 10000)
+    summary = world.tick()
+    assert summary.events == 2
+    assert world.dataworks.call_count("ListPipelineRuns") <= 2 + 2  # two workspaces, two pages at most
+
+
+def test_a_server_that_ignores_page_size_loses_no_run(world: World) -> None:
+    world.tick()  # both workspaces seen once, empty
+    world.dataworks.serve_page_size = 10
+    ids = {failed_run(world, 10000) for _ in range(35)}
+    summary = world.tick()
+    assert summary.events == 35 * 2
+    texts = "\n".join(message["markdown"]["text"] for message in world.ding())
+    assert all(run_id in texts for run_id in ids)
