@@ -51,7 +51,9 @@ def test_a_poison_run_is_skipped_and_every_other_run_is_announced(
         summary = world.tick()
     texts = "\n".join(message["markdown"]["text"] for message in world.ding())
     assert good_same_page in texts and good_elsewhere in texts
-    if bad not in texts:  # skipped: a WARNING names it (if it has a readable Id) and it is tried next tick
+    # Skipped: a WARNING names it (if it has a readable Id) and it is tried next tick. A finished run
+    # without a usable CreateTime is history instead (not news, nothing to warn about).
+    if bad not in texts and "CreateTime" not in poison:
         named = "(without an Id)" if "Id" in poison else bad
         warnings = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
         assert any(named in message for message in warnings), warnings
@@ -116,3 +118,34 @@ def test_a_server_that_ignores_page_size_loses_no_run(world: World) -> None:
     assert summary.events == 35 * 2
     texts = "\n".join(message["markdown"]["text"] for message in world.ding())
     assert all(run_id in texts for run_id in ids)
+
+
+@pytest.mark.parametrize("create_time", [None, "2023-05-01T08:00:00Z", "yesterday"])
+def test_finished_history_without_a_usable_create_time_is_not_news(world: World, create_time: object) -> None:
+    for _ in range(40):
+        run_id = world.dataworks.add_run(
+            10000, status="Success", stages=STAGES, stage_statuses={"BUILD": "Success"}
+        )
+        world.dataworks.run_overrides[run_id] = {"CreateTime": create_time, "ModifyTime": create_time}
+    moving = world.dataworks.add_run(
+        10000, status="Running", stages=STAGES, stage_statuses={"BUILD": "Running"}
+    )
+    world.dataworks.run_overrides[moving] = {"CreateTime": None}
+    summary = world.tick()
+    assert summary.events == 2  # only the moving run: run.started, stage.started
+    assert any(moving in str(message) for message in world.slack_messages())
+
+
+def test_an_empty_state_store_is_said_out_loud(world: World, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        world.tick()
+        first = [
+            record.getMessage() for record in caplog.records if "knows no workspace" in record.getMessage()
+        ]
+        caplog.clear()
+        world.tick()
+        second = [
+            record.getMessage() for record in caplog.records if "knows no workspace" in record.getMessage()
+        ]
+    assert len(first) == 1 and "its state was lost" in first[0]
+    assert second == []

@@ -191,6 +191,14 @@ class Discoverer:
         """Fetch what changed since the cursors were stored."""
         result = Discovery()
         seen: dict[str, Run] = {}
+        if not cursors and self._settings.projects:
+            # A first run, or a state store that was lost: then runs inside the lookback are announced
+            # again. Said out loud, so that a lost store is never silent.
+            log.warning(
+                "state: the store knows no workspace yet (a first run, or its state was lost); runs "
+                "created within the lookback (%s) are announced as first sight",
+                self._settings.lookback,
+            )
         for project in self._settings.projects:
             if self._out_of_time():
                 log.warning("dataworks: out of time, workspace %s is left for the next tick", project.id)
@@ -235,7 +243,8 @@ class Discoverer:
             result.observations.append(Observation(run, previous, silent=False))
             return
         created = run.create_time.timestamp() if run.create_time else None
-        old = created is not None and created < threshold
+        # Without a usable CreateTime a finished run cannot be shown to be news: it is history.
+        old = run.final if created is None else created < threshold
         if old and run.final:
             return  # history that finished before we watched: nothing to record or announce
         result.observations.append(Observation(run, None, silent=old))
