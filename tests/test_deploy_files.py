@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -124,6 +125,51 @@ def test_every_env_reference_in_s_yaml_is_documented_in_the_readme() -> None:
     assert names, "s.yaml takes nothing from the environment"
     undocumented = sorted(name for name in names if f"`{name}`" not in section)
     assert undocumented == []
+
+
+def test_the_readme_marks_required_exactly_what_s_yaml_reads_without_a_default() -> None:
+    # `${env('X')}` without a default stops `s` when X is unset or empty; with one, X may be left out.
+    defaults: dict[str, set[str | None]] = {}
+    for text in strings(s_yaml()):
+        for match in ENV_REF.finditer(text):
+            defaults.setdefault(match.group(1), set()).add(match.group(2))
+    assert all(len(found) == 1 for found in defaults.values()), defaults  # one default per variable
+    rows = dict(re.findall(r"^\| `([A-Z][A-Z0-9_]*)` \| (yes|no) \|", deploy_section(), re.MULTILINE))
+    assert {name for name, required in rows.items() if required == "yes"} == {
+        name for name, found in defaults.items() if found == {None}
+    }
+    assert {name for name, required in rows.items() if required == "no"} == {
+        name for name, found in defaults.items() if found != {None}
+    }
+
+
+def test_s_yaml_names_a_literal_access_alias() -> None:
+    # Serverless Devs renders no expression in `access`: an ${env(...)} there reaches it as written.
+    access = s_yaml()["access"]
+    assert isinstance(access, str) and "${" not in access
+    assert access == "default"
+    section = deploy_section()
+    assert "s deploy -y -a " in section
+    assert f"-a {access}" in section  # how README says to add that key
+
+
+def test_the_pre_deploy_build_takes_the_runtime_name() -> None:
+    # s.yaml runs `make build FC_PYTHON=python3.x`: the Makefile hands it to the build, which reads it.
+    dry_run = subprocess.run(
+        ["make", "--no-print-directory", "-n", "build", "FC_PYTHON=python3.12"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert dry_run.returncode == 0, dry_run.stderr
+    assert "scripts/build.py --python python3.12 --out build/code" in dry_run.stdout
+    spec = importlib.util.spec_from_file_location("dwnotify_build_script", ROOT / "scripts" / "build.py")
+    assert spec is not None and spec.loader is not None
+    build_script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build_script)
+    assert {build_script.runtime_version(runtime) for runtime in FC_PYTHON_RUNTIMES} == {"3.10", "3.12"}
 
 
 def test_no_secret_is_written_into_s_yaml() -> None:
