@@ -129,7 +129,13 @@ def check_templates(settings: Settings) -> list[str]:
 def _sample_problems(
     renderer: Renderer, channel_type: str, template: str, contexts: Sequence[MessageContext]
 ) -> list[str]:
-    """`<template>: <what failed> (rendering <event types>)`, one line per distinct failure."""
+    """`<template>: <what failed> (rendering <event types>)`, one line per distinct failure.
+
+    A failure is a render error, or a limit of the chat service that the output breaks (Slack Block
+    Kit's, for a `.blocks.json.j2`: the message would be cut to fit, or sent in another layout).
+    """
+    from .channels.slack import layout_problems
+
     try:
         renderer.compile(channel_type, template)
     except TemplateError as error:
@@ -138,13 +144,19 @@ def _sample_problems(
     together: dict[str, str] = {}
     for ctx in contexts:
         try:
-            renderer.render(channel_type, template, ctx)
+            message = renderer.render(channel_type, template, ctx)
+            failures = []
+            if channel_type == "slack" and message.blocks is not None:
+                path = f"{channel_type}/{template}.blocks.json.j2"  # only that kind renders blocks
+                failures = [f"{path}: {problem}" for problem in layout_problems(message.blocks)]
         except TemplateError as error:
-            types = [event.type for event in ctx.events]
+            failures = [str(error)]
+        types = [event.type for event in ctx.events]
+        for failure in failures:
             if len(types) == 1:
-                alone.setdefault(str(error), []).append(types[0])
+                alone.setdefault(failure, []).append(types[0])
             else:
-                together.setdefault(str(error), ", ".join(types))
+                together.setdefault(failure, ", ".join(types))
     lines = [
         f"{message} (rendering {types[0] if len(types) == 1 else 'each of ' + ', '.join(types)})"
         for message, types in alone.items()

@@ -1,20 +1,31 @@
-"""Slack incoming webhooks: mrkdwn laid out as Block Kit sections.
+"""Slack incoming webhooks: mrkdwn laid out as Block Kit sections, template blocks fitted to Block Kit.
 
 Block Kit's documented limits have their one home here: at most 50 blocks a message; a header's
 plain_text up to 150 characters; a section's text up to 3,000 and at most 10 fields of 2,000; at most
 10 context elements; any other text object 1 to 3,000 characters; a `block_id` up to 255. Slack
-refuses a message that breaks one (400 `invalid_blocks`, for good). The mrkdwn layout (`sections`)
-splits long text at line breaks, else at whitespace, never inside an entity such as `&amp;` or a
-`<url|text>` link.
+refuses a message that breaks one (400 `invalid_blocks`, for good), so nothing sent here breaks one:
+
+- the mrkdwn layout (`sections`) splits long text at line breaks, else at whitespace, never inside an
+  entity such as `&amp;` or a `<url|text>` link;
+- what a `.blocks.json.j2` renders is fitted (`fit_blocks`): a long text is cut and ends with `…`,
+  extra blocks, fields or elements give way to a `…(truncated)` marker, an empty text object (which
+  Slack refuses) is left out. Blocks that cutting cannot repair (a header without plain_text) are sent
+  as the mrkdwn layout of the message text instead. `dwnotify check` reports every limit a template's
+  sample output breaks (`layout_problems`), so the cut is a safety net, not the design.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import DeliveryError
 from .base import TRIM_MARKER, ChannelMessage, HttpChannel, retry_after_seconds, trim_utf8
+
+log = logging.getLogger(__name__)
 
 MAX_BLOCKS = 50
 MAX_HEADER_CHARS = 150
@@ -29,6 +40,7 @@ ELLIPSIS = "…"
 
 # A `<url|text>` link, `<!here>` or `<@U123>`, or an entity: a cut inside one breaks it.
 _UNBREAKABLE = re.compile(r"<[^<>\n]*>|&(?:#[0-9]+|#x[0-9a-fA-F]+|[A-Za-z]+);")
+_TEXT_TYPES = ("mrkdwn", "plain_text")
 
 
 # --- cutting text -------------------------------------------------------------------------------
@@ -119,7 +131,150 @@ def sections(text: str) -> list[dict[str, Any]]:
     )
 
 
+# --- fitting template blocks --------------------------------------------------------------------
+
+
+class _Unfit(Exception):
+    """A block that no cut makes acceptable to Slack."""
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """Template blocks fitted to Block Kit: what to send (None: the mrkdwn layout) and what was wrong."""
+
+    blocks: list[dict[str, Any]] | None
+    problems: list[str]
+
+
+_Note = Callable[[str], None]
+
+
+def _prefixed(note: _Note, prefix: str) -> _Note:
+    return lambda what: note(prefix + what)
+
+
+def _text_object(value: object, limit: int, note: _Note, types: Sequence[str] = _TEXT_TYPES) -> Any:
+    """A text object cut to `limit` characters; None when empty (Slack wants at least one character)."""
+    if not isinstance(value, Mapping) or value.get("type") not in types:
+        raise _Unfit(f"text must be a {' or '.join(types)} text object")
+    if not isinstance(value.get("text"), str):
+        raise _Unfit("a text object's text must be a string")
+    if not value["text"]:
+        note("empty text, which Slack refuses (left out)")
+        return None
+    if len(value["text"]) > limit:
+        note(f"text over Block Kit's limit of {limit:,} characters")
+        return {**value, "text": truncate(value["text"], limit)}
+    return dict(value)
+
+
+def _capped(items: list[Any], limit: int, what: str, note: _Note) -> list[Any]:
+    """At most `limit` items: the first ones and a marker saying how many more there were."""
+    if len(items) <= limit:
+        return items
+    note(f"more than {limit} {what}, Block Kit's limit")
+    more = len(items) - limit + 1
+    return [*items[: limit - 1], {"type": "mrkdwn", "text": f"{ELLIPSIS}(+{more} more)"}]
+
+
+def _fit_section(block: dict[str, Any], note: _Note) -> dict[str, Any] | None:
+    if "text" in block:
+        text = _text_object(block.pop("text"), MAX_SECTION_CHARS, note)
+        if text is not None:
+            block["text"] = text
+    if "fields" in block:
+        if not isinstance(block["fields"], list):
+            raise _Unfit("fields must be a list of text objects")
+        field_note = _prefixed(note, "a field's ")
+        fields = [_text_object(field, MAX_FIELD_CHARS, field_note) for field in block.pop("fields")]
+        fields = _capped([field for field in fields if field is not None], MAX_FIELDS, "fields", note)
+        if fields:
+            block["fields"] = fields
+    if "text" not in block and "fields" not in block:  # Slack wants one; an accessory alone is refused
+        return None
+    return block
+
+
+def _fit_context(block: dict[str, Any], note: _Note) -> dict[str, Any] | None:
+    elements = block.get("elements")
+    if not isinstance(elements, list) or not all(isinstance(e, Mapping) for e in elements):
+        raise _Unfit("elements must be a list of text objects and images")
+    kept = []
+    for element in elements:
+        if element.get("type") in _TEXT_TYPES:
+            text = _text_object(element, MAX_TEXT_OBJECT_CHARS, _prefixed(note, "an element's "))
+            kept.extend([] if text is None else [text])
+        else:
+            kept.append(dict(element))
+    block["elements"] = _capped(kept, MAX_CONTEXT_ELEMENTS, "elements", note)
+    return block if block["elements"] else None
+
+
+def _fit_block(block: Mapping[str, Any], note: _Note) -> dict[str, Any] | None:
+    """One block within its limits (a copy), or None when nothing of it is left to show."""
+    fitted = dict(block)
+    block_id = fitted.get("block_id")
+    if isinstance(block_id, str) and len(block_id) > MAX_BLOCK_ID_CHARS:
+        note(f"block_id over Block Kit's limit of {MAX_BLOCK_ID_CHARS} characters")
+        fitted["block_id"] = block_id[:MAX_BLOCK_ID_CHARS]
+    kind = fitted.get("type")
+    if kind == "header":
+        text = _text_object(fitted.get("text"), MAX_HEADER_CHARS, note, types=("plain_text",))
+        return None if text is None else {**fitted, "text": text}
+    if kind == "section":
+        return _fit_section(fitted, note)
+    if kind == "context":
+        return _fit_context(fitted, note)
+    return fitted  # other kinds are Slack's to judge
+
+
+def fit_blocks(blocks: Sequence[Mapping[str, Any]]) -> Fitted:
+    """`blocks` cut to Block Kit's limits, with one line per limit broken (`block 2 (section): ...`)."""
+    problems: dict[str, None] = {}  # ordered, without repeats: twelve long fields are one problem
+    fitted: list[dict[str, Any]] = []
+    for number, block in enumerate(blocks, 1):
+        where = f"block {number} ({block.get('type')})"
+
+        def note(what: str, where: str = where) -> None:
+            problems.setdefault(f"{where}: {what}")
+
+        try:
+            kept = _fit_block(block, note)
+        except _Unfit as error:
+            note(f"{error}; the message is sent in the plain mrkdwn layout instead")
+            return Fitted(None, list(problems))
+        if kept is not None:
+            fitted.append(kept)
+    if len(fitted) > MAX_BLOCKS:
+        problems.setdefault(f"more than {MAX_BLOCKS} blocks, Block Kit's limit for a message")
+    if not fitted:
+        problems.setdefault("no block left to show; the message is sent in the plain mrkdwn layout instead")
+        return Fitted(None, list(problems))
+    return Fitted(_fit_count(fitted), list(problems))
+
+
+def layout_problems(blocks: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Every Block Kit limit that `blocks` break, one line each (what `dwnotify check` reports)."""
+    return fit_blocks(blocks).problems
+
+
 # --- the channel --------------------------------------------------------------------------------
+
+
+def build_payload(message: ChannelMessage, channel: str = "") -> dict[str, Any]:
+    """The webhook body: the message's own blocks fitted to Block Kit, else its mrkdwn layout."""
+    blocks = None
+    if message.blocks is not None:
+        fitted = fit_blocks(message.blocks)
+        if fitted.problems:
+            problems = "; ".join(fitted.problems)
+            log.warning(
+                "slack: template blocks fitted to Block Kit: %s", problems, extra={"channel": channel}
+            )
+        blocks = fitted.blocks
+    if blocks is None:
+        blocks = sections(message.text)
+    return {"text": trim_utf8(message.title or message.text, MAX_TEXT_CHARS), "blocks": blocks}
 
 
 class SlackChannel(HttpChannel):
@@ -127,9 +282,7 @@ class SlackChannel(HttpChannel):
 
     def send(self, message: ChannelMessage) -> None:
         """Post the message; `ok` in a 200 answer is success."""
-        blocks = list(message.blocks) if message.blocks is not None else sections(message.text)
-        payload = {"text": trim_utf8(message.title or message.text, MAX_TEXT_CHARS), "blocks": blocks}
-        response = self._post(self._settings.url.reveal(), payload)
+        response = self._post(self._settings.url.reveal(), build_payload(message, self.name))
         if response.status_code == 200:
             return
         reason = response.text.strip()[:200] or f"HTTP {response.status_code}"
