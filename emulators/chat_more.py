@@ -8,7 +8,8 @@ checked in this order: 19001 unknown token; 11232 over 5 messages a second or 10
 over 20 KB or not JSON; 19021 `timestamp`/`sign` missing, wrong, or over an hour off (signing bots);
 9499 unknown `msg_type` or missing content (`content.text`, `content.post`, or a `card` with elements);
 19024 none of the bot's keywords in the message text. Success: `{"StatusCode": 0, "StatusMessage":
-"success", "code": 0, "data": {}, "msg": "success"}`.
+"success", "code": 0, "data": {}, "msg": "success"}`. `mentions(token)` lists the `<at id=...>` (and
+`user_id=`, `open_id=`, `email=`, `ids=`) of accepted messages, `all` for everyone.
 
 WeCom (`POST /cgi-bin/webhook/send?key=K`, "群机器人配置说明"), always HTTP 200 + `errcode`: 93000 unknown
 key; 45009 over 20 messages a minute; 47001 not JSON; 40008 unknown `msgtype`; 44004 empty content;
@@ -69,6 +70,9 @@ def lark_sign(secret: str, timestamp: str) -> str:
     return base64.b64encode(hmac.new(string_to_sign, digestmod=hashlib.sha256).digest()).decode()
 
 
+_LARK_AT = re.compile(r"<at\s+(?:id|ids|user_id|open_id|email)\s*=\s*['\"]?([^'\"<>\s]+)", re.IGNORECASE)
+
+
 class LarkEmulator(_RobotWebhook):
     """Lark/Feishu custom bots: token, rate, size, signature, content and keyword checks."""
 
@@ -91,6 +95,15 @@ class LarkEmulator(_RobotWebhook):
     def default_body(self, status: int) -> Mapping[str, Any]:
         """Lark's rate-limit answer."""
         return {"code": 11232, "msg": "frequency limited psm[lark.oapi.app_platform_runtime]", "data": {}}
+
+    def mentions(self, token: str) -> list[str]:
+        """Who the accepted messages of one bot mention (`<at id=all>` gives `all`), in order."""
+        found: list[str] = []
+        for body in self.messages(token):
+            for text in _strings(body.get("card") or body.get("content")):
+                for ids in _LARK_AT.findall(text):
+                    found += ids.split(",")
+        return found
 
     def handle(self, request: Request) -> Response:
         """Answer one bot send."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -347,9 +348,50 @@ def test_slack_escapes_values_but_keeps_template_links() -> None:
     assert f"<{CONSOLE}|" in text
 
 
-def test_dingtalk_leaves_values_as_they_are(tmp_path: Path) -> None:
-    message = render_source(tmp_path, "dingtalk", "### {{ '<b>&' }} {{ none }}|", "md")
-    assert message.text == "### <b>& |"
+@pytest.mark.parametrize(
+    ("channel_type", "value", "expected"),
+    [
+        ("dingtalk", "<b>&</b>", "&lt;b&gt;&&lt;/b&gt;"),
+        ("dingtalk", "[x](http://evil)", "\\[x\\]\\(http://evil)"),
+        ("dingtalk", "**b** ods_user_daily _i_", "\\*\\*b\\*\\* ods_user_daily \\_i\\_"),
+        ("dingtalk", "# h\n- item\n1. x\n---", "\\# h\n\\- item\n1\\. x\n\\---"),
+        ("dingtalk", "`code` | ~~s~~ C:\\x", "\\`code\\` \\| \\~\\~s\\~\\~ C:\\\\x"),
+        ("dingtalk", "    indented", "\u00a0\u00a0\u00a0\u00a0indented"),
+        ("webhook", "[x](http://evil) <b>", "\\[x\\]\\(http://evil) &lt;b&gt;"),
+        ("lark", "<at id=all></at> build", "&#60;at id=all&#62;&#60;/at&#62; build"),
+        ("lark", "[x](http://evil) **b**", "&#91;x&#93;(http://evil) &#42;&#42;b&#42;&#42;"),
+        ("lark", "_i_ ods_user & &lt;", "&#95;i&#95; ods_user & &#38;lt;"),
+        ("lark", "# h\n- item", "&#35; h\n&#45; item"),
+        ("wecom", "<@U0123ABCD>", "<\u200b@U0123ABCD>"),
+        ("wecom", '<font color="info">x</font>', '<\u200bfont color="info">x<\u200b/font>'),
+        ("wecom", "[x](http://evil) **b**", "[x]\u200b(http://evil) *\u200b*b*\u200b*"),
+        ("wecom", "# h\n> q", "\u200b# h\n\u200b> q"),
+        ("slack", "<!channel> <@U0123> &", "&lt;!channel&gt; &lt;@U0123&gt; &amp;"),
+        ("slack", "<http://evil|x>", "&lt;http://evil|x&gt;"),
+    ],
+)  # fmt: skip
+def test_each_channel_type_escapes_values_its_own_way(
+    tmp_path: Path, channel_type: str, value: str, expected: str
+) -> None:
+    ext = "mrkdwn" if channel_type == "slack" else "md"
+    ctx = value_context(value, channel_type)
+    message = render_source(tmp_path, channel_type, "*t*\n{{ run.description }}{{ none }}", ext, ctx)
+    assert message.text.split("\n", 1)[1] == expected
+
+
+def value_context(value: str, channel_type: str) -> MessageContext:
+    return context(make_run(description=value), (event("run.failed", FAIL),), channel_type)
+
+
+def test_template_markup_is_left_alone_and_the_console_link_is_a_link_target(tmp_path: Path) -> None:
+    source = "### **{{ headline }}** [open]({{ run.console_url }}) {{ run.console_url | link('R&D [ops]') }}"
+    odd = replace(PROJECT, id=10001)
+    ctx = MessageContext(make_run(), (), odd, "r", "ops", "dingtalk", "https://x/a b(c)?q=[1]", NOW)
+    text = render_source(tmp_path, "dingtalk", source, "md", ctx).text
+    assert text == (
+        "### **发布失败 · Deployment failed** [open](https://x/a%20b%28c%29?q=%5B1%5D) "
+        "[R&D \\[ops\\]](https://x/a%20b%28c%29?q=%5B1%5D)"
+    )
 
 
 def test_slack_filters_escape_what_they_wrap(tmp_path: Path) -> None:
@@ -465,7 +507,7 @@ def test_template_sees_the_contract_context(tmp_path: Path) -> None:
         "### {{ run.id }}|{{ run.project_id }}|{{ run.status }}|{{ run.final }}|"
         "{{ run.duration | duration }}\n"
         "{{ run.create_time | datetime('%H:%M') }}|{{ run.stages | map(attribute='step') | join(',') }}\n"
-        "{% for e in events %}{{ e.type }} {{ e.stage.code if e.stage else '-' }} "
+        "{% for e in events %}{{ e.type }} {{ e.stage.code if e.stage else 'none' }} "
         "{{ e.status }}<{{ e.previous }}\n"
         "{% endfor %}{{ project.id }}|{{ project.name }}|{{ project.label }}|{{ rule.name }}|"
         "{{ channel.name }}|{{ channel.type }}|{{ now.isoformat() }}|{{ outcome }}"
@@ -478,7 +520,7 @@ def test_template_sees_the_contract_context(tmp_path: Path) -> None:
         "### a7ef0634-20ec-4a7c-a214-54020f91XXXX|10001|fail|True|3m 12s",
         "15:56|1,2",
         "stage.failed S2 fail<running",
-        "run.failed - fail<running",
+        "run.failed none fail<running",
         f"10000||10000|failures|ops|dingtalk|{NOW.isoformat()}|fail",
     ]
 

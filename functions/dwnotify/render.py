@@ -9,10 +9,15 @@ A template `name` for a channel type is looked up as `<type>/<name>.<ext>.j2`, f
   first: a user's `mrkdwn` beats a built-in `blocks.json`; within one folder `blocks.json` wins.
 
 Every `{{ ... }}` output is escaped for its channel by the environment's `finalize` hook, so a
-template cannot forget it: Slack gets `&`, `<`, `>` as entities, and a `.blocks.json.j2` also gets
-JSON string escaping, so `"{{ stage.name }}"` is always a valid JSON string; `{{ value | tojson }}`
-writes a whole JSON literal, quotes included. Text written in the template itself (a `<url|text>`
-link, `*bold*`) is left alone, and `None` prints as nothing.
+template cannot forget it and a value from DataWorks (a stage name, a message, a creator) stays
+text: no link, mention, tag or formatting. Each channel type's escaping is its own (`MARKUP` in its
+channel module; Slack's is here): DingTalk and the generic webhook escape CommonMark, Lark writes
+special characters as the `&#NN;` entities it documents, WeCom breaks mentions, tags and links with
+a zero-width space, Slack gets `&`, `<`, `>` as entities. A `.blocks.json.j2` also gets JSON string
+escaping, so `"{{ stage.name }}"` is always a valid JSON string; `{{ value | tojson }}` writes a
+whole JSON literal, quotes included. `{{ run.console_url }}` is escaped as a link target. Text
+written in the template itself (a `<url|text>` link, `*bold*`) is left alone, and `None` prints as
+nothing. The title is the first line read back as plain text.
 
 Variables: `run` (see `RunView`), `events` (model `Event`s: `type`, `stage`, `status`, `previous`),
 `project` (`id`, `name` or None, `label` = name or id), `rule.name`, `channel.name`, `channel.type`,
@@ -37,7 +42,8 @@ import jinja2
 from jinja2 import meta
 from jinja2.sandbox import SandboxedEnvironment
 
-from dwnotify.channels.base import trim_utf8
+from dwnotify.channels import dingtalk, lark, webhook, wecom
+from dwnotify.channels.base import Markup, trim_utf8
 from dwnotify.errors import TemplateError
 from dwnotify.model import (
     CANCELED,
@@ -88,6 +94,12 @@ class RenderedMessage:
     blocks: tuple[dict[str, Any], ...] | None = None
 
 
+class Url(str):
+    """A URL from the settings (the console link): escaped as a link target, not as text."""
+
+    __slots__ = ()
+
+
 @dataclass(frozen=True)
 class RunView(Run):
     """The `run` a template sees: Id trimmed, stages in Step order, plus `console_url` and `duration`."""
@@ -103,7 +115,7 @@ class RunView(Run):
             duration = max(run.modify_time - run.create_time, timedelta(0))
         values = {item.name: getattr(run, item.name) for item in fields(Run)}
         values.update(id=run.id.strip(), stages=tuple(sorted(run.stages, key=lambda stage: stage.step)))
-        return cls(**values, console_url=console_url, duration=duration)
+        return cls(**values, console_url=Url(console_url), duration=duration)
 
 
 # --- headlines and status words ---------------------------------------------------------------
@@ -219,35 +231,43 @@ def truncate_bytes(value: object, n: int) -> str:
 
 
 def escape_mrkdwn(text: str) -> str:
-    """Escape the three characters Slack mrkdwn reads as markup."""
+    """Escape the three characters Slack mrkdwn reads as markup (and so `<!channel>`, `<@U..>`, links)."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+# Slack's belongs in channels/slack.py beside the others; it stays here until that module takes it.
+SLACK_MARKUP = Markup(escape_mrkdwn, url=escape_mrkdwn)
 
 
 @dataclass(frozen=True)
 class _Format:
-    """One kind of template: its file extension, its markup and whether it is JSON."""
+    """One kind of template: its file extension, its channel's markup and whether it is JSON."""
 
     ext: str
-    mrkdwn: bool  # Slack mrkdwn, else DingTalk markdown
+    markup: Markup
+    mrkdwn: bool = False  # Slack mrkdwn (`<url|text>` links), else markdown (`[text](url)`)
     is_json: bool = False
 
     def escape_text(self, text: str) -> str:
-        """A value made safe inside the markup."""
-        return escape_mrkdwn(text) if self.mrkdwn else text
+        """A value made inert inside the markup."""
+        return self.markup.escape(text)
 
     def escape_output(self, markup: str) -> str:
         """Markup made safe inside the file: a JSON string's content for Block Kit templates."""
         return json.dumps(markup, ensure_ascii=False)[1:-1] if self.is_json else markup
 
 
-# Per channel type, the template kinds in lookup order within one folder (see Renderer._template).
+# Per channel type, the template kinds in lookup order within one folder (see Renderer._template),
+# each with that channel type's own markup.
 FORMATS: Mapping[str, tuple[_Format, ...]] = {
-    "dingtalk": (_Format("md", mrkdwn=False),),
-    "slack": (_Format("blocks.json", mrkdwn=True, is_json=True), _Format("mrkdwn", mrkdwn=True)),
-    # One environment per extension: these must equal DingTalk's "md" format (markdown, values as they are).
-    "lark": (_Format("md", mrkdwn=False),),
-    "wecom": (_Format("md", mrkdwn=False),),
-    "webhook": (_Format("md", mrkdwn=False),),
+    "dingtalk": (_Format("md", dingtalk.MARKUP),),
+    "slack": (
+        _Format("blocks.json", SLACK_MARKUP, mrkdwn=True, is_json=True),
+        _Format("mrkdwn", SLACK_MARKUP, mrkdwn=True),
+    ),
+    "lark": (_Format("md", lark.MARKUP),),
+    "wecom": (_Format("md", wecom.MARKUP),),
+    "webhook": (_Format("md", webhook.MARKUP),),
 }
 
 
@@ -289,6 +309,8 @@ class _Environment(SandboxedEnvironment):
             return value
         if value is None:
             return ""
+        if isinstance(value, Url):
+            return self.format.escape_output(self.format.markup.url(value))
         return self.format.escape_output(self.format.escape_text(str(value)))
 
     def _quote(self, value: object) -> _Raw:
@@ -303,7 +325,7 @@ class _Environment(SandboxedEnvironment):
         if self.format.mrkdwn:
             body = f"<{escape_mrkdwn(str(url))}|{escape_mrkdwn(label.replace('|', '/'))}>"
         else:
-            body = f"[{label}]({url})"
+            body = f"[{self.format.escape_text(label)}]({self.format.markup.url(str(url))})"
         return _Raw(self.format.escape_output(body))
 
     def _tojson(self, value: object) -> str:
@@ -341,7 +363,7 @@ class Renderer:
         self.search_path = tuple(path for path in (user_dir, builtin) if path is not None)
         self._loader = jinja2.FileSystemLoader([str(path) for path in self.search_path])
         self._environments = {
-            fmt.ext: _Environment(self._loader, fmt) for fmts in FORMATS.values() for fmt in fmts
+            (kind, fmt.ext): _Environment(self._loader, fmt) for kind, fmts in FORMATS.items() for fmt in fmts
         }
         self._compiled: dict[tuple[str, str], _Compiled] = {}
 
@@ -372,7 +394,7 @@ class Renderer:
                 if not (folder / path).is_file():
                     continue
                 # The loader searches the user's folder first: nothing earlier in the order has `path`.
-                template = self._load(self._environments[fmt.ext], path, required=False)
+                template = self._load(self._environments[channel_type, fmt.ext], path, required=False)
                 if template is not None:
                     compiled = _Compiled(template, fmt, path)
                     self._compiled[channel_type, name] = compiled
@@ -417,7 +439,7 @@ def _message(text: str, compiled: _Compiled) -> RenderedMessage:
         text, blocks = _parse_blocks(text, compiled)
     text = text.strip("\n")
     first_line = next((line for line in text.splitlines() if line.strip()), "")
-    title = first_line.strip("*# \t") if compiled.format.mrkdwn else first_line.strip("# \t")
+    title = compiled.format.markup.plain(first_line.strip("*# \t" if compiled.format.mrkdwn else "# \t"))
     if not title:
         raise TemplateError(f"{compiled.path} rendered an empty message", template=compiled.path)
     return RenderedMessage(title=title, text=text, blocks=blocks)

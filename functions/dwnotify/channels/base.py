@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import quote
 
 from ..errors import DeliveryError
 from ..settings import ChannelSettings
@@ -24,6 +27,24 @@ class ChannelMessage:
     title: str
     text: str
     blocks: tuple[dict[str, Any], ...] | None = None
+
+
+def _as_is(text: str) -> str:
+    return text
+
+
+@dataclass(frozen=True)
+class Markup:
+    """How a chat type's markup takes the values a template interpolates (names, messages, creators).
+
+    `escape` makes a value inert text: it cannot become a link, a mention, a tag or formatting.
+    `plain` reads a line of markup back as plain text (a notification title). `url` makes a URL safe
+    as a link target.
+    """
+
+    escape: Callable[[str], str]
+    plain: Callable[[str], str] = _as_is
+    url: Callable[[str], str] = _as_is
 
 
 class Channel(Protocol):
@@ -145,3 +166,52 @@ def fit_text(text: str, max_bytes: int) -> str:
     if not body or len(tail.encode("utf-8")) > max_bytes // 2:
         return trim_utf8(text, max_bytes)
     return trim_utf8(body, max_bytes - len(tail.encode("utf-8"))) + tail
+
+
+# --- markdown (CommonMark) -------------------------------------------------------------------------
+
+_MD_ALWAYS = re.compile(r"[\\`*\[\]|~]")
+_MD_UNDERSCORE = re.compile(r"(?<![^\W_])_|_(?![^\W_])")  # not inside a word, where it cannot emphasize
+_MD_ENTITY = re.compile(r"&(?=#[0-9]+;|#[xX][0-9a-fA-F]+;|[A-Za-z][A-Za-z0-9]*;)")  # shown, not decoded
+# What opens a block at a line's start: a heading, a list item, a rule or setext underline.
+_MD_LINE_START = re.compile(r"#|[-+](?=[ \t]|$)|[-=]+[ \t]*$|(\d{1,9})(?=[.)](?:[ \t]|$))")
+_MD_UNESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")
+_LINE_BREAK = re.compile(r"(\r\n|\r|\n)")
+_URL_SAFE = "!#$%&'*+,-./:;=?@_~"  # what a link target keeps as it is; the rest is percent-encoded
+
+
+def escape_markdown(text: str) -> str:
+    """A value as inert CommonMark text: no link, image, HTML, heading, list, quote, code or emphasis.
+
+    Punctuation is backslash-escaped, as CommonMark defines; `<` and `>` become entities. Written so
+    that a renderer that ignores backslash escapes still finds no syntax (it shows the backslashes).
+    """
+    parts = _LINE_BREAK.split(text)
+    return "".join(part if index % 2 else _escape_markdown_line(part) for index, part in enumerate(parts))
+
+
+def _escape_markdown_line(line: str) -> str:
+    line = _MD_ENTITY.sub("&amp;", line).replace("<", "&lt;").replace(">", "&gt;")
+    line = _MD_ALWAYS.sub(r"\\\g<0>", line)
+    line = _MD_UNDERSCORE.sub(r"\\_", line).replace("\\](", "\\]\\(")
+    body = line.lstrip(" \t")
+    indent = line[: len(line) - len(body)].replace("\t", "    ").replace(" ", "\u00a0")  # no code block
+    match = _MD_LINE_START.match(body)
+    if match is None:
+        return indent + body
+    if match.group(1):  # `1.` or `1)`: an ordered list
+        return f"{indent}{match.group(1)}\\{body[match.end() :]}"
+    return f"{indent}\\{body}"
+
+
+def plain_markdown(markup: str) -> str:
+    """Markdown text read back as plain text: escapes and entities resolved."""
+    return html.unescape(_MD_UNESCAPE.sub(r"\1", markup)).replace("\u00a0", " ")
+
+
+def markdown_url(url: str) -> str:
+    """A URL as a markdown link target: spaces, brackets, parentheses and quotes percent-encoded."""
+    return quote(url, safe=_URL_SAFE)
+
+
+MARKDOWN = Markup(escape_markdown, plain_markdown, markdown_url)

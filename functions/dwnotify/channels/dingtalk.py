@@ -1,4 +1,12 @@
-"""DingTalk custom robots: signed webhooks that answer every error as HTTP 200 with an errcode."""
+"""DingTalk custom robots: signed webhooks that answer every error as HTTP 200 with an errcode.
+
+Markdown (DingTalk documents headings, bold, italic, links, images, lists and quotes; clients also
+render some HTML such as `<font>`): DingTalk documents no escaping, so values are escaped as
+CommonMark does (MARKUP, `base.escape_markdown`), written so that a client that ignored backslash
+escapes would show stray backslashes but still no link, image, tag, heading or list: a value like
+`[x](http://evil)` stays text. An `@13800000000` in a value mentions no one: a markdown mention
+needs the mobile in `at.atMobiles` too, and only the channel's configured `at_mobiles` go there.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +18,7 @@ from typing import Any
 
 from ..errors import DeliveryError
 from ..settings import ChannelSettings
-from .base import ChannelMessage, HttpChannel, encode_json, fit_encoded, raise_for_transport
+from .base import MARKDOWN, ChannelMessage, HttpChannel, encode_json, fit_encoded, raise_for_transport
 
 MAX_BODY_BYTES = 20_000
 # Kept free below the limit: how DingTalk counts (its own re-encoding, whitespace) is not documented.
@@ -19,6 +27,7 @@ _JSON = {"Content-Type": "application/json; charset=utf-8"}
 # Between the messages of a digest: a blank line (each built-in message opens with a heading). A
 # `---` rule is not in DingTalk's documented markdown (headings, bold, italic, links, lists, quotes).
 DIGEST_SEPARATOR = "\n\n"
+MARKUP = MARKDOWN
 _SILENCED_S = 600.0  # a robot sent too fast is silenced for ten minutes
 _RETRYABLE_ERRCODES = frozenset({-1, 130101})
 _REASONS = {

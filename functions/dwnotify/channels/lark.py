@@ -15,6 +15,12 @@ add-custom-bot, mirrored at open.larkoffice.com/document/ukTMukTMukTM/ucTM5YjL3E
   19024 keyword not found, 9499 bad request (malformed, or over 20 KB). All but 11232 are permanent.
 - Card markdown (JSON 1.0): bold, italic, links, lists, code blocks and `---`; headings and quotes
   are JSON 2.0 only, so heading lines are sent as bold lines and the title goes in the card header.
+  `<at id=all></at>` mentions everyone, `<at id=ou_...>` one person, `<a href>` and `<font>` tags work.
+- Special characters ("如果你要展示的字符命中了 markdown 语法使用的特殊字符…需要对特殊字符进行 HTML
+  转义", the Markdown component page): written as `&#<number>;` entities they show as themselves, so
+  every value a template interpolates has `< > * ~ ` [ ] \\`, `_` outside words, `&` starting an
+  entity and a line-leading heading, list or rule mark written that way (MARKUP): a stage named
+  `<at id=all></at>` shows as text and mentions no one.
 """
 
 from __future__ import annotations
@@ -22,12 +28,21 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import html
 import re
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DeliveryError
 from ..settings import ChannelSettings
-from .base import ChannelMessage, HttpChannel, encode_json, fit_encoded, raise_for_transport
+from .base import (
+    ChannelMessage,
+    HttpChannel,
+    Markup,
+    encode_json,
+    fit_encoded,
+    markdown_url,
+    raise_for_transport,
+)
 
 if TYPE_CHECKING:  # httpx is imported when the first message goes out (see base.HttpChannel)
     import httpx
@@ -45,6 +60,25 @@ _EXPLAINED = {
     _RATE_LIMITED: "over 100 messages a minute or 5 a second",
 }
 _HEADING = re.compile(r"^#{1,6}[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
+_ENTITIES = str.maketrans({ord(char): f"&#{ord(char)};" for char in "<>*~`[]\\"})
+_ENTITY_LIKE = re.compile(r"&(?=#[0-9]+;|#[xX][0-9a-fA-F]+;|[A-Za-z][A-Za-z0-9]*;)")  # shown as written
+_UNDERSCORE = re.compile(r"(?<![^\W_])_|_(?![^\W_])")  # not inside a word (ods_user_daily reads as is)
+# A heading, a list item or a rule at a line's start.
+_LINE_START = re.compile(r"(?m)^([ \t]*)(?:(#|[-+](?=[ \t]|$|--))|(\d{1,9})([.)])(?=[ \t]|$))")
+
+
+def escape_card_markdown(text: str) -> str:
+    """A value as inert card markdown: no mention, tag, link, emphasis, code, heading or list."""
+    escaped = _UNDERSCORE.sub("&#95;", _ENTITY_LIKE.sub("&#38;", text).translate(_ENTITIES))
+    return _LINE_START.sub(_entity_at_line_start, escaped)
+
+
+def _entity_at_line_start(match: re.Match[str]) -> str:
+    indent, mark, number, dot = match.groups()
+    return indent + (f"&#{ord(mark)};" if mark else f"{number}&#{ord(dot)};")
+
+
+MARKUP = Markup(escape_card_markdown, html.unescape, markdown_url)
 
 
 def sign(secret: str, timestamp_s: int) -> str:
@@ -62,7 +96,7 @@ def _split_title(message: ChannelMessage) -> tuple[str, str]:
     """The card header and the markdown body, without the body's first line when it repeats the title."""
     title = message.title.strip().strip("*# \t") or "DataWorks"
     first, _, rest = message.text.strip("\n").partition("\n")
-    if first.strip().strip("*# \t") == title and rest.strip():
+    if html.unescape(first.strip().strip("*# \t")) == title and rest.strip():
         return title, rest.strip("\n")
     return title, message.text
 

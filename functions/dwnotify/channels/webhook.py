@@ -17,6 +17,8 @@ No service defines this one; dwnotify does, and a receiver can rely on it:
   (a longer one is trimmed, keeping its last line: the console link), and the whole body is at most
   64 KiB: a text that JSON escaping (quotes, backslashes, control characters) would grow past that
   is trimmed further. A digest of several messages is one post whose text joins them with `---` lines.
+- Values interpolated into the template (names, messages, creators) are escaped as CommonMark text
+  (`base.escape_markdown`): a receiver that renders the markdown shows them, links and all, as text.
 - Any 2xx answer is success. 429 (waiting `Retry-After` seconds, 60 without one), 408 and 5xx are
   retried; any other status is permanent and reported with the first 200 characters of the answer,
   in which the URL and its path and query values are blanked.
@@ -29,13 +31,14 @@ import hmac
 from urllib.parse import parse_qsl, urlsplit
 
 from ..errors import DeliveryError
-from .base import ChannelMessage, HttpChannel, encode_json, fit_encoded, retry_after_seconds
+from .base import MARKDOWN, ChannelMessage, HttpChannel, encode_json, fit_encoded, retry_after_seconds
 
 MAX_TEXT_BYTES = 32_000
 MAX_BODY_BYTES = 64 * 1024
 SIGNATURE_HEADER = "X-Dwnotify-Signature"
 TIMESTAMP_HEADER = "X-Dwnotify-Timestamp"
 _RATE_LIMIT_WAIT_S = 60.0
+MARKUP = MARKDOWN
 
 
 def sign(secret: str, timestamp_s: int, body: bytes) -> str:

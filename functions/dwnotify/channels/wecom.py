@@ -8,6 +8,10 @@ What the official guide says ("群机器人配置说明", developer.work.weixin.
   `<font color="info|comment|warning">`; no lists, tables or rules.
 - Mentions in markdown are `<@userid>` in the content; `mentioned_mobile_list` exists for `text`
   messages only, so a markdown robot cannot mention by mobile number (and `at_mobiles` is refused).
+- No escaping is documented (neither backslashes nor entities are said to work), so the values a
+  template interpolates are made inert by a zero-width space (U+200B) that breaks the syntax without
+  showing: after every `<` (no `<@userid>` mention, no `<font>` tag), between `]` and `(` (no link),
+  between two `*` (no bold) and before a line-leading `#` or `>` (no heading, no quote). See MARKUP.
 - Rate: 20 messages a minute per robot.
 - Answers are HTTP 200 with `{"errcode", "errmsg"}`: 0 ok; 45009 "api freq out of limit" (retried
   after a minute); -1 system busy (retried); 93000 "invalid webhook url" (a wrong or deleted key),
@@ -18,11 +22,12 @@ What the official guide says ("群机器人配置说明", developer.work.weixin.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ..errors import DeliveryError
 from ..settings import ChannelSettings
-from .base import ChannelMessage, HttpChannel, fit_text, raise_for_transport
+from .base import ChannelMessage, HttpChannel, Markup, fit_text, markdown_url, raise_for_transport
 
 MAX_CONTENT_BYTES = 4_096
 _RATE_LIMITED = 45009
@@ -32,6 +37,22 @@ _EXPLAINED = {
     _RATE_LIMITED: "over 20 messages a minute",
     93000: "the robot key is wrong or the robot was removed",
 }
+_BREAK = "\u200b"  # zero-width space: seen by WeCom's parser, not by people
+_INLINE = re.compile(r"(?<=<)|(?<=\])(?=\()|(?<=\*)(?=\*)")
+_LINE_START = re.compile(r"(?m)^([ \t]*)(?=[#>])")
+
+
+def escape_wecom_markdown(text: str) -> str:
+    """A value as inert WeCom markdown: no `<@userid>` mention, `<font>` tag, link, bold, heading or quote."""
+    return _LINE_START.sub(rf"\1{_BREAK}", _INLINE.sub(_BREAK, text))
+
+
+def plain_wecom_markdown(markup: str) -> str:
+    """WeCom markdown read back as plain text (the breaks taken out)."""
+    return markup.replace(_BREAK, "")
+
+
+MARKUP = Markup(escape_wecom_markdown, plain_wecom_markdown, markdown_url)
 
 
 def build_payload(settings: ChannelSettings, message: ChannelMessage) -> dict[str, Any]:
