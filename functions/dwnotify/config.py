@@ -298,9 +298,14 @@ def _check_backend_keys(c: Checker, f: Fields, backend: str) -> None:
 
 def _templates(c: Checker, value: object, loc: Loc, base_dir: Path) -> Path | None:
     folder = c.path(value, loc, base_dir)
-    if folder is not None and not folder.is_dir():
-        problem = f"{folder} is not a folder" if folder.exists() else f"the folder {folder} does not exist"
-        c.add(loc, problem)
+    try:
+        if folder is not None and not folder.is_dir():
+            problem = (
+                f"{folder} is not a folder" if folder.exists() else f"the folder {folder} does not exist"
+            )
+            c.add(loc, problem)
+    except OSError as error:
+        c.add(loc, f"the folder {folder} cannot be read: {error.strerror}")
     return folder
 
 

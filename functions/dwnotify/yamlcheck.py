@@ -363,7 +363,12 @@ class Checker:
     def path(self, value: object, loc: Loc, base_dir: Path) -> Path | None:
         """A file system path; a relative one is taken from `base_dir`."""
         text = self.text(value, loc)
-        return None if text is None else base_dir / Path(text).expanduser()
+        if text is None:
+            return None
+        if "\0" in text or len(text) > 4096 or any(len(part.encode()) > 255 for part in Path(text).parts):
+            self.add(loc, "is not a usable path (a NUL character, or a name too long for the file system)")
+            return None
+        return base_dir / Path(text).expanduser()
 
 
 def _float(value: object) -> float | None:
