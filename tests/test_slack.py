@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from dwnotify import cli, config
@@ -94,6 +94,7 @@ PIECES = st.sampled_from(
 
 
 @settings(max_examples=300, deadline=None)
+@example(text=f"  {LINK}", size=len(LINK) + 1)  # a link that fits after leading whitespace moves whole
 @given(st.lists(PIECES, max_size=80).map("".join), st.integers(min_value=len(LINK) + 1, max_value=400))
 def test_split_text_keeps_every_entity_and_link_whole(text: str, size: int) -> None:
     head, rest = split_text(text, size)
@@ -101,6 +102,15 @@ def test_split_text_keeps_every_entity_and_link_whole(text: str, size: int) -> N
     assert tokens(head) + tokens(rest) == tokens(text)
     assert text.startswith(head) and text.endswith(rest)
     assert text[len(head) : len(text) - len(rest)].strip() == ""  # only whitespace is dropped at the cut
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(PIECES, min_size=200, max_size=3000).map("".join))
+def test_sections_keep_every_character_entity_and_link_of_a_long_text(text: str) -> None:
+    texts = section_texts(sections(text))
+    assert all(0 < len(part) <= MAX_SECTION_CHARS for part in texts)
+    assert [token for part in texts for token in tokens(part)] == tokens(text)
+    assert re.sub(r"\s", "", "".join(texts)) == re.sub(r"\s", "", text)  # only whitespace goes at a cut
 
 
 # --- fitting a template's blocks ------------------------------------------------------------------

@@ -61,8 +61,7 @@ def split_text(text: str, size: int) -> tuple[str, str]:
             break
         for index in range(match.start() + 1, min(match.end(), size + 1)):
             inside[index] = True
-    lead = len(text) - len(text.lstrip())
-    safe = [index for index in range(size, lead, -1) if not inside[index]]
+    safe = [index for index in range(size, 0, -1) if not inside[index]]
     spaced = (index for index in safe if index > size // 2 and text[index].isspace())
     cut = next(spaced, safe[0] if safe else size)
     return text[:cut].rstrip(), text[cut:].lstrip()
