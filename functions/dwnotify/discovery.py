@@ -196,8 +196,8 @@ class Discoverer:
             # again. Said out loud, so that a lost store is never silent.
             log.warning(
                 "state: the store knows no workspace yet (a first run, or its state was lost); runs "
-                "created within the lookback (%s) are announced as first sight",
-                self._settings.lookback,
+                "created within the lookback (%d min) are announced as first sight",
+                self._settings.lookback.total_seconds() // 60,
             )
         for project in self._settings.projects:
             if self._out_of_time():
