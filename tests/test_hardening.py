@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import World
+from tests.test_tick import slack_text
 
 STAGES = [{"code": "BUILD", "step": 1, "type": "Build", "name": "Build package"}]
 HUGE = 10**20
@@ -149,3 +150,21 @@ def test_an_empty_state_store_is_said_out_loud(world: World, caplog: pytest.LogC
         ]
     assert len(first) == 1 and "its state was lost" in first[0]
     assert second == []
+
+
+def test_two_stages_sharing_a_code_both_give_their_events(world: World) -> None:
+    def twins(first: str, second: str) -> list[dict[str, Any]]:
+        return [
+            {"Code": "CHECK", "Step": 1, "Type": "Check", "Name": "Check one", "Status": first},
+            {"Code": "CHECK", "Step": 2, "Type": "Check", "Name": "Check two", "Status": second},
+        ]
+
+    run_id = world.dataworks.add_run(10000, status="Running", stages=STAGES, stage_statuses={})
+    world.dataworks.run_overrides[run_id] = {"Stages": twins("Running", "Init")}
+    world.tick()
+    world.dataworks.set_run_status(run_id, status="Success")
+    world.dataworks.run_overrides[run_id] = {"Stages": twins("Success", "Success")}
+    summary = world.tick()
+    assert summary.events == 3  # stage.succeeded for each of the two, then run.succeeded
+    text = slack_text(world.slack_messages()[-1])
+    assert "Check one" in text and "Check two" in text

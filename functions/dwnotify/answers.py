@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -104,6 +104,20 @@ def parse_stage(raw: object, index: int = 0) -> Stage:
     )
 
 
+def _unique_keys(stages: list[Stage]) -> tuple[Stage, ...]:
+    """Stages whose keys differ: a repeated Code is told apart by its Step (first one unchanged)."""
+    seen: set[str] = set()
+    unique = []
+    for index, stage in enumerate(stages):
+        kept = stage
+        if stage.key in seen:
+            ident = f"{stage.key}#{stage.step}"
+            kept = replace(stage, ident=ident if ident not in seen else f"{ident}#{index}")
+        seen.add(kept.key)
+        unique.append(kept)
+    return tuple(unique)
+
+
 def parse_run(raw: object, project_id: int | None = None) -> Run:
     """A run from its API object (`Pipeline`, a `PipelineRuns` item or an old `Deployment`).
 
@@ -132,7 +146,7 @@ def parse_run(raw: object, project_id: int | None = None) -> Run:
             message=_text(raw.get("Message"), "Message"),
             create_time=parse_time(raw.get("CreateTime")),
             modify_time=parse_time(raw.get("ModifyTime")),
-            stages=tuple(parse_stage(stage, index) for index, stage in enumerate(stages or ())),
+            stages=_unique_keys([parse_stage(stage, index) for index, stage in enumerate(stages or ())]),
         )
     except MalformedRun as error:
         raise MalformedRun(str(error), run_id) from None

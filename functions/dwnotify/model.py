@@ -85,11 +85,13 @@ class Stage:
     status: str
     message: str
     detail: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    # Set by the parser only for a stage whose Code an earlier stage of the run already has.
+    ident: str = ""
 
     @property
     def key(self) -> str:
-        """Identity of the stage within its run: its Code, else its Step."""
-        return self.code or f"step-{self.step}"
+        """Identity of the stage within its run: its Code, else its Step (unique within the run)."""
+        return self.ident or self.code or f"step-{self.step}"
 
 
 @dataclass(frozen=True)
