@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -18,10 +21,32 @@ import tablestore.protobuf.table_store_pb2 as pb
 from emulators._base import ThreadServed
 from emulators.tablestore import api, persist
 from emulators.tablestore.auth import Credentials, authenticate, response_headers
-from emulators.tablestore.errors import ServiceError
+from emulators.tablestore.errors import MESSAGE_BY_CODE, ServiceError
 from emulators.tablestore.store import Store
 
 log = logging.getLogger("emulators.tablestore")
+
+
+@dataclass
+class _Fault:
+    """One injected failure waiting for its request: an error answer, or (code None) a dropped socket."""
+
+    operation: str | None
+    code: str | None
+    message: str
+    status: int | None
+    remaining: int
+    skip: int
+    applied: bool
+
+
+@dataclass(frozen=True)
+class Served:
+    """An injected failure as it was served: the operation it hit and what the client got."""
+
+    operation: str
+    code: str | None  # None: the connection was dropped without an answer
+    applied: bool
 
 
 class _Clock:
@@ -55,6 +80,12 @@ class TablestoreEmulator(ThreadServed):
     `clock` (epoch seconds) drives cell timestamps, TTL and the write-timestamp window; request
     dates are checked against the wall clock, as the client signs with it. Set
     `tamper_response_signature` to answer with a wrong signature (the SDK must refuse it).
+
+    Faults for the client's defences: `inject(operation, code)` answers an authenticated request with
+    a service error (503 `OTSServerUnavailable`, 403 `OTSConditionCheckFail`, ...) and
+    `drop_connections()` closes the socket without an answer; both may let `skip` matching requests
+    through first, and with `applied=True` carry the request out before failing it (a write whose
+    answer was lost). `faults_served` lists what was served, `faults_pending()` what still waits.
     """
 
     service = "tablestore"
@@ -76,6 +107,8 @@ class TablestoreEmulator(ThreadServed):
         self.persist_path = Path(persist_path) if persist_path is not None else None
         self.tamper_response_signature = False
         self._counts: Counter[str] = Counter()
+        self._faults: list[_Fault] = []
+        self.faults_served: list[Served] = []
         self._lock = threading.Lock()
         self._save_lock = threading.Lock()
         if self.persist_path is not None:
@@ -105,11 +138,68 @@ class TablestoreEmulator(ThreadServed):
         """Freeze the data clock at `epoch_s`."""
         self.clock.set(epoch_s)
 
+    # -- faults -----------------------------------------------------------------------------
+    def inject(
+        self,
+        operation: str | None,
+        code: str,
+        times: int = 1,
+        *,
+        message: str | None = None,
+        status: int | None = None,
+        skip: int = 0,
+        applied: bool = False,
+    ) -> None:
+        """Answer `times` authenticated requests of `operation` (e.g. "UpdateRow"; None: any) with an error.
+
+        The first `skip` matching requests go through. The status is the service's for the code
+        (`errors.STATUS_BY_CODE`) unless given; the message is the service's wording unless given.
+        With `applied`, the request is carried out first, so a write is made and still reported failed.
+        """
+        text = message if message is not None else MESSAGE_BY_CODE.get(code, f"Injected {code}.")
+        with self._lock:
+            self._faults.append(_Fault(operation, code, text, status, times, skip, applied))
+
+    def drop_connections(
+        self, times: int = 1, operation: str | None = None, *, skip: int = 0, applied: bool = False
+    ) -> None:
+        """Close the socket of `times` requests of `operation` (None: any) without answering.
+
+        With `applied`, the request is carried out first (the client cannot tell whether it was).
+        """
+        with self._lock:
+            self._faults.append(_Fault(operation, None, "", None, times, skip, applied))
+
+    def faults_pending(self) -> int:
+        """Injected failures not served yet (counting each of a fault's `times`)."""
+        with self._lock:
+            return sum(fault.remaining for fault in self._faults)
+
+    def clear_faults(self) -> None:
+        """Forget every injected failure not served yet."""
+        with self._lock:
+            self._faults.clear()
+
+    def _take_fault(self, operation: str) -> _Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.operation not in (None, operation):
+                    continue
+                if fault.skip > 0:
+                    fault.skip -= 1
+                    continue
+                fault.remaining -= 1
+                if fault.remaining <= 0:
+                    self._faults.remove(fault)
+                self.faults_served.append(Served(operation, fault.code, fault.applied))
+                return fault
+        return None
+
     # -- one request ------------------------------------------------------------------------
     def handle(
         self, method: str, path: str, headers: dict[str, str], body: bytes
-    ) -> tuple[int, dict[str, str], bytes]:
-        """Answer one HTTP request: status, headers and protobuf body."""
+    ) -> tuple[int, dict[str, str], bytes] | None:
+        """Answer one HTTP request: status, headers and protobuf body; None closes the socket unanswered."""
         operation = path.rstrip("/").rsplit("/", 1)[-1]
         with self._lock:
             self._counts[operation] += 1
@@ -121,10 +211,16 @@ class TablestoreEmulator(ThreadServed):
                     "OTSMethodNotAllowed", "OTSMethodNotAllowedOnly POST method for requests is supported."
                 )
             key = authenticate(self.credentials, operation, headers, body, now)
-            status, answer = 200, api.handle(self.store, operation, body)
-            if operation in api.MUTATING and self.persist_path is not None:
-                with self._save_lock:  # saves in order, so the last file written is the newest state
-                    persist.save(self.store, self.persist_path)
+            fault = self._take_fault(operation)
+            if fault is None or fault.applied:
+                status, answer = 200, api.handle(self.store, operation, body)
+                if operation in api.MUTATING and self.persist_path is not None:
+                    with self._save_lock:  # saves in order, so the last file written is the newest state
+                        persist.save(self.store, self.persist_path)
+            if fault is not None:
+                if fault.code is None:
+                    return None
+                raise ServiceError(fault.code, fault.message, fault.status)
         except ServiceError as exc:
             status, answer = exc.status, pb.Error(code=exc.code, message=exc.message).SerializeToString()
             if exc.code == "OTSAuthFailed":
@@ -152,9 +248,13 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length > 0 else b""
         headers = {name.lower(): value for name, value in self.headers.items()}
-        status, out, answer = self.server.emulator.handle(
-            self.command, self.path.split("?", 1)[0], headers, body
-        )
+        served = self.server.emulator.handle(self.command, self.path.split("?", 1)[0], headers, body)
+        if served is None:  # a dropped connection: no answer at all
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        status, out, answer = served
         self.send_response(status)
         for name, value in out.items():
             self.send_header(name, value)
