@@ -2,7 +2,9 @@
 
 Each emulator is a plain object whose `handle(Request) -> Response | None` holds the service logic;
 `Emulator` serves it from a `ThreadingHTTPServer` in a daemon thread. Returning `None` closes the
-socket without an answer (a network error for the client). Paths under `/_emulator` are a small
+socket without an answer (a network error for the client). A `Response` with `drip_s` is written one
+byte per `drip_s` seconds (its body, or with `drip_headers` the whole answer from the status line on):
+a slow-drip server that never lets a per-read timeout fire. Paths under `/_emulator` are a small
 control API for out-of-process use (a subprocess test can read what arrived and move the clock):
 
     GET  /_emulator                  snapshot(): clock and what the service recorded
@@ -89,6 +91,8 @@ class Response:
     status: int
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
+    drip_s: float = 0.0  # > 0: one byte per drip_s seconds
+    drip_headers: bool = False  # drip the status line and headers too, not only the body
 
     @classmethod
     def json(cls, status: int, obj: Any, headers: dict[str, str] | None = None) -> Response:
@@ -128,12 +132,34 @@ class _Handler(BaseHTTPRequestHandler):
             with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
             return
+        if response.drip_s > 0:
+            self._drip(response)
+            return
         self.send_response(response.status)
         for name, value in response.headers.items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(response.body)))
         self.end_headers()
         self.wfile.write(response.body)
+
+    def _drip(self, response: Response) -> None:
+        """Write the answer one byte at a time, until it is out or the client hangs up."""
+        self.close_connection = True
+        lines = [f"{self.protocol_version} {response.status} {self.responses.get(response.status, ('',))[0]}"]
+        headers = {**response.headers, "Content-Length": str(len(response.body)), "Connection": "close"}
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        slow = head + response.body if response.drip_headers else response.body
+        try:
+            if not response.drip_headers:
+                self.wfile.write(head)
+                self.wfile.flush()
+            for index in range(len(slow)):
+                time.sleep(response.drip_s)
+                self.wfile.write(slow[index : index + 1])
+                self.wfile.flush()
+        except OSError:  # the client gave up: what a drip test expects
+            self.server.emulator.on_hang_up()
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
 
@@ -215,6 +241,7 @@ class Emulator(ThreadServed):
         self._lock = threading.RLock()
         self._drops = 0
         self.response_delay_s = 0.0
+        self.hang_ups = 0  # dripping answers the client gave up on
 
     def make_server(self, address: tuple[str, int]) -> ThreadingHTTPServer:
         """The server that routes every request to `dispatch`."""
@@ -258,6 +285,11 @@ class Emulator(ThreadServed):
 
     def on_drop(self, request: Request) -> None:
         """Hook: a request was dropped (subclasses may record it)."""
+
+    def on_hang_up(self) -> None:
+        """A client closed the connection while an answer was still dripping out."""
+        with self._lock:
+            self.hang_ups += 1
 
     def snapshot(self) -> dict[str, Any]:
         """JSON-able view of the emulator's records, served at GET /_emulator."""

@@ -12,6 +12,10 @@ List order is undocumented by DataWorks, so `list_order` picks one: newest or ol
 CreateTime, `shuffled` (a new seeded permutation whenever page 1 is listed, continued by the later
 pages of that listing), `shuffled_per_call` (a new permutation on every call) or `shuffled_fixed`.
 
+`inject(...)` and `inject_answer(...)` take `drip_s`: the answer then goes out one byte per `drip_s`
+seconds (the body, or with `drip_headers=True` the whole answer from the status line on), a slow
+drip that no per-read timeout ends.
+
 Limits (`qps_limit`, `daily_limit`) count calls on the emulator clock (a sliding second; a day in
 UTC+8), so a test with a manual clock decides when they reset. Throttling is answered with HTTP 400,
 as public references show the gateway do; `throttle_status=429` serves the other form.
@@ -24,7 +28,7 @@ import json
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +85,18 @@ class Call:
     signature: str | None = None
 
 
+@dataclass(frozen=True)
+class _Answer:
+    """A raw answer `inject_answer` queued for the next `times` calls of `action` (None: any)."""
+
+    action: str | None
+    status: int
+    body: bytes
+    times: int
+    drip_s: float = 0.0
+    drip_headers: bool = False
+
+
 class DataWorksEmulator(Emulator):
     """DataWorks RPC endpoint: signature checks, scripted runs, faults, limits and a call log."""
 
@@ -131,7 +147,7 @@ class DataWorksEmulator(Emulator):
         self.serve_page_size: int | None = None
         self.claim_total: int | None = None
         self.run_overrides: dict[str, dict[str, Any]] = {}
-        self._answers: list[tuple[str | None, int, bytes, int]] = []
+        self._answers: list[_Answer] = []
 
     # -- test controls -----------------------------------------------------------------------
     def inject(
@@ -141,15 +157,20 @@ class DataWorksEmulator(Emulator):
         http_status: int | None = None,
         times: int = 1,
         message: str | None = None,
+        drip_s: float = 0.0,
+        drip_headers: bool = False,
     ) -> None:
         """Make the next `times` calls of `action` (None: any action) fail with this error.
+
+        `message` is the error's Message as given (`""` or one without a colon too); `drip_s` sends
+        the answer one byte per `drip_s` seconds.
 
         Without `http_status`, the gateway's for the code: `Throttling*` the emulator's
         `throttle_status` (400), `InternalError*` 500, `Forbidden*` 403, `*NotFound` 404, else 400.
         """
         status = http_status if http_status is not None else default_status(code, self.throttle_status)
         with self._lock:
-            self._faults.add(action, code, status, times, message)
+            self._faults.add(action, code, status, times, message, drip_s, drip_headers)
 
     def inject_answer(
         self,
@@ -157,8 +178,13 @@ class DataWorksEmulator(Emulator):
         body: bytes | str | Mapping[str, Any] | list[Any],
         times: int = 1,
         status: int = 200,
+        drip_s: float = 0.0,
+        drip_headers: bool = False,
     ) -> None:
-        """Answer the next `times` signed calls of `action` (None: any) with this raw body and status."""
+        """Answer the next `times` signed calls of `action` (None: any) with this raw body and status.
+
+        With `drip_s`, the answer goes out one byte per `drip_s` seconds.
+        """
         raw = (
             body
             if isinstance(body, bytes)
@@ -167,16 +193,16 @@ class DataWorksEmulator(Emulator):
             else json.dumps(body).encode()
         )
         with self._lock:
-            self._answers.append((action, status, raw, times))
+            self._answers.append(_Answer(action, status, raw, times, drip_s, drip_headers))
 
-    def _take_answer(self, action: str) -> tuple[int, bytes] | None:
-        for index, (wanted, status, raw, times) in enumerate(self._answers):
-            if wanted in (None, action):
-                if times <= 1:
+    def _take_answer(self, action: str) -> _Answer | None:
+        for index, answer in enumerate(self._answers):
+            if answer.action in (None, action):
+                if answer.times <= 1:
                     del self._answers[index]
                 else:
-                    self._answers[index] = (wanted, status, raw, times - 1)
-                return status, raw
+                    self._answers[index] = replace(answer, times=answer.times - 1)
+                return answer
         return None
 
     def call_count(self, action: str | None = None) -> int:
@@ -270,14 +296,16 @@ class DataWorksEmulator(Emulator):
                 self._limits.admit(self.now())
                 answer = self._take_answer(action)
             if answer is not None:
-                self._record(action, params, answer[0], None, scheme)
+                self._record(action, params, answer.status, None, scheme)
                 headers = {"Content-Type": "application/json;charset=utf-8", "x-acs-request-id": request_id}
-                return Response(answer[0], answer[1], headers)
+                return Response(answer.status, answer.body, headers, answer.drip_s, answer.drip_headers)
             body = self._run_action(action, params)
         except AcsError as error:
             self._record(action, params, error.http_status, error.code, scheme)
             document = error_body(error, request_id, self.host_id, PRODUCT)
-            return Response.json(error.http_status, document, {"x-acs-request-id": request_id})
+            response = Response.json(error.http_status, document, {"x-acs-request-id": request_id})
+            response.drip_s, response.drip_headers = error.drip_s, error.drip_headers
+            return response
         self._record(action, params, 200, None, scheme)
         return Response.json(200, {"RequestId": request_id, **body}, {"x-acs-request-id": request_id})
 

@@ -104,11 +104,21 @@ ERROR_MESSAGES = {
 class AcsError(Exception):
     """An error answer: code, message and HTTP status, as the gateway or the product sends it."""
 
-    def __init__(self, code: str, message: str, http_status: int = 400) -> None:
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        http_status: int = 400,
+        *,
+        drip_s: float = 0.0,
+        drip_headers: bool = False,
+    ) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.http_status = http_status
+        self.drip_s = drip_s  # > 0: the answer goes out one byte per drip_s seconds (an injected fault)
+        self.drip_headers = drip_headers
 
 
 def missing(name: str) -> AcsError:
@@ -392,6 +402,8 @@ class _Fault:
     http_status: int
     remaining: int
     message: str
+    drip_s: float = 0.0
+    drip_headers: bool = False
 
 
 def default_status(code: str, throttle_status: int = 400) -> int:
@@ -410,17 +422,32 @@ class Faults:
     def __init__(self) -> None:
         self._queue: list[_Fault] = []
 
-    def add(self, action: str | None, code: str, http_status: int, times: int, message: str | None) -> None:
-        """Fail the next `times` calls of `action` (None: any action) with this error."""
-        text = message or ERROR_MESSAGES.get(code, f"The request failed ({code}).")
-        self._queue.append(_Fault(action, code, http_status, times, text))
+    def add(
+        self,
+        action: str | None,
+        code: str,
+        http_status: int,
+        times: int,
+        message: str | None,
+        drip_s: float = 0.0,
+        drip_headers: bool = False,
+    ) -> None:
+        """Fail the next `times` calls of `action` (None: any action) with this error (dripped if drip_s)."""
+        text = ERROR_MESSAGES.get(code, f"The request failed ({code}).") if message is None else message
+        self._queue.append(_Fault(action, code, http_status, times, text, drip_s, drip_headers))
 
     def take(self, action: str | None) -> None:
         """Raise the first pending fault that matches `action`, if any."""
         for fault in self._queue:
             if fault.remaining > 0 and fault.action in (None, action):
                 fault.remaining -= 1
-                raise AcsError(fault.code, fault.message, fault.http_status)
+                raise AcsError(
+                    fault.code,
+                    fault.message,
+                    fault.http_status,
+                    drip_s=fault.drip_s,
+                    drip_headers=fault.drip_headers,
+                )
 
 
 @dataclass

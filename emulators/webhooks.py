@@ -1,7 +1,9 @@
 """DingTalk custom robot and Slack incoming webhook stand-ins that keep what they receive.
 
 Both record accepted messages in `received` (parsed JSON bodies, arrival order) and every attempt in
-`attempts`; `inject(status=, body=, times=, headers=)` makes the next answers canned ones.
+`attempts`; `inject(status=, body=, times=, headers=, drip_s=, drip_headers=)` makes the next answers
+canned ones, written one byte per `drip_s` seconds when given (the body, or the whole answer with
+`drip_headers`): a slow drip that no per-read timeout ends.
 
 DingTalk (`POST /robot/send?access_token=T[&timestamp=ms&sign=S]`, always HTTP 200 + errcode), checked
 in this order: 300001 unknown token; 130101 robot silenced; 310000 sign missing/wrong or timestamp
@@ -55,6 +57,8 @@ class _Canned:
     body: bytes
     headers: dict[str, str]
     remaining: int
+    drip_s: float = 0.0
+    drip_headers: bool = False
 
 
 class _Webhook(Emulator):
@@ -72,8 +76,10 @@ class _Webhook(Emulator):
         body: bytes | str | Mapping[str, Any] | None = None,
         times: int = 1,
         headers: Mapping[str, str] | None = None,
+        drip_s: float = 0.0,
+        drip_headers: bool = False,
     ) -> None:
-        """Answer the next `times` requests with this status, body and headers."""
+        """Answer the next `times` requests with this status, body and headers, dripped if `drip_s`."""
         if body is None:
             body = self.default_body(status)
         if isinstance(body, Mapping):
@@ -81,7 +87,8 @@ class _Webhook(Emulator):
         else:
             raw, kind = (body.encode() if isinstance(body, str) else body), "text/plain; charset=utf-8"
         with self._lock:
-            self._canned.append(_Canned(status, raw, {"Content-Type": kind, **(headers or {})}, times))
+            all_headers = {"Content-Type": kind, **(headers or {})}
+            self._canned.append(_Canned(status, raw, all_headers, times, drip_s, drip_headers))
 
     def default_body(self, status: int) -> str | Mapping[str, Any]:
         """The body an injected answer gets when none is given."""
@@ -104,7 +111,9 @@ class _Webhook(Emulator):
                 return None
             canned = self._canned[0]
             canned.remaining -= 1
-            return Response(canned.status, canned.body, dict(canned.headers))
+            return Response(
+                canned.status, canned.body, dict(canned.headers), canned.drip_s, canned.drip_headers
+            )
 
     def _log(self, target: str, body: Any, status: int, result: str, accepted: bool) -> None:
         with self._lock:

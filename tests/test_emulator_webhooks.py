@@ -301,3 +301,46 @@ def test_cli_default_targets(service: str, probe: str) -> None:
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0
+
+
+def wait_for(condition: Any, seconds: float = 5.0) -> bool:
+    """Poll `condition` until it holds or `seconds` pass (the emulator notices a hang-up on its own)."""
+    import time
+
+    ends = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > ends:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+@pytest.mark.parametrize("drip_headers", [False, True], ids=["body", "whole-answer"])
+def test_an_injected_drip_arrives_whole_one_byte_at_a_time(
+    ding: DingTalkEmulator, http: httpx.Client, drip_headers: bool
+) -> None:
+    ding.inject(status=200, body={"errcode": 0, "errmsg": "ok"}, drip_s=0.005, drip_headers=drip_headers)
+    pieces: list[bytes] = []
+    url = f"{ding.base_url}/robot/send?access_token=plain"
+    with http.stream("POST", url, json=text()) as response:
+        pieces += response.iter_raw()
+    assert response.status_code == 200 and json.loads(b"".join(pieces)) == {"errcode": 0, "errmsg": "ok"}
+    assert len(pieces) > 1  # it came in pieces, not in one write
+    assert [a.result for a in ding.attempts] == ["injected"] and ding.received == []
+    assert send(http, ding, "plain", text())["errcode"] == 0  # one answer injected, then the robot again
+
+
+def test_a_client_hanging_up_on_a_drip_is_counted(slack: SlackEmulator) -> None:
+    import socket
+
+    slack.inject(status=200, body="ok" * 50, drip_s=0.02)
+    host, port = slack.base_url.removeprefix("http://").split(":")
+    body = b'{"text": "hi"}'
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(
+            b"POST /services/T000/B000/XXXX HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        assert sock.recv(12).startswith(b"HTTP/1.1 200")
+    assert wait_for(lambda: slack.hang_ups == 1)
