@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -373,6 +374,43 @@ def test_network_errors_are_retryable(http: httpx.Client) -> None:
                        ("webhook", HOOK)]:  # fmt: skip
         error = refused(channel(http, kind, url + path))
         assert error.retryable and str(error).startswith("network error")
+
+
+# A URL no request can be made of: config refuses each at load (addresses.py); these reach the
+# channels only through settings built by hand, or a check that misses one.
+UNSENDABLE_URLS = [
+    "http://127.0.0.1:9/robot/send?access_token=to\nken",  # a control character: httpx.InvalidURL
+    "http://127.0.0.1:9/hook\x7f",
+    "http://[::1/hook",  # a broken IPv6 host
+    "ftp://127.0.0.1/hook",  # httpx.UnsupportedProtocol
+    "127.0.0.1:9/hook",  # no scheme
+]
+
+
+@pytest.mark.parametrize("url", UNSENDABLE_URLS)
+@pytest.mark.parametrize("kind", ["dingtalk", "slack", "lark", "wecom", "webhook"])
+def test_a_url_no_request_can_be_made_of_is_a_permanent_error(
+    http: httpx.Client, kind: str, url: str
+) -> None:
+    secret = {"dingtalk": "SEC0123", "lark": SECRET, "webhook": SECRET}.get(kind)
+    error = refused(channel(http, kind, url, secret=secret))
+    assert not error.retryable and "cannot be sent" in str(error)
+    assert "to\nken" not in str(error) and "hook" not in str(error).replace("channels.chat", "")
+
+
+def test_an_unsendable_url_fails_its_channel_only(world: World) -> None:
+    """The bad URL bypasses config (settings built by hand): its channel gives up, the next one sends."""
+    world.app = world.build()
+    settings = world.app.notifier.settings
+    ops = settings.channels["ops"]
+    broken = replace(ops, url=Secret(ops.url.reveal().replace("access_token=", "access_token=\n")))
+    world.app.notifier.settings = replace(settings, channels={**settings.channels, "ops": broken})
+    fail_run(world)
+    summary = world.tick()  # before: httpx.InvalidURL escaped the tick, and Slack ("team") got nothing
+    assert (summary.messages_failed, summary.messages_sent, summary.messages_pending) == (1, 1, 0)
+    assert len(world.slack_messages()) == 1 and world.dingtalk.attempts == []
+    [failed] = world.app.store.report().messages
+    assert failed.channel == "ops" and "cannot be sent (InvalidURL)" in failed.last_error
 
 
 # --- config, templates, one whole tick ------------------------------------------------------------

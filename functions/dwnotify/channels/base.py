@@ -87,13 +87,21 @@ class HttpChannel:
         content: bytes | None = None,
         headers: dict[str, str] | None = None,
     ) -> httpx.Response:
-        """POST JSON (or raw bytes); network failures become retryable errors that never show the URL."""
+        """POST JSON (or raw bytes); network failures become retryable errors that never show the URL.
+
+        A URL or header that cannot make a request (a control character, no http(s) scheme) is a
+        permanent error of this channel: it must not stop the channels after it.
+        """
         import httpx
 
         try:
             return self._client.post(
                 url, json=payload, content=content, headers=headers, timeout=self._timeout_s
             )
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol, httpx.LocalProtocolError, ValueError) as error:
+            what = f"the URL or a header cannot be sent ({type(error).__name__})"
+            reason = f"{what}: check channels.{self.name}"
+            raise DeliveryError(reason, channel=self.name, retryable=False) from None
         except httpx.TimeoutException:
             raise DeliveryError("timed out", channel=self.name, retryable=True) from None
         except httpx.HTTPError as error:
