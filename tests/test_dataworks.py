@@ -7,6 +7,7 @@ import json
 import logging
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,7 +17,7 @@ from dwnotify.dataworks import Credentials, DataWorksClient
 from dwnotify.errors import DataWorksError
 from dwnotify.settings import DataWorksSettings, ProjectSettings, Secret
 from emulators import DataWorksEmulator
-from tests.conftest import CREDENTIALS, ManualClock
+from tests.conftest import CREDENTIALS, ManualClock, World
 
 DOC = Path(__file__).resolve().parents[2] / "shared" / "spec" / "GetPipelineRun-api-doc.txt"
 SCENARIO_DIR = Path(__file__).resolve().parents[1] / "emulators" / "scenarios"
@@ -286,3 +287,53 @@ def test_no_retry_starts_that_would_end_after_the_deadline(
     with pytest.raises(DataWorksError):
         client.list_runs(project, 1)
     assert client.calls == 2 and clock.slept == [0.5]
+
+
+@pytest.mark.parametrize(
+    ("inject", "escaped"),
+    [
+        # aliyun-python-sdk-core compares `message.split(':')[1]` with its string-to-sign: IndexError
+        ({"code": "SignatureDoesNotMatch", "message": "no colon here"}, "IndexError"),
+        ({"code": "SignatureDoesNotMatch", "message": ""}, "IndexError"),
+        # an error answer that is not UTF-8: the SDK's `.decode('utf-8')`
+        ({"body": b"\xff\xfe<html>bad gateway</html>", "status": 502}, "UnicodeDecodeError"),
+    ],
+    ids=["no-colon", "empty-message", "not-utf-8"],
+)
+def test_an_exception_inside_the_sdk_is_a_dataworks_error(
+    emulator: DataWorksEmulator, clock: ManualClock, inject: dict[str, Any], escaped: str
+) -> None:
+    if "code" in inject:
+        emulator.inject("ListPipelineRuns", inject["code"], 400, message=inject["message"])
+    else:
+        emulator.inject_answer("ListPipelineRuns", inject["body"], status=inject["status"])
+    client, project = make_client(emulator, clock)
+    with pytest.raises(DataWorksError) as caught:  # before: the SDK's own exception escaped
+        client.list_runs(project, 1)
+    error = caught.value
+    assert not error.retryable and error.code == "SDK.UnexpectedError"
+    assert escaped in str(error) and "no colon" not in str(error) and "bad gateway" not in str(error)
+    assert client.calls == 1 and emulator.call_count("ListPipelineRuns") == 1  # not retried
+    assert client.list_runs(project, 1).total_count == 0  # the next call is unaffected
+
+
+def test_a_run_the_sdk_cannot_read_is_not_taken_for_gone(
+    emulator: DataWorksEmulator, clock: ManualClock
+) -> None:
+    run_id = emulator.add_run(10000, status="Running", stages=STAGES)
+    emulator.inject("GetPipelineRun", "SignatureDoesNotMatch", 400, message="no colon here")
+    client, project = make_client(emulator, clock)
+    with pytest.raises(DataWorksError):
+        client.get_run(project, run_id)  # not None: that would mark the run as vanished
+    run = client.get_run(project, run_id)
+    assert run is not None and run.status == "running"
+
+
+def test_a_tick_survives_an_exception_inside_the_sdk(world: World) -> None:
+    run_id = world.dataworks.add_run(10000, status="Running", stages=STAGES)
+    world.config_overrides["dataworks.runs"] = [{"project": 10000, "id": run_id}]
+    world.config_overrides["dataworks.projects"] = [10001]  # the tracked run is read with GetPipelineRun
+    world.dataworks.inject("GetPipelineRun", "SignatureDoesNotMatch", 400, message="no colon here")
+    summary = world.tick()  # before: "discovery failed unexpectedly: IndexError" ended the tick
+    assert any(f"run {run_id}" in error and "IndexError" in error for error in summary.errors)
+    assert world.tick().errors == [] and len(world.slack_messages()) == 1  # read (and announced) next tick

@@ -28,6 +28,9 @@ _BACKOFF_CAP_S = 8.0
 # Codes the gateway may give for an action this API surface does not have (which one is unconfirmed).
 _UNKNOWN_ACTION_CODES = frozenset({"InvalidAction.NotFound", "InvalidAction", "InvalidApi.NotFound"})
 _NOT_FOUND_HINTS = ("NotFound", "NotExist")
+# The code of a failure inside the SDK: it hints at none of the gateway's (not "NotFound": a run
+# that cannot be read is not a run that is gone).
+_SDK_FAILURE = "SDK.UnexpectedError"
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,8 @@ class DataWorksClient:
                 code=str(error.get_error_code()),
                 retryable=True,
             ) from None
+        except Exception as error:  # whatever escapes the SDK (it has bugs): still a DataWorksError
+            raise _unexpected(action, error) from None
         try:
             body = json.loads(raw)
         except (ValueError, RecursionError):
@@ -190,6 +195,22 @@ class DataWorksClient:
             client = _make_sdk_client(self._credentials, region, self._settings.timeout.total_seconds())
             self._sdk_clients[region] = client
         return client
+
+
+def _unexpected(action: str, error: Exception) -> DataWorksError:
+    """A bug inside the SDK, such as the IndexError of `message.split(':')[1]` on a 400
+    SignatureDoesNotMatch whose message has no colon, or a UnicodeDecodeError on an error answer
+    that is not UTF-8. Retryable only when it is a network error; its text is not shown (it may
+    quote the answer).
+    """
+    network = isinstance(error, OSError)
+    log.warning("dataworks: the SDK failed on %s with %s", action, type(error).__name__)
+    return DataWorksError(
+        f"{action} failed inside the SDK ({type(error).__name__}): "
+        + ("a network error" if network else "the answer could not be read"),
+        code=_SDK_FAILURE,
+        retryable=network,
+    )
 
 
 def _server_error(action: str, error: Any) -> DataWorksError:
