@@ -13,11 +13,13 @@ from urllib.parse import quote
 
 from ..errors import DeliveryError
 from ..settings import ChannelSettings
+from .watchdog import Watchdog
 
 if TYPE_CHECKING:  # httpx is imported when the first message goes out, not on a quiet tick
     import httpx
 
 TRIM_MARKER = "…(truncated)"
+MAX_ANSWER_BYTES = 64 * 1024  # of a service's answer; more is not read
 
 
 @dataclass(frozen=True)
@@ -53,9 +55,13 @@ class Channel(Protocol):
     It raises DeliveryError otherwise: `retryable` when trying later may work (network errors,
     timeouts, 5xx, rate limits, with `retry_after` when the service says how long), not when the
     service refused the message itself (bad token, bad signature, message too large).
+
+    `deadline` (epoch seconds, None: none) is the tick's: whoever sends may set it, and no send
+    outlasts it (nor the channel's timeout), however slowly the service answers.
     """
 
     name: str
+    deadline: float | None
 
     def send(self, message: ChannelMessage) -> None:
         """Deliver one message."""
@@ -63,7 +69,11 @@ class Channel(Protocol):
 
 
 class HttpChannel:
-    """What every webhook channel holds: its settings, the shared httpx client, a timeout, a clock."""
+    """What every webhook channel holds: its settings, the shared httpx client, a timeout, a clock.
+
+    `deadline` (epoch seconds on `clock`, None: none) is the tick's: no send outlasts it, nor its
+    timeout, whatever the service drips (see `_post`).
+    """
 
     def __init__(
         self,
@@ -78,6 +88,7 @@ class HttpChannel:
         self._client = client
         self._timeout_s = timeout_s
         self._clock = clock
+        self.deadline: float | None = None
 
     def _post(
         self,
@@ -87,26 +98,92 @@ class HttpChannel:
         content: bytes | None = None,
         headers: dict[str, str] | None = None,
     ) -> httpx.Response:
-        """POST JSON (or raw bytes); network failures become retryable errors that never show the URL.
+        """POST JSON (or raw bytes) and read the answer, all within one total time budget.
 
-        A URL or header that cannot make a request (a control character, no http(s) scheme) is a
-        permanent error of this channel: it must not stop the channels after it.
+        The budget is the timeout, or what is left before `deadline` if that is less; per-operation
+        timeouts alone would let an answer dripped one byte at a time run on for ever, so a
+        `Watchdog` ends the exchange when the budget is spent (a retryable "no answer within N s").
+        A URL or header that cannot make a request is a permanent error of this channel; network
+        failures are retryable. No error shows the URL.
         """
         import httpx
 
+        budget = self._timeout_s
+        if self.deadline is not None:
+            budget = min(budget, self.deadline - self._clock())
+        if budget <= 0:
+            raise DeliveryError("not sent: the tick's deadline has passed", channel=self.name, retryable=True)
+        watchdog = Watchdog(budget)
         try:
-            return self._client.post(
-                url, json=payload, content=content, headers=headers, timeout=self._timeout_s
+            request = self._client.build_request(
+                "POST",
+                url,
+                json=payload,
+                content=content,
+                # A fresh connection for every post: its socket is known from the start, so the
+                # watchdog covers the answer's headers too, not only its body.
+                headers={**(headers or {}), "Connection": "close"},
+                timeout=budget,
+                extensions={"trace": _watch_sockets(watchdog)},
             )
+            with watchdog:
+                return _read_answer(self._client, request, watchdog)
         except (httpx.InvalidURL, httpx.UnsupportedProtocol, httpx.LocalProtocolError, ValueError) as error:
+            if watchdog.fired:
+                raise self._no_answer(budget) from None
             what = f"the URL or a header cannot be sent ({type(error).__name__})"
             reason = f"{what}: check channels.{self.name}"
             raise DeliveryError(reason, channel=self.name, retryable=False) from None
-        except httpx.TimeoutException:
-            raise DeliveryError("timed out", channel=self.name, retryable=True) from None
         except httpx.HTTPError as error:
+            if watchdog.fired or isinstance(error, httpx.TimeoutException):
+                raise self._no_answer(budget) from None
             reason = f"network error: {type(error).__name__}"
             raise DeliveryError(reason, channel=self.name, retryable=True) from None
+
+    def _no_answer(self, budget: float) -> DeliveryError:
+        return DeliveryError(f"no answer within {budget:.3g}s", channel=self.name, retryable=True)
+
+
+_ANSWER_HEADERS_DROPPED = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+
+
+def _watch_sockets(watchdog: Watchdog) -> Callable[[str, dict[str, Any]], None]:
+    """An httpx `trace` extension handing the watchdog each socket the request connects."""
+
+    def trace(event: str, info: dict[str, Any]) -> None:
+        if event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+            stream = info.get("return_value")
+            if stream is not None:
+                watchdog.watch(stream.get_extra_info("socket"))
+
+    return trace
+
+
+def _read_answer(client: httpx.Client, request: httpx.Request, watchdog: Watchdog) -> httpx.Response:
+    """Send `request` and read at most MAX_ANSWER_BYTES of the answer, stopping when time is up."""
+    import httpx
+
+    response = client.send(request, stream=True)
+    try:
+        stream = response.extensions.get("network_stream")
+        if stream is not None:
+            watchdog.watch(stream.get_extra_info("socket"))
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_bytes():
+            if watchdog.expired():
+                raise httpx.ReadTimeout("the answer took too long", request=request)
+            chunks.append(chunk)
+            size += len(chunk)
+            if size >= MAX_ANSWER_BYTES:
+                break  # the rest is not worth reading: services answer in a few hundred bytes
+    finally:
+        response.close()
+    if watchdog.fired:
+        raise httpx.ReadTimeout("the answer took too long", request=request)
+    headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _ANSWER_HEADERS_DROPPED]
+    body = b"".join(chunks)[:MAX_ANSWER_BYTES]
+    return httpx.Response(response.status_code, headers=headers, content=body, request=request)
 
 
 def raise_for_transport(channel: str, response: httpx.Response, rate_limit_wait_s: float) -> None:
