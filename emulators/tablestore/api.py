@@ -298,6 +298,32 @@ MUTATING = {
 }
 
 
+def _keys(rows: Any) -> list[tuple[Any, ...]]:
+    return [tuple(value for _, value in read_row(row).primary_key) for row in rows]
+
+
+_ROWS_NAMED: dict[str, Callable[[bytes], list[tuple[Any, ...]]]] = {
+    "GetRow": lambda body: _keys([parse(pb.GetRowRequest, body).primary_key]),
+    "PutRow": lambda body: _keys([parse(pb.PutRowRequest, body).row]),
+    "UpdateRow": lambda body: _keys([parse(pb.UpdateRowRequest, body).row_change]),
+    "DeleteRow": lambda body: _keys([parse(pb.DeleteRowRequest, body).primary_key]),
+    "BatchGetRow": lambda body: _keys(
+        pk for table in parse(pb.BatchGetRowRequest, body).tables for pk in table.primary_key
+    ),
+    "BatchWriteRow": lambda body: _keys(
+        row.row_change for table in parse(pb.BatchWriteRowRequest, body).tables for row in table.rows
+    ),
+}
+
+
+def rows_named(api: str, body: bytes) -> tuple[tuple[Any, ...], ...]:
+    """The primary keys (values only) of the rows a request names; none for range reads and tables."""
+    try:
+        return tuple(_ROWS_NAMED[api](body)) if api in _ROWS_NAMED else ()
+    except ServiceError:
+        return ()
+
+
 def handle(store: Store, api: str, body: bytes) -> bytes:
     """Run one operation; raises ServiceError for an error answer."""
     handler = HANDLERS.get(api)

@@ -47,6 +47,7 @@ class Served:
     operation: str
     code: str | None  # None: the connection was dropped without an answer
     applied: bool
+    rows: tuple[tuple[Any, ...], ...] = ()  # the primary keys the request named (values only)
 
 
 class _Clock:
@@ -85,7 +86,8 @@ class TablestoreEmulator(ThreadServed):
     a service error (503 `OTSServerUnavailable`, 403 `OTSConditionCheckFail`, ...) and
     `drop_connections()` closes the socket without an answer; both may let `skip` matching requests
     through first, and with `applied=True` carry the request out before failing it (a write whose
-    answer was lost). `faults_served` lists what was served, `faults_pending()` what still waits.
+    answer was lost). `faults_served` lists what was served (with the rows the request named),
+    `faults_pending()` what still waits.
     """
 
     service = "tablestore"
@@ -180,7 +182,7 @@ class TablestoreEmulator(ThreadServed):
         with self._lock:
             self._faults.clear()
 
-    def _take_fault(self, operation: str) -> _Fault | None:
+    def _take_fault(self, operation: str, body: bytes) -> _Fault | None:
         with self._lock:
             for fault in self._faults:
                 if fault.operation not in (None, operation):
@@ -191,7 +193,8 @@ class TablestoreEmulator(ThreadServed):
                 fault.remaining -= 1
                 if fault.remaining <= 0:
                     self._faults.remove(fault)
-                self.faults_served.append(Served(operation, fault.code, fault.applied))
+                rows = api.rows_named(operation, body)
+                self.faults_served.append(Served(operation, fault.code, fault.applied, rows))
                 return fault
         return None
 
@@ -211,7 +214,7 @@ class TablestoreEmulator(ThreadServed):
                     "OTSMethodNotAllowed", "OTSMethodNotAllowedOnly POST method for requests is supported."
                 )
             key = authenticate(self.credentials, operation, headers, body, now)
-            fault = self._take_fault(operation)
+            fault = self._take_fault(operation, body)
             if fault is None or fault.applied:
                 status, answer = 200, api.handle(self.store, operation, body)
                 if operation in api.MUTATING and self.persist_path is not None:
