@@ -46,7 +46,7 @@ bench: install
 	$(PY) -m benchmarks
 
 soak: install
-	DWNOTIFY_SOAK=1 $(VENV)/bin/pytest tests/test_soak.py tests/test_diff.py tests/test_crash.py tests/test_fuzz.py
+	DWNOTIFY_SOAK=1 $(VENV)/bin/pytest tests/test_soak.py tests/test_diff.py tests/test_crash.py tests/test_fuzz.py tests/test_faults.py
 
 clean:
 	rm -rf build .dwnotify
