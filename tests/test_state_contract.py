@@ -3,6 +3,7 @@ emulator): the same behaviours, the same races, several processes at once."""
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import sqlite3
 import subprocess
@@ -32,6 +33,8 @@ from dwnotify.state.base import (
 )
 from dwnotify.state.sqlite import SqliteStateStore
 from emulators.tablestore import TablestoreEmulator
+from tests.conftest import STATE_BACKENDS, World
+from tests.test_cli import cli_env, dwnotify
 
 AK, SECRET, INSTANCE = "test-ak", "test-secret", "dwnotify"
 DAY = 86400.0
@@ -123,6 +126,38 @@ def tick_lease(store: StateStore, owner: str = "tick-a", now: float = NOW, ttl: 
 
 def ids(messages: list[OutboxMessage] | tuple[OutboxMessage, ...]) -> list[str]:
     return [m.id for m in messages]
+
+
+def corrupt(spec: Spec, record: str, key: str, column: str = "data", value: str = '{"stages": {') -> None:
+    """Overwrite one stored value behind the store's back: SQLite by UPDATE, Tablestore by the SDK.
+
+    `record` is "run" (key "10000/r1"), "cursor" ("10000"), "lease" (its name) or "message" (its id).
+    """
+    if spec.kind == "sqlite":
+        table, where = {
+            "run": ("runs", "key"),
+            "cursor": ("cursors", "project_id"),
+            "lease": ("leases", "name"),
+            "message": ("outbox", "id"),
+        }[record]
+        with sqlite3.connect(spec.where) as db:
+            changed = db.execute(f"UPDATE {table} SET {column} = ? WHERE {where} = ?", (value, key))
+            assert changed.rowcount == 1, (record, key)
+        return
+    from tablestore import Condition, OTSClient, Row, RowExistenceExpectation
+
+    client = OTSClient(spec.where, AK, SECRET, INSTANCE)
+    if record == "message":
+        _, found, _ = client.get_row("dwnotify", [("pk", "msgid"), ("sk", key)], max_version=1)
+        cells = {name: value for name, value, *_ in found.attribute_columns}
+        pk, sk = f"outbox/{cells['channel']}", f"{int(cells['seq']):020d}/{key}"
+    else:
+        project, _, run_id = key.partition("/")
+        pk, sk = {"run": (f"run/{project}", run_id), "cursor": ("cursor", key), "lease": ("lease", key)}[
+            record
+        ]
+    row = Row([("pk", pk), ("sk", sk)], {"PUT": [(column, value)]})
+    client.update_row("dwnotify", row, Condition(RowExistenceExpectation.EXPECT_EXIST))
 
 
 # -- commit ---------------------------------------------------------------------------------------
@@ -292,6 +327,93 @@ def test_finished_runs_and_messages_are_forgotten_after_retention(backend: Backe
     assert store.load_runs(["10000/r1", "10000/r9"]).keys() == {"10000/r9"}
     store.commit(tick_lease(store, "tick-b", later), [], [], [message("m1", 50)], later)
     assert ids(store.pending_messages("ops")) == ["m1"]  # its id was forgotten too: queued anew
+
+
+# -- damaged rows ---------------------------------------------------------------------------------
+def test_unreadable_rows_are_warned_about_and_read_as_well_as_they_can_be(
+    backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = backend.store
+    cursors = [ProjectCursor(10000, 3, NOW, ("r1",), NOW), ProjectCursor(10001, 1, NOW, (), NOW)]
+    news = [message("m1", 1), message("m2", 2)]
+    lease = tick_lease(store)
+    store.commit(lease, [run("r1"), run("r2")], cursors, news, NOW)
+    store.release_lease(lease)
+    channel = store.acquire_lease("channel:ops", "tick-a", 60, NOW)
+    assert channel is not None
+    store.update_messages(replace(channel, data={"sent_at": [NOW]}), [])
+    store.release_lease(channel)
+    for record, key in (
+        ("run", "10000/r1"),
+        ("cursor", "10000"),
+        ("lease", "channel:ops"),
+        ("message", "m1"),
+    ):
+        corrupt(backend.spec, record, key)
+    if backend.emulator is not None:  # the failed messages a channel's lease row remembers
+        corrupt(backend.spec, "lease", "channel:ops", column="failed", value="[not json")
+
+    again = backend.open()
+    with caplog.at_level(logging.WARNING):
+        report = again.report()
+        states = again.load_runs(["10000/r1", "10000/r2"])
+        found = again.load_cursors([10000, 10001])
+        pending = again.pending_messages("ops")
+        held = again.acquire_lease("channel:ops", "tick-b", 60, NOW + 1)
+    # A run knows its status and version, so the next commit can overwrite it; the rest as stored.
+    assert states == {
+        "10000/r1": RunState(10000, "r1", "running", {}, frozenset(), None, version=1),
+        "10000/r2": run("r2", version=1),
+    }
+    assert found == {10001: cursors[1]}
+    assert ids(pending) == ["m1", "m2"] and pending[0].unreadable and not pending[1].unreadable
+    assert held is not None and held.data == {}
+    assert [s.run_id for s in report.runs] == ["r1", "r2"] and report.runs[0].stage_statuses == {}
+    assert ids(report.messages) == ["m1", "m2"] and "cannot be read" in report.messages[0].last_error
+    warned = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    for what in ("run 10000/r1", "workspace 10000", "lease channel:ops", "message m1"):
+        assert what in warned
+    assert not [r for r in caplog.records if r.levelno > logging.WARNING]
+
+    again.commit(tick_lease(again, "tick-b", NOW + 2), [run("r1", "success", version=1)], [], [], NOW + 2)
+    assert again.load_runs(["10000/r1"]) == {"10000/r1": run("r1", "success", version=2)}
+    again.close()
+
+
+def world_spec(world: World) -> Spec:
+    """Where a World keeps its state."""
+    if world.tablestore is None:
+        return Spec("sqlite", str(world.tmp / "state.db"))
+    return Spec("tablestore", world.config_overrides["state"]["endpoint"])
+
+
+@pytest.mark.parametrize("state_backend", STATE_BACKENDS)
+def test_tick_and_status_go_on_past_damaged_rows_and_the_next_commit_mends_them(world: World) -> None:
+    stages = [{"code": "BUILD", "step": 1, "name": "构建"}, {"code": "DEPLOY", "step": 2, "name": "发布"}]
+    run_id = world.dataworks.add_run(
+        10000, status="Running", stages=stages, stage_statuses={"BUILD": "Running"}
+    )
+    assert world.tick().events == 2  # run.started, stage.started
+    spec = world_spec(world)
+    for record, key in (("run", f"10000/{run_id}"), ("cursor", "10000"), ("cursor", "10001")):
+        corrupt(spec, record, key)
+
+    status = dwnotify("--config", str(world.write_config()), "status", env=cli_env(world))
+    assert status.returncode == 0 and "Traceback" not in status.stderr, status.stderr
+    assert "cannot be read" in status.stderr and f"10000/{run_id}  running" in status.stdout
+
+    world.dataworks.set_run_status(run_id, stages={"BUILD": "Success", "DEPLOY": "Running"})
+    second = world.tick()
+    # Nothing repeated (the run's status was kept), nothing wedged: its version let the commit in.
+    assert (second.events, second.errors) == (2, [])
+    assert world.tick().events == 0  # mended: not announced again and again
+    world.dataworks.set_run_status(run_id, status="Success", stages={"DEPLOY": "Success"})
+    assert world.tick().events == 2  # stage.succeeded, run.succeeded
+    assert len(world.slack_messages()) == 3
+    assert world.app is not None
+    mended = world.app.store.load_runs([f"10000/{run_id}"])[f"10000/{run_id}"]
+    assert mended.stage_statuses == {"BUILD": "success", "DEPLOY": "success"} and mended.final
+    assert set(world.app.store.load_cursors([10000, 10001])) == {10000, 10001}
 
 
 # -- cost -----------------------------------------------------------------------------------------
@@ -523,6 +645,22 @@ def test_a_large_commit_is_stored_in_chunks_and_a_partial_intent_is_dropped(
     store.release_lease(lease)
     tick_lease(store, "tick-b", NOW + 1)
     assert intents(store) == [] and store.load_runs(["10000/r1"]) == {}
+
+
+def test_an_unreadable_intent_is_dropped_instead_of_stopping_every_tick(
+    tablestore: TablestoreEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    from dwnotify.state import tablestore_rows as rows
+    from dwnotify.state.tablestore_client import Write
+
+    store = open_spec(Spec("tablestore", tablestore.endpoint))
+    cells = {"data": b'{"commit_id": ', "chunks": 1, "owner": "tick-a", "created_at": NOW}
+    store._table.write([Write("put", rows.intent_key("broken", 0), cells)])
+    with caplog.at_level(logging.ERROR):
+        lease = tick_lease(store, "tick-b", NOW)
+    assert intents(store) == [] and "commit broken cannot be read" in caplog.text
+    store.commit(lease, [run("r1")], [], [message("m1", 1)], NOW)
+    assert ids(store.pending_messages("ops")) == ["m1"]
 
 
 def intents(store: Any) -> list[Any]:

@@ -87,8 +87,13 @@ class _Budget:
 
     @classmethod
     def load(cls, rate: RateBudget, data: Mapping[str, Any], now: float) -> _Budget:
-        recent = [float(t) for t in data.get("sent_at", []) if float(t) > now - rate.window_s]
-        return cls(rate, recent, float(data.get("paused_until", 0.0)))
+        try:
+            stored = [float(t) for t in data.get("sent_at", [])]
+            paused = float(data.get("paused_until", 0.0))
+        except (TypeError, ValueError) as error:  # a damaged lease row: start the budget afresh
+            log.warning("delivery: a channel's rate budget cannot be read, started afresh: %s", error)
+            return cls(rate, [], 0.0)
+        return cls(rate, [t for t in stored if t > now - rate.window_s], paused)
 
     def dump(self) -> dict[str, Any]:
         return {"sent_at": self.sent_at, "paused_until": self.paused_until}
@@ -208,14 +213,17 @@ class Deliverer:
         stats.failed += len(failed)
 
     def _sort(self, messages: list[OutboxMessage]) -> tuple[list[OutboxMessage], list[OutboxMessage], int]:
-        """(due now, past max_age, still waiting): a waiting message holds back later ones of its run."""
+        """(due now, past max_age, still waiting): a waiting message holds back later ones of its run.
+
+        A message that cannot be read counts as past max_age: it can never be sent.
+        """
         now = self._clock()
         due: list[OutboxMessage] = []
         expired: list[OutboxMessage] = []
         waiting_runs: set[str] = set()
         waiting = 0
         for message in messages:
-            if now - message.created_at > self._max_age_s:
+            if message.unreadable or now - message.created_at > self._max_age_s:
                 expired.append(message)
             elif message.run_key in waiting_runs or message.next_attempt_at > now:
                 waiting_runs.add(message.run_key)
@@ -227,10 +235,11 @@ class Deliverer:
     def _deliver_channel(self, name: str, lease: Lease, stats: DeliveryStats, deadline: float | None) -> None:
         due, expired, waiting = self._sort(self._store.pending_messages(name))
         for message in expired:
-            last = message.last_error or "none"
-            self._give_up(
-                lease, [message], f"not delivered within delivery.max_age (last error: {last})", stats
-            )
+            if message.unreadable:
+                reason = f"its stored record cannot be read ({message.unreadable})"
+            else:
+                reason = f"not delivered within delivery.max_age (last error: {message.last_error or 'none'})"
+            self._give_up(lease, [message], reason, stats)
         settings = self._channels.get(name)
         if settings is None:
             self._give_up(lease, due, f"channel {name} is no longer configured", stats)

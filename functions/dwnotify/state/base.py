@@ -10,15 +10,24 @@ A store keeps four kinds of record:
 Concurrency rules every backend keeps: `commit` is atomic and applies only while the caller still
 holds the tick lease; run states are compare-and-set on their version; a lease is taken only when it
 is free or expired, so a killed tick's claims come back after their TTL.
+
+A record that cannot be read (a hand-edited or damaged row) is logged at WARNING and read as well as
+it can be, never raised: a run as a state knowing only its status and version (so the next commit
+overwrites it instead of conflicting forever), a cursor as absent, a lease's data as empty, a message
+as one marked `unreadable`, which delivery gives up with that reason.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from ..model import RunState
+
+log = logging.getLogger(__name__)
 
 PENDING = "pending"
 SENT = "sent"
@@ -83,6 +92,7 @@ class OutboxMessage:
     next_attempt_at: float = 0.0
     last_error: str = ""
     finished_at: float | None = None
+    unreadable: str = ""  # why the stored record could not be read; empty when it was
 
 
 @dataclass(frozen=True)
@@ -140,9 +150,64 @@ def message_data(message: OutboxMessage) -> dict[str, Any]:
 
 
 def message_from_data(columns: Mapping[str, Any], data: Mapping[str, Any]) -> OutboxMessage:
-    """The message made of its queried columns and its `message_data` blob."""
-    blob = {**data, "event_types": tuple(data.get("event_types", ()))}
+    """The message made of its queried columns and its `message_data` blob (unknown keys ignored)."""
+    blob = {name: data[name] for name in MESSAGE_DATA_FIELDS if name in data}
+    blob["event_types"] = tuple(data.get("event_types", ()))
     return OutboxMessage(**columns, **blob)
+
+
+# What reading a damaged record can raise: bad JSON, a missing key, a value of the wrong type.
+UNREADABLE = (ValueError, KeyError, TypeError, AttributeError)
+
+
+def _warn_unreadable(what: str, error: BaseException) -> str:
+    reason = f"{type(error).__name__}: {error}"
+    log.warning("state: %s cannot be read, %s", what, reason)
+    return reason
+
+
+def read_run(project_id: int, run_id: str, status: str, version: int, raw: str | bytes) -> RunState:
+    """The run state a row holds; if its data is unreadable, one that knows only status and version.
+
+    Such a run is diffed as if its stages were all `init`: its stage events may be announced once
+    more, and the commit that follows overwrites the row (its version is kept for the compare-and-set).
+    """
+    try:
+        return run_from_data(project_id, run_id, status, version, json.loads(raw))
+    except UNREADABLE as error:
+        _warn_unreadable(f"run {project_id}/{run_id}", error)
+        return RunState(int(project_id), run_id, str(status), {}, frozenset(), None, int(version))
+
+
+def read_cursor(project_id: int, raw: str | bytes) -> ProjectCursor | None:
+    """The cursor a row holds; None (as if never stored) when it is unreadable."""
+    try:
+        return ProjectCursor.from_data(project_id, json.loads(raw))
+    except UNREADABLE as error:
+        _warn_unreadable(f"the cursor of workspace {project_id}", error)
+        return None
+
+
+def read_lease_data(name: str, raw: str | bytes | None) -> dict[str, Any]:
+    """A lease's data (a channel's rate budget); empty when it is unreadable."""
+    try:
+        data = json.loads(raw or "{}")
+        if not isinstance(data, dict):
+            raise TypeError(f"not a JSON object: {type(data).__name__}")
+        return data
+    except UNREADABLE as error:
+        _warn_unreadable(f"the data of lease {name}", error)
+        return {}
+
+
+def read_message(columns: Mapping[str, Any], raw: str | bytes) -> OutboxMessage:
+    """The message its columns and blob make; if the blob is unreadable, one marked `unreadable`."""
+    try:
+        return message_from_data(columns, json.loads(raw))
+    except UNREADABLE as error:
+        reason = _warn_unreadable(f"message {columns.get('id')} to {columns.get('channel')}", error)
+        blank = OutboxMessage(**columns, run_key="", rule="", title="(unreadable)", text="")
+        return replace(blank, unreadable=reason, last_error=f"the stored message cannot be read: {reason}")
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,11 @@ from .base import (
     ProjectCursor,
     StatusReport,
     message_data,
-    message_from_data,
+    read_cursor,
+    read_lease_data,
+    read_message,
+    read_run,
     run_data,
-    run_from_data,
 )
 
 _SCHEMA = """
@@ -62,12 +64,11 @@ _MESSAGE_COLUMNS = ("id", "channel", "seq", "status", "next_attempt_at", "create
 
 
 def _run_from_row(row: sqlite3.Row) -> RunState:
-    data = json.loads(row["data"])
-    return run_from_data(row["project_id"], row["run_id"], row["status"], row["version"], data)
+    return read_run(row["project_id"], row["run_id"], row["status"], row["version"], row["data"])
 
 
 def _message_from_row(row: sqlite3.Row) -> OutboxMessage:
-    return message_from_data({name: row[name] for name in _MESSAGE_COLUMNS}, json.loads(row["data"]))
+    return read_message({name: row[name] for name in _MESSAGE_COLUMNS}, row["data"])
 
 
 def _message_row(message: OutboxMessage) -> dict[str, Any]:
@@ -156,7 +157,9 @@ class SqliteStateStore:
         rows = self._read(f"SELECT * FROM cursors WHERE project_id IN ({marks})", ids)  # noqa: S608
         cursors = {}
         for row in rows:
-            cursors[row["project_id"]] = ProjectCursor.from_data(row["project_id"], json.loads(row["data"]))
+            cursor = read_cursor(row["project_id"], row["data"])
+            if cursor is not None:
+                cursors[row["project_id"]] = cursor
         return cursors
 
     def acquire_lease(self, name: str, owner: str, ttl_s: float, now: float) -> Lease | None:
@@ -165,7 +168,7 @@ class SqliteStateStore:
             row = db.execute("SELECT * FROM leases WHERE name = ?", (name,)).fetchone()
             if row is not None and row["owner"] not in (None, owner) and row["expires_at"] > now:
                 return None
-            data = json.loads(row["data"]) if row is not None else {}
+            data = read_lease_data(name, row["data"]) if row is not None else {}
             db.execute(
                 "INSERT INTO leases (name, owner, expires_at, data) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at",

@@ -23,7 +23,15 @@ from ..dataworks import Credentials
 from ..errors import ConflictError
 from ..model import RunState, run_key
 from . import tablestore_rows as rows
-from .base import FAILED, TICK_LEASE, Lease, OutboxMessage, ProjectCursor, StatusReport
+from .base import (
+    FAILED,
+    TICK_LEASE,
+    UNREADABLE,
+    Lease,
+    OutboxMessage,
+    ProjectCursor,
+    StatusReport,
+)
 from .tablestore_client import Table, Write
 from .tablestore_outbox import Outbox, cas
 from .tablestore_rows import Cells, Intent, Key
@@ -84,7 +92,7 @@ class TablestoreStateStore:
         """The stored cursors of these workspaces."""
         found = self._table.get_many(rows.cursor_key(project_id) for project_id in project_ids)
         cursors = (rows.cursor_from_cells(row, cells) for row, cells in found.items())
-        return {cursor.project_id: cursor for cursor in cursors}
+        return {cursor.project_id: cursor for cursor in cursors if cursor is not None}
 
     # -- leases ------------------------------------------------------------------------------
     def acquire_lease(self, name: str, owner: str, ttl_s: float, now: float) -> Lease | None:
@@ -114,9 +122,9 @@ class TablestoreStateStore:
             held = _Held(owner, 1, {})
         else:
             current = rows.lease_from_cells(name, cells)
+            version = int(cells.get("version", 0))
             if current.owner not in ("", owner) and current.expires_at > now:
                 return None
-            version = int(cells.get("version", 0))
             take = {"owner": owner, "expires_at": expires, "version": version + 1}
             if not self._table.write([cas(key, version, take)])[0]:
                 return None  # someone else took it between our read and our write
@@ -226,7 +234,16 @@ class TablestoreStateStore:
             if len(parts) != int(parts[0][1]["chunks"]):  # its writer stopped before it was whole
                 self._table.write([Write("delete", key) for key, _ in parts])
                 continue
-            intent = Intent.decode(b"".join(bytes(cells["data"]) for _, cells in sorted(parts)))
+            try:
+                intent = Intent.decode(b"".join(bytes(cells["data"]) for _, cells in sorted(parts)))
+            except UNREADABLE as error:
+                # Kept, it would stop every tick at the tick lease. Dropped: runs it had not written
+                # yet are diffed again from their old state (their messages queued anew); any it had
+                # written lose the messages it carried, hence ERROR.
+                reason = f"{type(error).__name__}: {error}"
+                log.error("state: commit %s cannot be read and is dropped: %s", commit_id, reason)
+                self._table.write([Write("delete", key) for key, _ in parts])
+                continue
             log.warning("state: finishing commit %s left by tick %s", commit_id, intent.owner)
             lost = self._apply(intent, len(parts))
             if lost:

@@ -17,6 +17,7 @@ Intents sit next to the tick lease, so the read that takes the tick lease also f
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,15 +25,22 @@ from typing import Any
 from ..errors import StateError
 from ..model import RunState, run_key
 from .base import (
+    PENDING,
     TICK_LEASE,
+    UNREADABLE,
     Lease,
     OutboxMessage,
     ProjectCursor,
     message_data,
-    message_from_data,
+    read_cursor,
+    read_lease_data,
+    read_message,
+    read_run,
     run_data,
     run_from_data,
 )
+
+log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
 Value = str | int | float | bool | bytes | bytearray
@@ -72,10 +80,9 @@ def run_cells(state: RunState, version: int, now: float, writer: str) -> Cells:
 
 
 def run_from_cells(key: Key, cells: Mapping[str, Any]) -> RunState:
-    """The RunState a run row holds."""
+    """The RunState a run row holds (see `read_run` for a row whose data is unreadable)."""
     project_id = int(key[0].removeprefix("run/"))
-    data = json.loads(cells["data"])
-    return run_from_data(project_id, key[1], str(cells["status"]), int(cells["version"]), data)
+    return read_run(project_id, key[1], str(cells["status"]), int(cells["version"]), cells.get("data", ""))
 
 
 # -- cursors -------------------------------------------------------------------------------------
@@ -89,9 +96,9 @@ def cursor_cells(cursor: ProjectCursor) -> Cells:
     return {"data": _dumps(cursor.to_data())}
 
 
-def cursor_from_cells(key: Key, cells: Mapping[str, Any]) -> ProjectCursor:
-    """The cursor a cursor row holds."""
-    return ProjectCursor.from_data(int(key[1]), json.loads(cells["data"]))
+def cursor_from_cells(key: Key, cells: Mapping[str, Any]) -> ProjectCursor | None:
+    """The cursor a cursor row holds; None when it is unreadable."""
+    return read_cursor(int(key[1]), cells.get("data", ""))
 
 
 # -- leases --------------------------------------------------------------------------------------
@@ -106,7 +113,7 @@ def lease_from_cells(name: str, cells: Mapping[str, Any]) -> Lease:
         name=name,
         owner=str(cells.get("owner", "")),
         expires_at=float(cells.get("expires_at", 0.0)),
-        data=json.loads(cells.get("data") or "{}"),
+        data=read_lease_data(name, cells.get("data")),
     )
 
 
@@ -114,7 +121,16 @@ def failed_keys(cells: Mapping[str, Any] | None) -> list[str]:
     """The outbox keys of the failed messages a channel's lease row remembers."""
     if not cells or not cells.get("failed"):
         return []
-    return [str(key) for key in json.loads(cells["failed"])]
+    try:
+        keys = json.loads(cells["failed"])
+        if not isinstance(keys, list):
+            raise TypeError(f"not a JSON list: {type(keys).__name__}")
+    except UNREADABLE as error:
+        log.warning(
+            "state: a lease's list of failed messages cannot be read, %s: %s", type(error).__name__, error
+        )
+        return []
+    return [str(key) for key in keys]
 
 
 def remember_failed(known: Sequence[str], messages: Sequence[OutboxMessage]) -> str:
@@ -151,18 +167,19 @@ def message_cells(message: OutboxMessage) -> Cells:
 
 
 def message_from_cells(key: Key, cells: Mapping[str, Any]) -> OutboxMessage:
-    """The message a message row holds."""
+    """The message a message row holds (see `read_message` for a row whose data is unreadable)."""
     finished = cells.get("finished_at")
+    seq, _, message_id = key[1].partition("/")
     columns = {
-        "id": str(cells["id"]),
+        "id": str(cells.get("id", message_id)),
         "channel": key[0].removeprefix("outbox/"),
-        "seq": int(key[1].partition("/")[0]),
-        "status": str(cells["status"]),
-        "next_attempt_at": float(cells["next_attempt_at"]),
-        "created_at": float(cells["created_at"]),
+        "seq": int(seq),
+        "status": str(cells.get("status", PENDING)),
+        "next_attempt_at": float(cells.get("next_attempt_at", 0.0)),
+        "created_at": float(cells.get("created_at", 0.0)),
         "finished_at": None if finished is None else float(finished),
     }
-    return message_from_data(columns, json.loads(cells["data"]))
+    return read_message(columns, cells.get("data", ""))
 
 
 def message_id_key(message_id: str) -> Key:
