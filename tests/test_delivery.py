@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -11,9 +12,9 @@ import pytest
 from dwnotify.channels.base import ChannelMessage, fit_text
 from dwnotify.channels.dingtalk import MAX_BODY_BYTES, build_payload, sign
 from dwnotify.channels.slack import MAX_BLOCKS, MAX_SECTION_CHARS, sections
-from dwnotify.delivery import RETRY_CAP_S, pack, retry_delay
+from dwnotify.delivery import RETRY_CAP_S, Deliverer, pack, retry_delay
 from dwnotify.settings import ChannelSettings, Secret
-from dwnotify.state.base import OutboxMessage
+from dwnotify.state.base import TICK_LEASE, OutboxMessage
 from tests.conftest import DING_TOKEN, World
 from tests.test_tick import slack_text
 
@@ -250,3 +251,71 @@ def test_a_keyword_robot_takes_messages_only_with_its_keyword(
         assert world.app is not None
         [failed] = world.app.store.report().messages
         assert "310000" in failed.last_error
+
+
+class SlowChannel:
+    """A channel stub whose answer comes `answer_after_s` after the send, on the test's clock.
+
+    `meanwhile_at_s` into each send, `meanwhile` runs (another tick starting while this one waits).
+    """
+
+    def __init__(
+        self, world: World, answer_after_s: float, meanwhile_at_s: float, meanwhile: Callable[[], object]
+    ) -> None:
+        self.name = "team"
+        self._clock = world.clock
+        self._answer_after_s = answer_after_s
+        self._meanwhile_at_s = meanwhile_at_s
+        self._meanwhile = meanwhile
+        self.sent: list[str] = []
+
+    def send(self, message: ChannelMessage) -> None:
+        self.sent.append(message.text)
+        self._clock.advance(self._meanwhile_at_s)
+        self._meanwhile()
+        self._clock.advance(self._answer_after_s - self._meanwhile_at_s)
+
+
+def queue_on_team(world: World, app: Any, count: int) -> list[str]:
+    """Commit `count` messages for the Slack channel through the store API; their texts."""
+    texts = [f"message {index}" for index in range(count)]
+    news = [
+        OutboxMessage(f"m{index}", "team", f"10000/r{index}", "everything", index, "t", text, world.clock.now)
+        for index, text in enumerate(texts)
+    ]
+    lease = app.store.acquire_lease(TICK_LEASE, "setup", 90.0, world.clock.now)
+    assert lease is not None
+    app.store.commit(lease, [], [], news, world.clock.now)
+    app.store.release_lease(lease)
+    return texts
+
+
+def deliverer(world: World, app: Any, owner: str, channel: Any, timeout_s: float) -> Deliverer:
+    """A delivery pass of one tick on `app`'s store, every send going to `channel`."""
+    return Deliverer(
+        app.store, app.notifier.settings.channels, lambda _: channel, owner=owner,
+        clock=world.clock, sleep=world.clock.sleep, max_age_s=86400.0, send_timeout_s=timeout_s,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("timeout_s", "answer_after_s", "second_tick_at_s"),
+    [
+        (90.0, 65.0, 61.0),  # the report: a 90 s timeout, Slack answering after 65 s, a tick at 61 s
+        (30.0, 30.0, 30.0),  # the longest timeout the config allows, each send taking all of it
+    ],
+)
+def test_a_tick_starting_while_a_slow_send_waits_for_its_answer_sends_nothing_twice(
+    world: World, timeout_s: float, answer_after_s: float, second_tick_at_s: float
+) -> None:
+    world.clock.advance(60)
+    first, second = world.build(), world.build()  # two FC instances on one state
+    texts = queue_on_team(world, first, 3)
+    quick = SlowChannel(world, 0.0, 0.0, lambda: None)
+    interloper = deliverer(world, second, "tick-b", quick, timeout_s)
+    slow = SlowChannel(world, answer_after_s, second_tick_at_s, interloper.deliver)
+    stats = deliverer(world, first, "tick-a", slow, timeout_s).deliver()
+    assert quick.sent == []  # the channel stayed leased while each answer was awaited
+    assert slow.sent == texts and (stats.sent, stats.pending) == (3, 0)
+    assert first.store.pending_messages("team") == []
+    second.close()

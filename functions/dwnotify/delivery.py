@@ -5,6 +5,10 @@ to one webhook at once), sends the due messages in order, and marks each one sen
 service accepted it. A message waiting for a retry holds back the later messages of its run on that
 channel, never other runs or channels. When more messages are due than the channel's rate budget
 allows, they are merged into digest messages instead of being dropped or getting the robot silenced.
+
+The channel lease outlasts any one send: it lasts at least twice the send timeout (plus a margin),
+and is renewed before a send whose timeout could outlast what is left of it, so no other tick takes
+the channel while a send is still waiting for its answer.
 """
 
 from __future__ import annotations
@@ -25,9 +29,15 @@ from .state.base import FAILED, SENT, Lease, OutboxMessage, StateStore
 
 log = logging.getLogger(__name__)
 
-CHANNEL_LEASE_S = 60.0
+CHANNEL_LEASE_S = 60.0  # the shortest channel lease: a killed tick's channel comes back within a minute
+LEASE_MARGIN_S = 15.0  # beyond a send's timeout: storing what it did, and clocks that differ a little
 RETRY_BASE_S = 10.0
 RETRY_CAP_S = 120.0  # a waiting message is tried again at least every two minutes
+
+
+def channel_lease_s(send_timeout_s: float) -> float:
+    """How long a channel lease lasts: a send and the renewal before the next one both fit in it."""
+    return max(CHANNEL_LEASE_S, 2 * send_timeout_s + LEASE_MARGIN_S)
 
 
 @dataclass(frozen=True)
@@ -170,6 +180,7 @@ class Deliverer:
         self._sleep = sleep
         self._max_age_s = max_age_s
         self._send_timeout_s = send_timeout_s
+        self._lease_s = channel_lease_s(send_timeout_s)
         self._jitter = jitter
         self._built: dict[str, Channel] = {}
 
@@ -182,7 +193,7 @@ class Deliverer:
             if out_of_time or not any(self._actionable(m) for m in pending):
                 stats.pending += len(pending)
                 continue  # nothing due: no lease taken, no write made
-            lease = self._store.acquire_lease(f"channel:{name}", self._owner, CHANNEL_LEASE_S, self._clock())
+            lease = self._store.acquire_lease(f"channel:{name}", self._owner, self._lease_s, self._clock())
             if lease is None:
                 stats.pending += len(pending)
                 continue  # another tick is sending to this channel right now
@@ -277,8 +288,9 @@ class Deliverer:
             if wait > 0:
                 self._sleep(wait)
                 waited += wait
-            if lease.expires_at - self._clock() < CHANNEL_LEASE_S / 2:
-                renewed = self._store.acquire_lease(lease.name, self._owner, CHANNEL_LEASE_S, self._clock())
+            # Renewed when this send could outlast what is left of it.
+            if lease.expires_at - self._clock() < self._send_timeout_s + LEASE_MARGIN_S:
+                renewed = self._store.acquire_lease(lease.name, self._owner, self._lease_s, self._clock())
                 if renewed is None:
                     return
                 lease = renewed
