@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -337,3 +338,68 @@ def test_a_tick_survives_an_exception_inside_the_sdk(world: World) -> None:
     summary = world.tick()  # before: "discovery failed unexpectedly: IndexError" ended the tick
     assert any(f"run {run_id}" in error and "IndexError" in error for error in summary.errors)
     assert world.tick().errors == [] and len(world.slack_messages()) == 1  # read (and announced) next tick
+
+
+# --- a total deadline on every request --------------------------------------------------------------
+
+EMPTY_PAGE = {"PagingInfo": {"PageNumber": 1, "PageSize": 100, "TotalCount": 0, "PipelineRuns": []}}
+
+
+def wait_for(condition: Any, seconds: float = 5.0) -> bool:
+    """Poll until `condition` holds (the emulator notices a hang-up on its next write) or time is up."""
+    ends = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > ends:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+@pytest.mark.parametrize("how", ["body", "whole-answer", "error-answer"])
+def test_a_dripping_answer_ends_at_the_timeout_as_a_retryable_error(
+    emulator: DataWorksEmulator, clock: ManualClock, how: str
+) -> None:
+    client, project = make_client(emulator, clock, timeout=timedelta(seconds=0.5), max_attempts=1)
+    if how == "body":
+        client.list_runs(project, 1)  # the dripping answer then comes on a kept-alive connection
+        emulator.inject_answer("ListPipelineRuns", EMPTY_PAGE, drip_s=0.1)
+    elif how == "whole-answer":
+        emulator.inject_answer("ListPipelineRuns", EMPTY_PAGE, drip_s=0.1, drip_headers=True)
+    else:
+        emulator.inject("ListPipelineRuns", "Throttling.User", drip_s=0.1)
+    with pytest.raises(DataWorksError) as caught:  # before: the whole drip was read (seconds of it)
+        client.list_runs(project, 1)
+    error = caught.value
+    assert error.retryable and error.code == "SDK.NoAnswer"
+    assert str(error) == "ListPipelineRuns: no answer within 0.5s"
+    assert wait_for(lambda: emulator.hang_ups == 1)  # the request was ended, not left running
+    assert client.list_runs(project, 1).total_count == 0
+
+
+def test_the_ticks_deadline_bounds_a_request_when_it_comes_first(
+    emulator: DataWorksEmulator, clock: ManualClock
+) -> None:
+    client, project = make_client(emulator, clock, max_attempts=1)  # a 10 s timeout
+    client.deadline = clock.now + 0.4
+    emulator.inject_answer("ListPipelineRuns", EMPTY_PAGE, drip_s=0.1)
+    with pytest.raises(DataWorksError) as caught:
+        client.list_runs(project, 1)
+    assert caught.value.retryable and str(caught.value) == "ListPipelineRuns: no answer within 0.4s"
+
+
+def test_no_request_starts_after_the_deadline(emulator: DataWorksEmulator, clock: ManualClock) -> None:
+    client, project = make_client(emulator, clock)
+    client.deadline = clock.now
+    with pytest.raises(DataWorksError) as caught:
+        client.list_runs(project, 1)
+    assert caught.value.retryable and "deadline has passed" in str(caught.value)
+    assert client.calls == 0 and emulator.call_count() == 0
+
+
+def test_https_requests_are_watched_too(emulator: DataWorksEmulator, clock: ManualClock) -> None:
+    """The emulator speaks plain HTTP; the cloud is HTTPS: its connections must be the watched kind."""
+    client, _ = make_client(emulator, clock)
+    session = client._sdk_client("cn-shanghai").session
+    for url in ("https://dataworks.cn-shanghai.aliyuncs.com/", emulator.base_url + "/"):
+        pool = session.get_adapter(url).get_connection(url)
+        assert pool.ConnectionCls.__name__.startswith("Watched")

@@ -181,3 +181,17 @@ def test_a_dripping_robot_keeps_its_message_and_the_other_channels_still_get_the
     later = world.tick(advance=60)
     assert (later.messages_sent, later.messages_pending) == (1, 0)
     assert len(world.ding()) == 1
+
+
+def test_a_dripping_dataworks_list_is_skipped_and_the_outbox_still_goes_out(world: World) -> None:
+    world.config_overrides["dataworks.timeout"] = "1s"
+    world.config_overrides["dataworks.max_attempts"] = 1
+    world.dingtalk.inject(status=500, body="busy")
+    fail_run(world)
+    assert world.tick().messages_pending == 1 and world.ding() == []  # DingTalk's message waits
+    page = {"PagingInfo": {"PageNumber": 1, "PageSize": 100, "TotalCount": 0, "PipelineRuns": []}}
+    world.dataworks.inject_answer("ListPipelineRuns", page, drip_s=0.2)
+    summary = world.tick()  # before: this tick read the whole drip (seconds per byte of it)
+    assert summary.errors == ["workspace 10000: ListPipelineRuns: no answer within 1s"]
+    assert (summary.messages_sent, summary.messages_pending) == (1, 0) and len(world.ding()) == 1
+    assert world.tick().errors == []

@@ -2,10 +2,14 @@
 
 The SDK retries nothing that DataWorks answers (its retry table lists ECS only), so retries with
 exponential backoff and jitter, the client-side QPS limit and the count of every request are here.
+So is a total deadline on each request: the SDK's timeouts are per socket operation, and an answer
+dripped one byte at a time never trips them; a `Watchdog` ends the request when its budget (the
+timeout, or what is left before the tick's deadline) is spent.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -15,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .answers import RunPage, parse_page, parse_run
+from .channels.watchdog import Watchdog
 from .errors import DataWorksError
 from .model import Run
 from .settings import DataWorksSettings, ProjectSettings, Secret
@@ -28,9 +33,12 @@ _BACKOFF_CAP_S = 8.0
 # Codes the gateway may give for an action this API surface does not have (which one is unconfirmed).
 _UNKNOWN_ACTION_CODES = frozenset({"InvalidAction.NotFound", "InvalidAction", "InvalidApi.NotFound"})
 _NOT_FOUND_HINTS = ("NotFound", "NotExist")
-# The code of a failure inside the SDK: it hints at none of the gateway's (not "NotFound": a run
-# that cannot be read is not a run that is gone).
+_CONNECT_TIMEOUT_S = 5.0
+_SDK_POOL_SIZE = 10  # what the SDK mounts by default
+# The codes of failures inside the SDK and of answers that did not come in time: they hint at none
+# of the gateway's (not "NotFound": a run that cannot be read is not a run that is gone).
 _SDK_FAILURE = "SDK.UnexpectedError"
+_SDK_NO_ANSWER = "SDK.NoAnswer"
 
 
 @dataclass(frozen=True)
@@ -154,7 +162,6 @@ class DataWorksClient:
     def _call_once(
         self, project: ProjectSettings, action: str, params: Mapping[str, object]
     ) -> dict[str, Any]:
-        from aliyunsdkcore.acs_exception.exceptions import ClientException, ServerException
         from aliyunsdkcore.request import CommonRequest
 
         request = CommonRequest()
@@ -166,19 +173,20 @@ class DataWorksClient:
         for name, value in params.items():
             request.add_query_param(name, str(value))
         self._limiter.wait()
+        budget = self._budget(action)
+        # The SDK's timeouts are per socket operation; the watchdog bounds the whole request.
+        request.set_connect_timeout(min(budget, _CONNECT_TIMEOUT_S))
+        request.set_read_timeout(budget)
+        sdk = self._sdk_client(project.region)
         self.calls += 1
+        watchdog = Watchdog(budget)
         try:
-            raw = self._sdk_client(project.region).do_action_with_exception(request)
-        except ServerException as error:
-            raise _server_error(action, error) from None
-        except ClientException as error:
-            raise DataWorksError(
-                f"{action} could not reach {project.endpoint}: {error.get_error_code()}",
-                code=str(error.get_error_code()),
-                retryable=True,
-            ) from None
-        except Exception as error:  # whatever escapes the SDK (it has bugs): still a DataWorksError
-            raise _unexpected(action, error) from None
+            with watchdog:
+                raw = sdk.do_action_with_exception(request)
+        except Exception as error:  # the SDK's own, and whatever escapes it (it has bugs)
+            raise _converted(action, project, error, watchdog) from None
+        if watchdog.fired:  # a body cut short by the watchdog may still have parsed
+            raise _no_answer(action, watchdog)
         try:
             body = json.loads(raw)
         except (ValueError, RecursionError):
@@ -189,12 +197,38 @@ class DataWorksClient:
             raise DataWorksError(f"{action} returned JSON that is not an object")
         return body
 
+    def _budget(self, action: str) -> float:
+        """Seconds one request may take in all: the timeout, or what is left before the deadline."""
+        budget = self._settings.timeout.total_seconds()
+        if self.deadline is not None:
+            budget = min(budget, self.deadline - self._clock())
+        if budget <= 0:
+            raise DataWorksError(f"{action} not sent: the tick's deadline has passed", retryable=True)
+        return budget
+
     def _sdk_client(self, region: str) -> Any:
         client = self._sdk_clients.get(region)
         if client is None:
             client = _make_sdk_client(self._credentials, region, self._settings.timeout.total_seconds())
             self._sdk_clients[region] = client
         return client
+
+
+def _converted(action: str, project: ProjectSettings, error: Exception, watchdog: Watchdog) -> DataWorksError:
+    """The DataWorksError for whatever the SDK raised; nothing of the SDK's escapes this module."""
+    from aliyunsdkcore.acs_exception.exceptions import ClientException, ServerException
+
+    if watchdog.fired:  # whatever the SDK made of an answer cut short
+        return _no_answer(action, watchdog)
+    if isinstance(error, ServerException):
+        return _server_error(action, error)
+    if isinstance(error, ClientException):
+        return DataWorksError(
+            f"{action} could not reach {project.endpoint}: {error.get_error_code()}",
+            code=str(error.get_error_code()),
+            retryable=True,
+        )
+    return _unexpected(action, error)
 
 
 def _unexpected(action: str, error: Exception) -> DataWorksError:
@@ -210,6 +244,12 @@ def _unexpected(action: str, error: Exception) -> DataWorksError:
         + ("a network error" if network else "the answer could not be read"),
         code=_SDK_FAILURE,
         retryable=network,
+    )
+
+
+def _no_answer(action: str, watchdog: Watchdog) -> DataWorksError:
+    return DataWorksError(
+        f"{action}: no answer within {watchdog.seconds:.3g}s", code=_SDK_NO_ANSWER, retryable=True
     )
 
 
@@ -257,4 +297,76 @@ def _make_sdk_client(credentials: Credentials, region: str, timeout_s: float) ->
         # the STS signer is set directly: the function's own role must be the one that signs.
         token = credentials.security_token.reveal()
         client._signer = StsTokenSigner(StsTokenCredential(credentials.access_key_id, secret, token))
+    _watch_sdk_sockets(client)
     return client
+
+
+def _watch_sdk_sockets(client: Any) -> None:
+    """Let the watchdog see the sockets of the SDK's requests, through the session's transport adapter.
+
+    The SDK sends with a vendored `requests` Session, its public `session`: mounting an adapter is
+    how `requests` is meant to be extended (no SDK method is replaced). The adapter's connection
+    pools make connections that hand each socket to the running exchange's `Watchdog` when it is
+    opened and whenever an answer is read from it (a kept-alive connection too). Should a later
+    SDK vendor its HTTP stack differently, requests keep the per-request timeouts only.
+    """
+    try:
+        adapter = _watched_adapter_class()(_SDK_POOL_SIZE, _SDK_POOL_SIZE)
+        for prefix in ("https://", "http://"):
+            client.session.mount(prefix, adapter)
+    except (ImportError, AttributeError, TypeError) as error:
+        log.warning("dataworks: requests are bounded by their timeouts only: %s", type(error).__name__)
+
+
+@functools.cache
+def _watched_adapter_class() -> Any:
+    from aliyunsdkcore.vendored.requests.adapters import HTTPAdapter
+    from aliyunsdkcore.vendored.requests.packages.urllib3 import connection, connectionpool
+
+    def watch(sock: Any) -> None:
+        watchdog = Watchdog.current()
+        if watchdog is not None:
+            watchdog.watch(sock)
+
+    class WatchedMixin:
+        sock: Any
+
+        def _new_conn(self) -> Any:  # the bare socket: the TLS handshake is watched too
+            sock = super()._new_conn()  # type: ignore[misc]
+            watch(sock)
+            return sock
+
+        def connect(self) -> None:
+            super().connect()  # type: ignore[misc]
+            watch(self.sock)
+
+        def getresponse(self, *args: Any, **kwargs: Any) -> Any:  # also on a kept-alive connection
+            watch(self.sock)
+            return super().getresponse(*args, **kwargs)  # type: ignore[misc]
+
+    class WatchedHTTPConnection(WatchedMixin, connection.HTTPConnection):  # type: ignore[misc]
+        pass
+
+    class WatchedHTTPSConnection(WatchedMixin, connection.HTTPSConnection):  # type: ignore[misc]
+        pass
+
+    class WatchedHTTPPool(connectionpool.HTTPConnectionPool):  # type: ignore[misc]
+        ConnectionCls = WatchedHTTPConnection
+
+    class WatchedHTTPSPool(connectionpool.HTTPSConnectionPool):  # type: ignore[misc]
+        ConnectionCls = WatchedHTTPSConnection
+
+    pools = {"http": WatchedHTTPPool, "https": WatchedHTTPSPool}
+
+    class WatchedAdapter(HTTPAdapter):  # type: ignore[misc]
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = dict(pools)  # per instance, as urllib3 allows
+
+        def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
+            manager = super().proxy_manager_for(proxy, **kwargs)
+            if not proxy.lower().startswith("socks"):  # SOCKS pools are their own; left as they are
+                manager.pool_classes_by_scheme = dict(pools)
+            return manager
+
+    return WatchedAdapter
