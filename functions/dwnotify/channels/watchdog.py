@@ -14,7 +14,8 @@ answer within N s". The exchange stays in the caller's thread: nothing is abando
 after it. The timer is cancelled and joined when the block ends, so it never outlives the exchange
 (an FC instance is frozen between invocations; no thread may be left running).
 
-The DataWorks client uses it too; it lives with the channels because they came first.
+The DataWorks client uses it too (for the SDK's sockets); a module of its own at the package level
+would suit it better than `channels/`, where it was written first.
 """
 
 from __future__ import annotations
