@@ -93,6 +93,17 @@ def test_slack_429_is_waited_out(world: World) -> None:
     assert len(world.slack_messages()) == 1
 
 
+def test_a_retry_after_of_a_day_pauses_the_channel_ten_minutes_at_most(world: World) -> None:
+    world.slack.inject(status=429, body="rate_limited", headers={"Retry-After": "86400"}, times=1)
+    start_run(world)
+    assert world.tick().messages_pending == 1
+    for _ in range(9):
+        world.tick(advance=60)
+    assert world.slack_messages() == []  # the pause is kept...
+    world.tick(advance=120)
+    assert len(world.slack_messages()) == 1  # ...but no longer than any pause dwnotify sets itself
+
+
 def test_dingtalk_130101_pauses_the_robot_for_ten_minutes(world: World) -> None:
     world.dingtalk.inject(status=200, body={"errcode": 130101, "errmsg": "send too fast"}, times=1)
     fail_run(world)
@@ -318,4 +329,24 @@ def test_a_tick_starting_while_a_slow_send_waits_for_its_answer_sends_nothing_tw
     assert quick.sent == []  # the channel stayed leased while each answer was awaited
     assert slow.sent == texts and (stats.sent, stats.pending) == (3, 0)
     assert first.store.pending_messages("team") == []
+    second.close()
+
+
+def test_a_lease_cut_after_the_clock_stepped_back_mid_pass_is_renewed_on_the_new_clock(world: World) -> None:
+    # The second tick, on the stepped-back clock, cuts the first tick's lease (it claims an hour):
+    # the first tick must renew it on the new clock, not trust the hour it thinks it has left.
+    world.clock.advance(60)
+    first, second = world.build(), world.build()
+    texts = queue_on_team(world, first, 4)
+    quick = SlowChannel(world, 0.0, 0.0, lambda: None)
+    interloper = deliverer(world, second, "tick-b", quick, 30.0)
+
+    def step_back_once_then_deliver() -> None:
+        if len(slow.sent) == 1:
+            world.clock.now -= 3600
+        interloper.deliver()
+
+    slow = SlowChannel(world, 30.0, 30.0, step_back_once_then_deliver)
+    deliverer(world, first, "tick-a", slow, 30.0).deliver()
+    assert slow.sent == texts and quick.sent == []
     second.close()

@@ -245,6 +245,24 @@ def test_lease_free_ours_others_expired_and_release_keeps_data(backend: Backend)
     other.close()
 
 
+def test_a_lease_taken_by_a_clock_that_went_back_since_is_cut_to_one_ttl(backend: Backend) -> None:
+    store, other = backend.store, backend.open()
+    assert store.acquire_lease("channel:ops", "dead", 60, NOW) is not None  # its tick died holding it
+    tick_lease(store, "dead", NOW, ttl=90)
+    back = NOW - 3600  # then the clock stepped back an hour
+    assert other.acquire_lease("channel:ops", "b", 60, back) is None  # cut to expire at back + 60
+    assert other.acquire_lease("channel:ops", "b", 60, back + 59) is None
+    assert other.acquire_lease("channel:ops", "b", 60, back + 61) is not None  # not an hour later
+    assert other.acquire_lease(TICK_LEASE, "b", 90, back) is None
+    assert other.acquire_lease(TICK_LEASE, "b", 90, back + 91) is not None
+    # A lease only somewhat longer than the asker's own (another config, another TTL) is not cut.
+    assert store.acquire_lease("channel:team", "a", 75, NOW) is not None
+    assert other.acquire_lease("channel:team", "b", 60, NOW + 1) is None
+    assert other.acquire_lease("channel:team", "b", 60, NOW + 74) is None
+    assert other.acquire_lease("channel:team", "b", 60, NOW + 76) is not None
+    other.close()
+
+
 def test_update_messages_is_refused_for_a_lease_not_held(backend: Backend) -> None:
     store = backend.store
     store.commit(tick_lease(store), [], [], [message("m1", 1)], NOW)
@@ -264,8 +282,8 @@ def test_update_messages_is_refused_for_a_lease_not_held(backend: Backend) -> No
 def test_pending_messages_come_in_seq_order_and_done_ones_leave(backend: Backend) -> None:
     store = backend.store
     lease = tick_lease(store)
-    store.commit(lease, [], [], [message("c", 30), message("a", 10)], NOW)
-    store.commit(lease, [], [], [message("b", 20), message("x", 15, channel="team")], NOW)
+    store.commit(lease, [], [], [message("c", 30), message("a", 10), message("b", 20)], NOW)
+    store.commit(lease, [], [], [message("x", 15, channel="team")], NOW)
     assert ids(store.pending_messages("ops")) == ["a", "b", "c"]
     channel = store.acquire_lease("channel:ops", "tick-a", 60, NOW)
     first, second, _ = store.pending_messages("ops")
@@ -273,9 +291,25 @@ def test_pending_messages_come_in_seq_order_and_done_ones_leave(backend: Backend
     store.update_messages(channel, [replace(second, attempts=1, last_error="503", next_attempt_at=NOW + 10)])
     assert ids(store.pending_messages("ops")) == ["b", "c"]
     assert store.pending_messages("ops")[0].last_error == "503"
-    store.commit(lease, [], [], [message("early", 5)], NOW)  # below everything already read
-    assert ids(store.pending_messages("ops")) == ["early", "b", "c"]
     assert ids(store.pending_messages("team")) == ["x"]
+
+
+def test_a_later_commit_comes_after_an_earlier_one_whatever_seqs_its_clock_gave(backend: Backend) -> None:
+    store = backend.store
+    lease = tick_lease(store)
+    store.commit(lease, [], [], [message("started", 5_000), message("other", 5_001, channel="team")], NOW)
+    # The next tick's clock stepped back an hour: its seqs are lower, and in order among themselves.
+    store.commit(lease, [], [], [message("stage", 1_000), message("succeeded", 1_001)], NOW - 3600)
+    pending = store.pending_messages("ops")
+    assert ids(pending) == ["started", "stage", "succeeded"]
+    assert pending[0].seq < pending[1].seq < pending[2].seq
+    channel = store.acquire_lease("channel:ops", "tick-a", 60, NOW)
+    store.update_messages(channel, [replace(m, status=SENT, finished_at=NOW) for m in pending])
+    store.release_lease(channel)
+    assert store.pending_messages("ops") == []  # nothing left pending: the highest seq is still known
+    store.commit(lease, [], [], [message("again", 7)], NOW - 3500)
+    [again] = backend.open().pending_messages("ops")
+    assert again.id == "again" and again.seq > pending[2].seq
 
 
 def test_channels_with_pending_lists_every_channel_that_has_some(backend: Backend) -> None:

@@ -9,6 +9,12 @@ allows, they are merged into digest messages instead of being dropped or getting
 The channel lease outlasts any one send: it lasts at least twice the send timeout (plus a margin),
 and is renewed before a send whose timeout could outlast what is left of it, so no other tick takes
 the channel while a send is still waiting for its answer.
+
+Times kept in the store come from the clock of the tick that wrote them, and clocks step back. A
+stored time can lie no further ahead than dwnotify itself ever waits: a send time not after now, a
+channel's pause at most MAX_PAUSE_S, a message's retry at most RETRY_CAP_S after now (or the pause);
+one further ahead is brought back to that bound and stored so, instead of stalling the channel
+until the clock catches up.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ CHANNEL_LEASE_S = 60.0  # the shortest channel lease: a killed tick's channel co
 LEASE_MARGIN_S = 15.0  # beyond a send's timeout: storing what it did, and clocks that differ a little
 RETRY_BASE_S = 10.0
 RETRY_CAP_S = 120.0  # a waiting message is tried again at least every two minutes
+MAX_PAUSE_S = 600.0  # the longest a channel is left alone: DingTalk silences a robot for ten minutes
 
 
 def channel_lease_s(send_timeout_s: float) -> float:
@@ -89,11 +96,16 @@ class DeliveryStats:
 
 @dataclass
 class _Budget:
-    """A channel's recent send times, as kept in its lease data."""
+    """A channel's recent send times, as kept in its lease data.
+
+    `rewrite` says that it differs from what is stored and must be stored again: a time lay further
+    ahead than it could (see the module doc), or the stored data could not be read.
+    """
 
     rate: RateBudget
     sent_at: list[float]
     paused_until: float
+    rewrite: bool = False
 
     @classmethod
     def load(cls, rate: RateBudget, data: Mapping[str, Any], now: float) -> _Budget:
@@ -102,14 +114,18 @@ class _Budget:
             paused = float(data.get("paused_until", 0.0))
         except (TypeError, ValueError) as error:  # a damaged lease row: start the budget afresh
             log.warning("delivery: a channel's rate budget cannot be read, started afresh: %s", error)
-            return cls(rate, [], 0.0)
-        return cls(rate, [t for t in stored if t > now - rate.window_s], paused)
+            return cls(rate, [], 0.0, rewrite=True)
+        recent = [min(t, now) for t in stored if t > now - rate.window_s]
+        latest = now + MAX_PAUSE_S
+        rewrite = any(t > now for t in stored) or paused > latest
+        return cls(rate, recent, min(paused, latest), rewrite)
 
     def dump(self) -> dict[str, Any]:
         return {"sent_at": self.sent_at, "paused_until": self.paused_until}
 
     def remaining(self, now: float) -> int:
-        self.sent_at = [t for t in self.sent_at if t > now - self.rate.window_s]
+        # Clamped again here too: the clock may step back in the middle of a pass.
+        self.sent_at = [min(t, now) for t in self.sent_at if t > now - self.rate.window_s]
         return max(0, self.rate.messages - len(self.sent_at))
 
     def wait_for_room(self, now: float) -> float:
@@ -207,6 +223,8 @@ class Deliverer:
 
     def _actionable(self, message: OutboxMessage) -> bool:
         now = self._clock()
+        if message.next_attempt_at > now + MAX_PAUSE_S:
+            return True  # a retry time from a clock that has gone back since: to be brought back
         return message.next_attempt_at <= now or now - message.created_at > self._max_age_s
 
     def _give_up(
@@ -244,34 +262,56 @@ class Deliverer:
         return due, expired, waiting
 
     def _deliver_channel(self, name: str, lease: Lease, stats: DeliveryStats, deadline: float | None) -> None:
-        due, expired, waiting = self._sort(self._store.pending_messages(name))
+        settings = self._channels.get(name)
+        rate = RATE_BUDGETS.get(settings.type if settings else "", RateBudget(20, 60.0))
+        budget = _Budget.load(rate, lease.data, self._clock())
+        pending = self._clamp(lease, budget, self._store.pending_messages(name))
+        due, expired, waiting = self._sort(pending)
         for message in expired:
             if message.unreadable:
                 reason = f"its stored record cannot be read ({message.unreadable})"
             else:
                 reason = f"not delivered within delivery.max_age (last error: {message.last_error or 'none'})"
-            self._give_up(lease, [message], reason, stats)
-        settings = self._channels.get(name)
+            self._give_up(replace(lease, data=budget.dump()), [message], reason, stats)
         if settings is None:
-            self._give_up(lease, due, f"channel {name} is no longer configured", stats)
+            self._give_up(
+                replace(lease, data=budget.dump()), due, f"channel {name} is no longer configured", stats
+            )
             stats.pending += waiting
             return
         sent_before, failed_before = stats.sent, stats.failed
-        self._send_due(settings, lease, due, stats, deadline)
+        self._send_due(settings, lease, budget, due, stats, deadline)
         handled = (stats.sent - sent_before) + (stats.failed - failed_before)
         stats.pending += waiting + len(due) - handled
+
+    def _clamp(self, lease: Lease, budget: _Budget, messages: list[OutboxMessage]) -> list[OutboxMessage]:
+        """Bring retry times from the future back to the latest dwnotify sets, and store them so.
+
+        Stored with the budget when that was brought back too: a time brought back only in memory
+        would be brought back again by every tick, and the wait would never end.
+        """
+        latest = max(budget.paused_until, self._clock() + RETRY_CAP_S)
+        clamped = [replace(m, next_attempt_at=latest) for m in messages if m.next_attempt_at > latest]
+        if clamped or budget.rewrite:
+            log.warning(
+                "delivery: channel %s: stored send, pause or retry times brought back to the bounds "
+                "dwnotify sets (a clock that has gone back since, or a damaged row)",
+                lease.name.removeprefix("channel:"),
+            )
+            self._store.update_messages(replace(lease, data=budget.dump()), clamped)
+            budget.rewrite = False
+        by_id = {m.id: m for m in clamped}
+        return [by_id.get(m.id, m) for m in messages]
 
     def _send_due(
         self,
         settings: ChannelSettings,
         lease: Lease,
+        budget: _Budget,
         due: list[OutboxMessage],
         stats: DeliveryStats,
         deadline: float | None,
     ) -> None:
-        budget = _Budget.load(
-            RATE_BUDGETS.get(settings.type, RateBudget(20, 60.0)), lease.data, self._clock()
-        )
         if not due or budget.paused_until > self._clock():
             return
         if len(due) <= max(1, budget.rate.capacity(budget.remaining(self._clock()))):
@@ -288,8 +328,10 @@ class Deliverer:
             if wait > 0:
                 self._sleep(wait)
                 waited += wait
-            # Renewed when this send could outlast what is left of it.
-            if lease.expires_at - self._clock() < self._send_timeout_s + LEASE_MARGIN_S:
+            left = lease.expires_at - self._clock()
+            # Renewed when this send could outlast it; also when far more is left than it was taken
+            # for, which only a clock gone back can show (and which another tick would cut).
+            if left < self._send_timeout_s + LEASE_MARGIN_S or left > self._lease_s + LEASE_MARGIN_S:
                 renewed = self._store.acquire_lease(lease.name, self._owner, self._lease_s, self._clock())
                 if renewed is None:
                     return
@@ -337,7 +379,7 @@ class Deliverer:
             self._give_up(replace(lease, data=budget.dump()), tried, reason, stats)
             return True
         if error.retry_after:
-            budget.paused_until = now + error.retry_after
+            budget.paused_until = now + min(error.retry_after, MAX_PAUSE_S)
         waiting = [
             replace(
                 m,

@@ -11,6 +11,10 @@ Concurrency rules every backend keeps: `commit` is atomic and applies only while
 holds the tick lease; run states are compare-and-set on their version; a lease is taken only when it
 is free or expired, so a killed tick's claims come back after their TTL.
 
+Clocks step back (an NTP correction, a host moved): what a backend stores must not make the order or
+the waits depend on the clock never doing so. A commit gives its new messages seqs above every seq the
+store gave before (`shift_seqs`), and a lease that claims to last far longer than any holder sets is cut.
+
 A record that cannot be read (a hand-edited or damaged row) is logged at WARNING and read as well as
 it can be, never raised: a run as a state knowing only its status and version (so the next commit
 overwrites it instead of conflicting forever), a cursor as absent, a lease's data as empty, a message
@@ -210,6 +214,20 @@ def read_message(columns: Mapping[str, Any], raw: str | bytes) -> OutboxMessage:
         return replace(blank, unreadable=reason, last_error=f"the stored message cannot be read: {reason}")
 
 
+def shift_seqs(messages: Sequence[OutboxMessage], top: int | None) -> list[OutboxMessage]:
+    """The messages with their seqs moved up together, in order, to lie above `top` (the highest given).
+
+    A seq is made from the committing tick's clock: after that clock stepped back, a later message
+    would otherwise sort before an earlier one still waiting.
+    """
+    if top is None or not messages:
+        return list(messages)
+    shift = top + 1 - min(message.seq for message in messages)
+    if shift <= 0:
+        return list(messages)
+    return [replace(message, seq=message.seq + shift) for message in messages]
+
+
 @dataclass(frozen=True)
 class StatusReport:
     """What `dwnotify status` lists."""
@@ -230,7 +248,11 @@ class StateStore(Protocol):
         ...
 
     def acquire_lease(self, name: str, owner: str, ttl_s: float, now: float) -> Lease | None:
-        """Take or renew the lease `name` for `owner`; None while another owner holds it."""
+        """Take or renew the lease `name` for `owner`; None while another owner holds it.
+
+        Another owner's lease that expires more than twice `ttl_s` from now was taken by a clock
+        that has since gone back: it is cut to expire `ttl_s` from now (and still refused).
+        """
         ...
 
     def release_lease(self, lease: Lease) -> None:
@@ -249,7 +271,8 @@ class StateStore(Protocol):
 
         Raises ConflictError, writing nothing, when `lease` is no longer held by its owner or a
         run's stored version differs from the one given. Messages whose id exists are left as
-        they are.
+        they are. New messages keep their order but are stored with seqs above every seq stored
+        before (`shift_seqs`), so they are delivered after every earlier commit's messages.
         """
         ...
 

@@ -24,6 +24,7 @@ from .base import (
     read_message,
     read_run,
     run_data,
+    shift_seqs,
 )
 
 _SCHEMA = """
@@ -58,6 +59,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     data TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outbox_by_channel ON outbox (status, channel, seq);
+CREATE INDEX IF NOT EXISTS outbox_by_seq ON outbox (seq);
 """
 
 _MESSAGE_COLUMNS = ("id", "channel", "seq", "status", "next_attempt_at", "created_at", "finished_at")
@@ -167,6 +169,8 @@ class SqliteStateStore:
         with self._write() as db:
             row = db.execute("SELECT * FROM leases WHERE name = ?", (name,)).fetchone()
             if row is not None and row["owner"] not in (None, owner) and row["expires_at"] > now:
+                if row["expires_at"] > now + 2 * ttl_s:  # taken by a clock that has gone back since
+                    db.execute("UPDATE leases SET expires_at = ? WHERE name = ?", (now + ttl_s, name))
                 return None
             data = read_lease_data(name, row["data"]) if row is not None else {}
             db.execute(
@@ -202,6 +206,8 @@ class SqliteStateStore:
         """Store run states, cursors and new messages in one transaction."""
         with self._write() as db:
             self._check_lease(db, lease, now)
+            top = db.execute("SELECT MAX(seq) FROM outbox").fetchone()[0]
+            messages = shift_seqs(messages, top)
             for state in runs:
                 self._put_run(db, state, now)
             for cursor in cursors:

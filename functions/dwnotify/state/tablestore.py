@@ -31,6 +31,7 @@ from .base import (
     OutboxMessage,
     ProjectCursor,
     StatusReport,
+    shift_seqs,
 )
 from .tablestore_client import Table, Write
 from .tablestore_outbox import Outbox, cas
@@ -124,6 +125,8 @@ class TablestoreStateStore:
             current = rows.lease_from_cells(name, cells)
             version = int(cells.get("version", 0))
             if current.owner not in ("", owner) and current.expires_at > now:
+                if current.expires_at > now + 2 * ttl_s:  # taken by a clock that has gone back since
+                    self._table.write([cas(key, version, {"expires_at": expires, "version": version + 1})])
                 return None
             take = {"owner": owner, "expires_at": expires, "version": version + 1}
             if not self._table.write([cas(key, version, take)])[0]:
@@ -182,6 +185,7 @@ class TablestoreStateStore:
             if version != state.version:
                 raise ConflictError(f"run {key} changed since it was read (version {version})")
         new = [message for message in unique if rows.message_id_key(message.id) not in known]
+        new = shift_seqs(new, rows.highest_seq(known.get(rows.index_key(m.channel)) for m in new))
         intent = Intent(uuid.uuid4().hex, lease.owner, now, list(runs), list(cursors), new)
         chunks = intent.chunks()
         self._table.write(

@@ -5,6 +5,8 @@ the channel's mark: the lowest seq that may still be pending (IDLE when none is)
 moves up by a compare-and-set on the index row's version, read before the rows were scanned; a
 commit bumps that version after its messages are stored (lowering the mark if needed), so the mark
 never passes a message that a reader could not see yet. A stale mark only costs reading more rows.
+The index row also keeps `top`, the highest seq ever stored for the channel: a commit moves its new
+seqs above it (an index row written before `top` existed gains it with the next commit).
 """
 
 from __future__ import annotations
@@ -103,30 +105,32 @@ class Outbox:
                 for m in messages
             ]
         )  # a refused put means the row is there already (a repeated apply): fine
-        lowest: dict[str, int] = {}
+        seqs: dict[str, tuple[int, int]] = {}
         for message in messages:
-            lowest[message.channel] = min(message.seq, lowest.get(message.channel, message.seq))
-        self._lower_marks(lowest, known)
+            low, high = seqs.get(message.channel, (message.seq, message.seq))
+            seqs[message.channel] = (min(low, message.seq), max(high, message.seq))
+        self._lower_marks(seqs, known)
 
-    def _lower_marks(self, lowest: dict[str, int], known: dict[Key, Cells] | None) -> None:
-        """Each channel's mark at most its lowest new seq, with its version bumped (see the module doc)."""
-        remaining = dict(lowest)
+    def _lower_marks(self, seqs: dict[str, tuple[int, int]], known: dict[Key, Cells] | None) -> None:
+        """Each channel's mark at most its lowest new seq and its top at least its highest, version bumped."""
+        remaining = dict(seqs)
         for attempt in range(MARK_ATTEMPTS):
             if attempt or known is None:
                 known = self._table.get_many(rows.index_key(channel) for channel in remaining)
             writes = []
-            for channel, seq in remaining.items():
+            for channel, (low, high) in remaining.items():
                 key = rows.index_key(channel)
                 self._marks.pop(channel, None)
                 self._readings.pop(channel, None)
                 cells = known.get(key)
                 if cells is None:
-                    writes.append(Write("put", key, {"mark": seq, "version": 1}, "EXPECT_NOT_EXIST"))
+                    fresh = {"mark": low, "version": 1, "top": high}
+                    writes.append(Write("put", key, fresh, "EXPECT_NOT_EXIST"))
                 else:
                     version = int(cells["version"])
-                    writes.append(
-                        cas(key, version, {"mark": min(int(cells["mark"]), seq), "version": version + 1})
-                    )
+                    top = max(int(cells.get("top", high)), high)
+                    change = {"mark": min(int(cells["mark"]), low), "version": version + 1, "top": top}
+                    writes.append(cas(key, version, change))
             results = self._table.write(writes)
             remaining = {c: s for (c, s), ok in zip(remaining.items(), results, strict=True) if not ok}
             if not remaining:

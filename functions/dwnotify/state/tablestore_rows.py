@@ -9,7 +9,7 @@ Pure: no SDK, no I/O. Every row has the primary key (`pk`, `sk`), both strings:
     lease               tick/intent/<commit>/<chunk:04d>   data (binary JSON), chunks, owner, created_at
     outbox/<channel>    <seq:020d>/<message id>    id, status, next_attempt_at, created_at, finished_at, data
     msgid               <message id>               channel, seq
-    outbox-index        <channel>                  mark, version
+    outbox-index        <channel>                  mark, version, top
 
 Intents sit next to the tick lease, so the read that takes the tick lease also finds them.
 """
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -180,6 +180,12 @@ def message_from_cells(key: Key, cells: Mapping[str, Any]) -> OutboxMessage:
         "finished_at": None if finished is None else float(finished),
     }
     return read_message(columns, cells.get("data", ""))
+
+
+def highest_seq(index_rows: Iterable[Cells | None]) -> int | None:
+    """The highest seq these channels' index rows say was ever stored (None when none says)."""
+    tops = [int(cells["top"]) for cells in index_rows if cells is not None and "top" in cells]
+    return max(tops, default=None)
 
 
 def message_id_key(message_id: str) -> Key:
