@@ -243,6 +243,16 @@ def test_client_side_qps_limit_spaces_calls(emulator: DataWorksEmulator, clock: 
     assert clock.slept == [0.5, 0.5]
 
 
+def test_a_clock_stepped_back_waits_one_interval_not_an_hour(
+    emulator: DataWorksEmulator, clock: ManualClock
+) -> None:
+    client, project = make_client(emulator, clock, max_qps=2.0)
+    client.list_runs(project, 1)
+    clock.advance(-3600)  # the host's clock steps back an hour
+    client.list_runs(project, 1)
+    assert clock.slept == [0.5]  # one interval, as between any two calls
+
+
 def test_timeout_setting_reaches_the_sdk(emulator: DataWorksEmulator, clock: ManualClock) -> None:
     client, project = make_client(emulator, clock, timeout=timedelta(seconds=3))
     client.list_runs(project, 1)

@@ -71,6 +71,8 @@ class _RateLimiter:
 
     def wait(self) -> None:
         now = self._clock()
+        # A clock stepped back must not turn the last start into an hour-long wait.
+        self._next_start = min(self._next_start, now + self._interval)
         if now < self._next_start:
             self._sleep(self._next_start - now)
             now = self._next_start
