@@ -760,6 +760,21 @@ def repeats(received: dict[str, list[list[Key]]], marks: list[tuple[int, int]]) 
     return lines
 
 
+def disorder(soak: Soak, received: dict[str, list[list[Key]]], result: Tally) -> str:
+    """For each run announced out of order: what the model expected, and each post with its tick."""
+    lines = []
+    for channel, run_id in result.out_of_order[:5]:
+        run = next(run for run in soak.runs if run.id == run_id)
+        lines.append(f"{channel} {run_id}: expected {[key[1:] for key in run.expected]}")
+        for index, post in enumerate(received[channel]):
+            mine = [key[1:] for key in post if key[0] == run_id]
+            if mine:
+                column = CHANNELS.index(channel)
+                tick = next((t for t, mark in enumerate(soak.marks, 1) if index < mark[column]), 0)
+                lines.append(f"  post {index} in tick {tick} ({len(post)} events): {mine}")
+    return "\n".join(lines)
+
+
 RESULTS_BY_RUN: list[dict[str, Any]] = []
 
 
@@ -897,7 +912,7 @@ def test_every_expected_event_is_announced_once_under_faults(
         print(story)
     assert not result.lost, f"lost {result.lost[:10]} (seed {seed}, {state_backend}):\n{story}"
     assert not result.unexpected, f"unexpected {result.unexpected[:10]}:\n{story}"
-    assert not result.out_of_order, f"out of order {result.out_of_order[:10]}:\n{story}"
+    assert not result.out_of_order, f"out of order:\n{disorder(soak, received, result)}\n{story}"
     story += "\n" + "\n".join(repeats(received, soak.marks))
     assert result.repeat_posts <= allowed, (
         f"{result.repeat_posts} posts repeated, {dict(soak.allowed)} allowed:\n{story}"
