@@ -490,6 +490,26 @@ def _dw_empty(soak: Soak) -> None:
     soak.faults["dw_lying_empty"] += 1
 
 
+def _not_found(soak: Soak) -> int:
+    return sum(1 for call in soak.world.dataworks.calls if call.code == "Invalid.Pipeline.NotFound")
+
+
+@fault("dw_lying_not_found")
+def _dw_not_found(soak: Soak) -> Callable[[], None]:
+    """A short page hides moving runs, and DataWorks then says one of them does not exist."""
+    dataworks = soak.world.dataworks
+    dataworks.serve_page_size = dataworks.claim_total = 1
+    dataworks.inject("GetPipelineRun", "Invalid.Pipeline.NotFound", times=soak.rng.randint(1, 2))
+    before = _not_found(soak)
+
+    def cleanup() -> None:
+        dataworks.serve_page_size = dataworks.claim_total = None
+        told = _not_found(soak) - before  # none when no moving run was hidden this tick
+        soak.faults["dw_lying_not_found" if told else "dw_lying_not_found (not asked)"] += 1
+
+    return cleanup
+
+
 @fault("dw_malformed")
 def _dw_malformed(soak: Soak) -> None:
     body = soak.rng.choice(MALFORMED)
