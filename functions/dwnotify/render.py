@@ -19,6 +19,9 @@ whole JSON literal, quotes included. `{{ run.console_url }}` is escaped as a lin
 written in the template itself (a `<url|text>` link, `*bold*`) is left alone, and `None` prints as
 nothing. The title is the first line read back as plain text.
 
+Each render is metered (`dwnotify.sandbox`): past its work or time budget, or making more than a
+message may hold, it stops with a TemplateLimitError.
+
 Variables: `run` (see `RunView`), `events` (model `Event`s: `type`, `stage`, `status`, `previous`),
 `project` (`id`, `name` or None, `label` = name or id), `rule.name`, `channel.name`, `channel.type`,
 `now`, and `headline` / `outcome`: a short bilingual headline for the message and the status it reports.
@@ -29,6 +32,7 @@ Filters: `duration`, `datetime(fmt, tz)`, `status_emoji`, `status_label(lang)`, 
 from __future__ import annotations
 
 import json
+import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -40,7 +44,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jinja2
 from jinja2 import meta
-from jinja2.sandbox import SandboxedEnvironment
 
 from dwnotify.channels import dingtalk, lark, webhook, wecom
 from dwnotify.channels.base import Markup, trim_utf8
@@ -56,13 +59,15 @@ from dwnotify.model import (
     Run,
     normalize_status,
 )
+from dwnotify.sandbox import Meter, MeteredEnvironment, RenderLimits, metered
 from dwnotify.settings import ProjectSettings
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 DEFAULT_DATETIME_FORMAT = "%Y-%m-%d %H:%M"
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
-_KEPT_GLOBALS = ("range", "dict", "namespace")  # the sandbox's safe range; nothing reaches the OS
+_KEPT_GLOBALS = ("range", "dict", "namespace")  # the sandbox's metered range; nothing reaches the OS
+DEFAULT_LIMITS = RenderLimits()
 
 
 def builtin_templates_dir() -> Path:
@@ -277,12 +282,13 @@ class _Raw(str):
     __slots__ = ()
 
 
-class _Environment(SandboxedEnvironment):
-    """A strict sandbox for one template format, escaping every output through `finalize`."""
+class _Environment(MeteredEnvironment):
+    """A strict, metered sandbox for one template format, escaping every output through `finalize`."""
 
-    def __init__(self, loader: jinja2.BaseLoader, fmt: _Format) -> None:
+    def __init__(self, loader: jinja2.BaseLoader, fmt: _Format, limits: RenderLimits) -> None:
         self.format = fmt
         super().__init__(
+            limits=limits,
             loader=loader,
             undefined=jinja2.StrictUndefined,
             autoescape=False,  # chat markup, not HTML: finalize escapes per channel
@@ -303,6 +309,7 @@ class _Environment(SandboxedEnvironment):
             link=self._link,
             tojson=self._tojson,
         )
+        self.meter_filters()
 
     def _finalize(self, value: object) -> str:
         if isinstance(value, _Raw):
@@ -355,15 +362,38 @@ class _Compiled:
     path: str
 
 
-class Renderer:
-    """Compiles and renders message templates, searching the user's folder before the built-in one."""
+class TemplateLimitError(TemplateError):
+    """A render went past one of its `RenderLimits`; `reason` says which, in words for the chat note."""
 
-    def __init__(self, user_dir: Path | None, builtin_dir: Path | None = None) -> None:
+    def __init__(self, message: str, *, template: str, limit: str, reason: str) -> None:
+        self.limit = limit
+        self.reason = reason
+        super().__init__(message, template=template)
+
+
+class Renderer:
+    """Compiles and renders message templates, searching the user's folder before the built-in one.
+
+    Each render is metered against `limits` on `clock` (see `dwnotify.sandbox`).
+    """
+
+    def __init__(
+        self,
+        user_dir: Path | None,
+        builtin_dir: Path | None = None,
+        *,
+        limits: RenderLimits = DEFAULT_LIMITS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         builtin = builtin_dir if builtin_dir is not None else builtin_templates_dir()
         self.search_path = tuple(path for path in (user_dir, builtin) if path is not None)
+        self.limits = limits
+        self._clock = clock
         self._loader = jinja2.FileSystemLoader([str(path) for path in self.search_path])
         self._environments = {
-            (kind, fmt.ext): _Environment(self._loader, fmt) for kind, fmts in FORMATS.items() for fmt in fmts
+            (kind, fmt.ext): _Environment(self._loader, fmt, limits)
+            for kind, fmts in FORMATS.items()
+            for fmt in fmts
         }
         self._compiled: dict[tuple[str, str], _Compiled] = {}
 
@@ -372,13 +402,36 @@ class Renderer:
         self._template(channel_type, name)
 
     def render(self, channel_type: str, name: str, ctx: MessageContext) -> RenderedMessage:
-        """Render one message; TemplateError names the template file and line when anything fails."""
+        """Render one message; TemplateError names the template file and line when anything fails.
+
+        TemplateLimitError when the render goes past its limits.
+        """
         compiled = self._template(channel_type, name)
-        try:
-            text = compiled.template.render(template_context(ctx))
-        except Exception as exc:  # a template can fail in any way; the user needs its file and line
-            raise TemplateError(_describe(exc, compiled), template=compiled.path) from exc
+        with metered(self.limits, self._clock) as meter:
+            try:
+                text = self._generate(compiled, template_context(ctx), meter)
+            except Exception as exc:  # a template can fail in any way; the user needs its file and line
+                if meter.over is None:
+                    raise TemplateError(_describe(exc, compiled), template=compiled.path) from exc
+                over = meter.over  # also when what surfaced is another error, raised after it
+                error = TemplateLimitError(
+                    _describe(exc, compiled, str(over)),
+                    template=compiled.path,
+                    limit=over.limit,
+                    reason=_reason(over.limit, self.limits),
+                )
+                raise error from exc
         return _message(text, compiled)
+
+    def _generate(self, compiled: _Compiled, variables: dict[str, Any], meter: Meter) -> str:
+        """The template's text, stopped once it is longer than the output cap."""
+        parts, size = [], 0
+        for chunk in compiled.template.generate(variables):
+            size += len(chunk)
+            if size > self.limits.output_chars:
+                meter.fail("output", f"rendered more than {self.limits.output_chars:,} characters")
+            parts.append(chunk)
+        return "".join(parts)
 
     def _template(self, channel_type: str, name: str) -> _Compiled:
         cached = self._compiled.get((channel_type, name))
@@ -423,9 +476,19 @@ class Renderer:
         return template
 
 
-def _describe(exc: Exception, compiled: _Compiled) -> str:
+def _reason(limit: str, limits: RenderLimits) -> str:
+    """A limit in words, for the note on a fallback message."""
+    if limit == "time":
+        return f"it ran past its time budget of {limits.seconds:g} s"
+    if limit == "steps":
+        return f"it ran past its work budget of {limits.steps:,} steps"
+    return f"it made more than a message may hold, {limits.output_chars:,} characters"
+
+
+def _describe(exc: Exception, compiled: _Compiled, what: str | None = None) -> str:
     """`<file>, line <n>: <what went wrong>`, pointing at the innermost template frame."""
-    what = str(exc) if isinstance(exc, jinja2.TemplateError) else f"{type(exc).__name__}: {exc}"
+    if what is None:
+        what = str(exc) if isinstance(exc, jinja2.TemplateError) else f"{type(exc).__name__}: {exc}"
     frames = [frame for frame in traceback.extract_tb(exc.__traceback__) if frame.filename.endswith(".j2")]
     if frames:
         return f"{frames[-1].filename}, line {frames[-1].lineno}: {what}"
