@@ -5,6 +5,7 @@ Time is a fake clock handed to the Renderer: tests count what happened, never wa
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -213,6 +214,25 @@ def test_everyday_template_features_render_as_before(tmp_path: Path) -> None:
 
 
 RUNAWAY = "### runaway\n{% for i in range(1000) %}{% for j in range(1000) %}{% endfor %}{% endfor %}"
+
+
+# --- a tick: one rule's template never holds up another rule's channel --------------------------
+
+
+def test_a_template_out_of_time_is_not_started_again_for_the_same_tick(tmp_path: Path) -> None:
+    clock = FakeClock(per_reading=0.01)
+    renderer = Renderer(tmp_path, clock=clock)
+    write(tmp_path, "dingtalk/slow.md.j2", "### slow\n{% for i in range(5000) %}{{ i }}{% endfor %}")
+    ctx = context(make_run(), (event("run.failed", FAIL),))
+    with pytest.raises(TemplateLimitError, match="time budget"):
+        renderer.render("dingtalk", "slow", ctx)
+    first = clock.readings
+    with pytest.raises(TemplateLimitError, match="time budget"):
+        renderer.render("dingtalk", "slow", replace(ctx, events=(event("stage.failed", FAIL),)))
+    assert clock.readings == first  # skipped: a tick pays one time budget per template, not one per message
+    with pytest.raises(TemplateLimitError):
+        renderer.render("dingtalk", "slow", replace(ctx, now=ctx.now.replace(minute=1)))  # a later tick
+    assert clock.readings > first
 
 
 def slow_rule(world: World, tmp_path: Path, source: str) -> None:

@@ -374,7 +374,9 @@ class TemplateLimitError(TemplateError):
 class Renderer:
     """Compiles and renders message templates, searching the user's folder before the built-in one.
 
-    Each render is metered against `limits` on `clock` (see `dwnotify.sandbox`).
+    Each render is metered against `limits` on `clock` (see `dwnotify.sandbox`). A template that runs
+    out of time is not started again for messages of the same moment (`MessageContext.now`, shared by
+    one tick's or one check's messages): a slow template costs a tick one time budget, not one a message.
     """
 
     def __init__(
@@ -396,6 +398,7 @@ class Renderer:
             for fmt in fmts
         }
         self._compiled: dict[tuple[str, str], _Compiled] = {}
+        self._out_of_time: dict[tuple[str, str], tuple[datetime, TemplateLimitError]] = {}
 
     def compile(self, channel_type: str, name: str) -> None:
         """Load, check and cache template `name` for a channel type; TemplateError if missing or invalid."""
@@ -407,6 +410,12 @@ class Renderer:
         TemplateLimitError when the render goes past its limits.
         """
         compiled = self._template(channel_type, name)
+        spent = self._out_of_time.get((channel_type, name))
+        if spent is not None and spent[0] == ctx.now:
+            first = spent[1]
+            raise TemplateLimitError(
+                str(first), template=first.template, limit=first.limit, reason=first.reason
+            )
         with metered(self.limits, self._clock) as meter:
             try:
                 text = self._generate(compiled, template_context(ctx), meter)
@@ -420,6 +429,8 @@ class Renderer:
                     limit=over.limit,
                     reason=_reason(over.limit, self.limits),
                 )
+                if over.limit == "time":
+                    self._out_of_time[channel_type, name] = (ctx.now, error)
                 raise error from exc
         return _message(text, compiled)
 
