@@ -11,13 +11,16 @@ from pathlib import Path
 import pytest
 
 from dwnotify import config
+from dwnotify.app import build_app
 from dwnotify.cli import check_templates
 from dwnotify.errors import TemplateError
 from dwnotify.model import FAIL
-from dwnotify.render import Renderer, TemplateLimitError
+from dwnotify.render import Renderer, TemplateLimitError, builtin_templates_dir
 from dwnotify.sandbox import Meter, OverLimit, RenderLimits
-from tests.conftest import World
+from dwnotify.tick import Notifier
+from tests.conftest import CREDENTIALS, World
 from tests.test_render import context, event, make_run, stage, write
+from tests.test_tick import STAGES, slack_text
 
 
 class FakeClock:
@@ -213,7 +216,45 @@ def test_everyday_template_features_render_as_before(tmp_path: Path) -> None:
     ]
 
 
+# --- falling back, visibly ----------------------------------------------------------------------
+
 RUNAWAY = "### runaway\n{% for i in range(1000) %}{% for j in range(1000) %}{% endfor %}{% endfor %}"
+
+
+def test_a_runaway_template_falls_back_to_default_with_a_note(tmp_path: Path) -> None:
+    write(tmp_path, "dingtalk/slow.md.j2", RUNAWAY)
+    ctx = context(make_run(), (event("run.failed", FAIL),))
+    message, failures = Renderer(tmp_path, clock=FakeClock(0.0)).render_or_fall_back("dingtalk", "slow", ctx)
+    assert [name for name, _ in failures] == ["slow"]
+    assert isinstance(failures[0][1], TemplateLimitError)
+    assert message.title == "❌ 发布失败 · Deployment failed"  # the built-in default's
+    last = message.text.splitlines()[-1]
+    assert "slow" in last and "work budget of 100,000 steps" in last and "default template" in last
+
+
+def test_when_default_runs_away_too_plain_text_stands_in_escaped_and_short(tmp_path: Path) -> None:
+    write(tmp_path, "dingtalk/slow.md.j2", RUNAWAY)
+    write(tmp_path, "dingtalk/default.md.j2", "### mine\n{{ 'x' * 10**9 }}")
+    hostile = stage(name="[点我](http://evil.example) " + "名" * 50_000)
+    ctx = context(make_run(FAIL, (hostile,)), (event("stage.failed", FAIL, on=hostile),) * 200)
+    message, failures = Renderer(tmp_path, clock=FakeClock(0.0)).render_or_fall_back("dingtalk", "slow", ctx)
+    assert [name for name, _ in failures] == ["slow", "default"]
+    assert "[点我](http" not in message.text and r"\[点我\]" in message.text  # stays text
+    assert len(message.text.encode()) < 20_000  # one line per event, each cut short, at most 50
+    assert "more" in message.text and "plain text" in message.text.splitlines()[-1]
+
+
+def test_a_block_kit_fallback_gets_its_note_as_a_block(tmp_path: Path) -> None:
+    write(tmp_path, "slack/slow.mrkdwn.j2", RUNAWAY)
+    write(
+        tmp_path,
+        "slack/default.blocks.json.j2",
+        '[{"type": "section", "text": {"type": "mrkdwn", "text": "hi"}}]',
+    )
+    ctx = context(make_run(), (event("run.failed", FAIL),), "slack")
+    message, _ = Renderer(tmp_path, clock=FakeClock(0.0)).render_or_fall_back("slack", "slow", ctx)
+    assert message.blocks is not None and message.blocks[-1]["type"] == "context"
+    assert "slow" in message.blocks[-1]["elements"][0]["text"]
 
 
 # --- a tick: one rule's template never holds up another rule's channel --------------------------
@@ -242,6 +283,45 @@ def slow_rule(world: World, tmp_path: Path, source: str) -> None:
         {"name": "runaway", "events": ["run.failed"], "channels": ["ops"], "template": "slow"},
         {"name": "everything", "events": ["*"], "channels": ["team"]},
     ]
+
+
+def test_a_runaway_template_does_not_hold_up_the_other_rules_channel(world: World, tmp_path: Path) -> None:
+    slow_rule(world, tmp_path, RUNAWAY)
+    run_id = world.dataworks.add_run(10000, status="Fail", stages=STAGES, stage_statuses={"BUILD": "Fail"})
+    summary = world.tick()
+    assert (summary.messages_sent, summary.messages_pending, summary.messages_failed) == (2, 0, 0)
+    assert any(run_id in slack_text(message) for message in world.slack_messages())
+    [ding] = world.ding()
+    assert run_id in ding["markdown"]["text"] and "slow" in ding["markdown"]["text"].splitlines()[-1]
+    [error] = summary.errors
+    assert "template 'slow' for dingtalk failed" in error
+    assert "work budget" in error or "time budget" in error  # steps, unless this machine is very slow
+
+
+def test_a_slow_template_costs_one_time_budget_per_tick(world: World, tmp_path: Path) -> None:
+    slow_rule(world, tmp_path, "### slow\n{% for i in range(10000) %}{{ i }}{% endfor %}")
+    settings = config.load(world.write_config(), world.environ())
+    world.app = build_app(settings, CREDENTIALS, clock=world.clock, sleep=world.clock.sleep)
+    render_clock = FakeClock(per_reading=0.001)  # a millisecond a step: the slow one needs ten seconds
+    world.app.notifier = Notifier(
+        settings,
+        source=world.app.client,
+        store=world.app.store,
+        renderer=Renderer(settings.templates, builtin_templates_dir(), clock=render_clock),
+        clock=world.clock,
+        sleep=world.clock.sleep,
+    )
+    runs = [
+        world.dataworks.add_run(10000, status="Fail", stages=STAGES, stage_statuses={"BUILD": "Fail"})
+        for _ in range(3)
+    ]
+    summary = world.tick()
+    assert summary.messages_sent == 6 and summary.messages_pending == 0
+    assert {run for run in runs for m in world.slack_messages() if run in slack_text(m)} == set(runs)
+    assert all("time budget" in ding["markdown"]["text"] for ding in world.ding())
+    # One second of render time for the slow template, not three: the second and third were not started.
+    assert render_clock.readings < 1000 + 3 * 2 * 200
+    assert sum("time budget of 1 s" in error for error in summary.errors) == 3
 
 
 # --- check --------------------------------------------------------------------------------------

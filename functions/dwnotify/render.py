@@ -20,7 +20,8 @@ written in the template itself (a `<url|text>` link, `*bold*`) is left alone, an
 nothing. The title is the first line read back as plain text.
 
 Each render is metered (`dwnotify.sandbox`): past its work or time budget, or making more than a
-message may hold, it stops with a TemplateLimitError.
+message may hold, it stops with a TemplateLimitError. `Renderer.render_or_fall_back` is what a tick
+uses: the rule's template, else `default`, else plain text, with a note in the message saying so.
 
 Variables: `run` (see `RunView`), `events` (model `Event`s: `type`, `stage`, `status`, `previous`),
 `project` (`id`, `name` or None, `label` = name or id), `rule.name`, `channel.name`, `channel.type`,
@@ -434,6 +435,25 @@ class Renderer:
                 raise error from exc
         return _message(text, compiled)
 
+    def render_or_fall_back(
+        self, channel_type: str, name: str, ctx: MessageContext
+    ) -> tuple[RenderedMessage, list[tuple[str, TemplateError]]]:
+        """Template `name`; if it fails, `default`, then plain text, with a note saying why. Never raises.
+
+        Returns the message and the failures, (template name, error), for the caller to log.
+        """
+        failures: list[tuple[str, TemplateError]] = []
+        for candidate in dict.fromkeys((name, "default")):
+            try:
+                message = self.render(channel_type, candidate, ctx)
+            except TemplateError as error:
+                failures.append((candidate, error))
+                continue
+            if failures:
+                message = with_note(message, fallback_note(failures, "default"), channel_type)
+            return message, failures
+        return plain_message(ctx, fallback_note(failures, "plain"), self.limits.output_chars), failures
+
     def _generate(self, compiled: _Compiled, variables: dict[str, Any], meter: Meter) -> str:
         """The template's text, stopped once it is longer than the output cap."""
         parts, size = [], 0
@@ -543,3 +563,57 @@ def _block_texts(blocks: list[dict[str, Any]]) -> list[str]:
             if isinstance(item, dict) and isinstance(item.get("text"), str):
                 texts.append(item["text"])
     return texts
+
+
+# --- fallbacks ----------------------------------------------------------------------------------
+
+_MAX_PLAIN_EVENTS = 50
+_MAX_PLAIN_VALUE_BYTES = 300
+
+
+def _escape_for(channel_type: str) -> Callable[[str], str]:
+    formats = FORMATS.get(channel_type)
+    return formats[0].escape_text if formats else str
+
+
+def fallback_note(failures: Sequence[tuple[str, TemplateError]], stand_in: str) -> str:
+    """The line a fallback message ends with: which template failed, roughly why, and what stands in."""
+    names = " / ".join(name for name, _ in failures)
+    first = failures[0][1] if failures else None
+    why = (
+        first.reason if isinstance(first, TemplateLimitError) else "it failed; the error is in the tick's log"
+    )
+    zh, en = ("默认模板", "the default template") if stand_in == "default" else ("纯文本", "plain text")
+    return (
+        f"⚠️ 模板 {names} 未能生成此消息，已改用{zh} · "
+        f"Template {names} could not render this message ({why}); {en} stands in."
+    )
+
+
+def with_note(message: RenderedMessage, note: str, channel_type: str) -> RenderedMessage:
+    """`message` with `note` as its last paragraph (and, for Block Kit, its last block)."""
+    escaped = _escape_for(channel_type)(note)
+    blocks = message.blocks
+    if blocks is not None:
+        blocks = (*blocks, {"type": "context", "elements": [{"type": "mrkdwn", "text": escaped}]})
+    return RenderedMessage(title=message.title, text=f"{message.text}\n\n{escaped}", blocks=blocks)
+
+
+def plain_message(ctx: MessageContext, note: str, max_chars: int) -> RenderedMessage:
+    """The last resort when templates fail: the run, its events and the console link; no template runs.
+
+    Values are escaped for the channel as a template's would be, and cut short: it cannot fail or grow.
+    """
+    escape = _escape_for(ctx.channel_type)
+
+    def value(text: object) -> str:
+        return escape(trim_utf8("" if text is None else str(text).strip(), _MAX_PLAIN_VALUE_BYTES))
+
+    title = f"DataWorks run {ctx.run.id.strip()} in workspace {ctx.project.label}"
+    lines = [escape(trim_utf8(title, _MAX_PLAIN_VALUE_BYTES))]
+    for event in ctx.events[:_MAX_PLAIN_EVENTS]:
+        lines.append(f"- {value(event.type)}: {value(event.stage.name if event.stage else ctx.run.id)}")
+    if len(ctx.events) > _MAX_PLAIN_EVENTS:
+        lines.append(f"- … {len(ctx.events) - _MAX_PLAIN_EVENTS} more")
+    lines += [value(ctx.console_url), escape(note)]
+    return RenderedMessage(title=trim_utf8(title, _MAX_PLAIN_VALUE_BYTES), text="\n".join(lines)[:max_chars])

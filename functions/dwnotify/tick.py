@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .diff import diff
 from .discovery import Discoverer, Observation, RunSource
-from .errors import ConflictError, NotifierError, TemplateError
+from .errors import ConflictError, NotifierError
 from .model import Event, Run, RunState
 from .rules import Route, route
 from .settings import ProjectSettings, Settings
@@ -255,20 +255,18 @@ class Notifier:
         return messages
 
     def _render_safely(self, template: str, context: MessageContext, summary: TickSummary) -> RenderedMessage:
-        """The rule's template; if it fails on these events, `default`, then plain text.
+        """The rule's template; if it fails on these events, `default`, then plain text, with a note.
 
-        One broken template must not hold back every message behind it, tick after tick.
+        One broken or runaway template must not hold back every message behind it, tick after tick:
+        each render is bounded in time and size (`dwnotify.sandbox`), the fallbacks too.
         """
-        for name in dict.fromkeys((template, "default")):
-            try:
-                return self.renderer.render(context.channel_type, name, context)
-            except TemplateError as error:
-                problem = (
-                    f"template {name!r} for {context.channel_type} failed on run {context.run.id}: {error}"
-                )
-                log.error("render: %s", problem)
-                summary.errors.append(problem)
-        return plain_message(context)
+        rendered, failures = self.renderer.render_or_fall_back(context.channel_type, template, context)
+        for name, error in failures:
+            problem = f"template {name!r} for {context.channel_type} failed on run {context.run.id}: {error}"
+            where = {"run_id": context.run.id, "project_id": context.run.project_id}
+            log.error("render: %s", problem, extra=where)
+            summary.errors.append(problem)
+        return rendered
 
     def _deliver(self, owner: str, summary: TickSummary, deadline: float | None) -> None:
         from .delivery import Deliverer
