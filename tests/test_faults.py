@@ -10,6 +10,11 @@ tick`). After a fault-free drain, the events announced in DingTalk and Slack are
 expected ones: none lost, none unexpected, each run's in the model's order, and no repeats beyond
 one per send in flight when a tick died or timed out.
 
+Two product bugs the suite found stand as strict xfails (a failed write while recording a send
+repeats that message; a run born Init and once said not to exist announces run.changed); until they
+are fixed, the soak counts what they do apart (REPEAT_AFTER_A_FAILED_RECORD,
+SPURIOUS_CHANGE_AFTER_NOT_FOUND) instead of failing on it.
+
 A run moves only once its last move was announced (so the state it moved from was committed):
 then what it must announce next follows from the contract, whatever ticks failed in between. Moves
 that skip stages, and runs born finished between two ticks, cover diffs across several changes.
@@ -128,6 +133,7 @@ class ModelRun:
     now: Snapshot
     expected: list[Key] = field(default_factory=list)
     waiting: list[Key] = field(default_factory=list)  # the last move's events, until announced
+    born_init: bool = False  # first listed before it started
 
     @property
     def final(self) -> bool:
@@ -401,9 +407,9 @@ class Soak:
         if process.returncode == -signal.SIGKILL:
             self.faults[f"kill9 ({trigger})"] += 1
             self.allowed["kill9"] += 1
-        else:
+        else:  # 1: the tick failed on its own (a state fault of this tick), as a tick may
             self.faults["kill9 (tick finished first)"] += 1
-            assert process.returncode == 0, (self.tmp / f"kill-{self.ticks}.log").read_text()
+            assert process.returncode in (0, 1), (self.tmp / f"kill-{self.ticks}.log").read_text()
 
     def progress(self) -> Counter[str]:
         """Requests each service has seen so far, for the kill triggers."""
@@ -423,6 +429,7 @@ class Soak:
             run = ModelRun(publish(self.world, None, project, state, self.rng), project, FIRST_SIGHT)
             if state != FIRST_SIGHT:
                 run.move(state)
+            run.born_init = state == FIRST_SIGHT
             self.runs.append(run)
         ready = [run for run in self.runs if not run.final and run.settled(seen)]
         for run in self.rng.sample(ready, k=min(len(ready), moves)):
@@ -727,35 +734,57 @@ class Tally:
     unexpected: list[tuple[str, Key]]
     out_of_order: list[tuple[str, str]]
     repeat_posts: int
+    known_bug: int  # unexpected announcements a known bug makes (SPURIOUS_CHANGE_AFTER_NOT_FOUND)
 
 
-def tally(runs: list[ModelRun], received: dict[str, list[list[Key]]]) -> Tally:
+def tally(runs: list[ModelRun], received: dict[str, list[list[Key]]], excused: set[Key]) -> Tally:
+    """Count what chat got against the model; `excused` unexpected events are a known bug's, apart."""
     expected = [key for run in runs for key in run.expected]
     wanted = set(expected)
     lost: list[tuple[str, Key]] = []
     unexpected: list[tuple[str, Key]] = []
     out_of_order: list[tuple[str, str]] = []
-    delivered = duplicated = repeat_posts = 0
+    delivered = duplicated = repeat_posts = known = 0
     for channel in CHANNELS:
         counts: Counter[Key] = Counter()
         firsts: dict[str, list[Key]] = {}
         for post in received[channel]:
             repeat_posts += any(counts[key] for key in post)
             for key in post:
-                if not counts[key]:
+                if not counts[key] and key in wanted:
                     firsts.setdefault(key[0], []).append(key)
                 counts[key] += 1
         delivered += sum(1 for key in counts if key in wanted)
         duplicated += sum(n - 1 for n in counts.values())
         lost += [(channel, key) for key in expected if key not in counts]
-        unexpected += [(channel, key) for key in counts if key not in wanted]
+        unexpected += [(channel, key) for key in counts if key not in wanted and key not in excused]
+        known += sum(1 for key in counts if key not in wanted and key in excused)
         for run in runs:
             order = [key for key in run.expected if key in counts]
             if firsts.get(run.id, []) != order:
                 out_of_order.append((channel, run.id))
     return Tally(
-        len(expected) * len(CHANNELS), delivered, duplicated, lost, unexpected, out_of_order, repeat_posts
+        len(expected) * len(CHANNELS),
+        delivered,
+        duplicated,
+        lost,
+        unexpected,
+        out_of_order,
+        repeat_posts,
+        known,
     )
+
+
+def excused(soak: Soak) -> set[Key]:
+    """While SPURIOUS_CHANGE_AFTER_NOT_FOUND stands: the run.changed of runs born Init and told not found."""
+    if not SPURIOUS_CHANGE_AFTER_NOT_FOUND:
+        return set()
+    told = {
+        call.params.get("Id", "").strip()
+        for call in soak.world.dataworks.calls
+        if call.action == "GetPipelineRun" and call.code == "Invalid.Pipeline.NotFound"
+    }
+    return {(run.id, "run.changed", RUN) for run in soak.runs if run.born_init and run.id in told}
 
 
 def repeats(received: dict[str, list[list[Key]]], marks: list[tuple[int, int]]) -> list[str]:
@@ -806,6 +835,7 @@ SUMMED = (
     "duplicated",
     "lost",
     "unexpected",
+    "unexpected_known_bug",
     "out_of_order",
     "repeat_posts",
 )
@@ -826,7 +856,8 @@ def describe(figures: dict[str, Any]) -> str:
         f"{figures['ticks']} ticks, {fired} faults, {figures['expected']} events "
         f"expected, {figures['delivered']} delivered, {figures['duplicated']} duplicated "
         f"({figures['repeat_posts']} posts repeated; {sum(allowed.values())} allowed: {causes}), "
-        f"{figures['lost']} lost, {figures['unexpected']} unexpected, "
+        f"{figures['lost']} lost, {figures['unexpected']} unexpected "
+        f"(+{figures['unexpected_known_bug']} of a known bug), "
         f"{figures['out_of_order']} runs out of order"
     )
 
@@ -907,7 +938,7 @@ def test_every_expected_event_is_announced_once_under_faults(
             received = posts(world)
         finally:
             soak.close()
-    result = tally(soak.runs, received)
+    result = tally(soak.runs, received, excused(soak))
     allowed = sum(soak.allowed.values())
     figures = {
         "seed": seed,
@@ -923,6 +954,7 @@ def test_every_expected_event_is_announced_once_under_faults(
         "unexpected": len(result.unexpected),
         "out_of_order": len(result.out_of_order),
         "repeat_posts": result.repeat_posts,
+        "unexpected_known_bug": result.known_bug,
         "allowed_repeats": dict(sorted(soak.allowed.items())),
     }
     RESULTS_BY_RUN.append(figures)
@@ -944,6 +976,9 @@ def test_every_expected_event_is_announced_once_under_faults(
 # message pending, and the next tick sends it again. While it stands, the soak allows one repeat per
 # failure that hit such a write, and reports those apart (`allowed["record_failed"]`).
 REPEAT_AFTER_A_FAILED_RECORD = True
+# Another (the xfail at the end): a run born Init that DataWorks once says does not exist is stored as
+# gone, and listed again announces run.changed. While it stands, the soak counts those apart.
+SPURIOUS_CHANGE_AFTER_NOT_FOUND = True
 
 
 def records_a_send(hit: str) -> bool:
@@ -1138,3 +1173,41 @@ def test_tablestore_emulator_injects_errors_drops_and_applied_failures() -> None
             ("PutRow", "OTSConditionCheckFail", True),
             ("GetRow", None, False),
         ]
+
+
+# ------------------------------------------------------------- a run DataWorks once said did not exist
+def _said_not_found_then_listed_again(world: World, status: str, stages: dict[str, str]) -> list[Key]:
+    """A run hidden behind a short page, fetched by id and told not found, then listed as it is."""
+    _world_config(world, world.tmp)
+    world.tick()  # watching before the runs appear
+    shown = world.dataworks.add_run(
+        10000, status="Running", stages=STAGES, stage_statuses={"BUILD": "Running"}
+    )
+    hidden = world.dataworks.add_run(10000, status=status, stages=STAGES, stage_statuses=stages)
+    world.tick()
+    world.dataworks.set_run_status(shown, stages={"BUILD": "Success", "CHECK": "Running"})  # moves the count
+    world.dataworks.serve_page_size = world.dataworks.claim_total = 1  # page 1 holds the newest only
+    world.dataworks.inject("GetPipelineRun", "Invalid.Pipeline.NotFound")
+    world.tick()
+    world.dataworks.serve_page_size = world.dataworks.claim_total = None
+    assert world.dataworks.call_count("GetPipelineRun") == 1
+    world.tick()
+    world.tick()
+    return [key for channel in posts(world).values() for post in channel for key in post if key[0] == hidden]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="product bug: one Invalid.Pipeline.NotFound for a moving run stores it as gone; listed "
+    "again still Init, the move from '(gone)' to init is announced as run.changed; when fixed, set "
+    "SPURIOUS_CHANGE_AFTER_NOT_FOUND False",
+)
+def test_a_run_not_started_that_dataworks_once_said_did_not_exist_announces_nothing(world: World) -> None:
+    assert _said_not_found_then_listed_again(world, "Init", {}) == []
+
+
+def test_a_running_run_that_dataworks_once_said_did_not_exist_announces_each_event_once(world: World) -> None:
+    keys = _said_not_found_then_listed_again(world, "Running", {"BUILD": "Running"})
+    hidden = keys[0][0]
+    expected = [(hidden, "run.started", RUN), (hidden, "stage.started", "BUILD")]
+    assert sorted(keys) == sorted(expected * len(CHANNELS))
