@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +43,16 @@ STATE_BACKENDS = ("sqlite", "tablestore")
 TABLESTORE_MODULES = frozenset(
     {"test_tick", "test_delivery", "test_concurrency", "test_discovery", "test_crash", "test_cli"}
 )
+
+
+def wait_for(condition: Callable[[], object], seconds: float = 5.0) -> bool:
+    """Poll until `condition` holds (an emulator notices a hang-up on its next write) or time is up."""
+    ends = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > ends:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 class ManualClock:

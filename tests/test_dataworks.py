@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from dwnotify.dataworks import Credentials, DataWorksClient
 from dwnotify.errors import DataWorksError
 from dwnotify.settings import DataWorksSettings, ProjectSettings, Secret
 from emulators import DataWorksEmulator
-from tests.conftest import CREDENTIALS, ManualClock, World
+from tests.conftest import CREDENTIALS, ManualClock, World, wait_for
 
 DOC = Path(__file__).resolve().parents[2] / "shared" / "spec" / "GetPipelineRun-api-doc.txt"
 SCENARIO_DIR = Path(__file__).resolve().parents[1] / "emulators" / "scenarios"
@@ -353,16 +352,6 @@ def test_a_tick_survives_an_exception_inside_the_sdk(world: World) -> None:
 # --- a total deadline on every request --------------------------------------------------------------
 
 EMPTY_PAGE = {"PagingInfo": {"PageNumber": 1, "PageSize": 100, "TotalCount": 0, "PipelineRuns": []}}
-
-
-def wait_for(condition: Any, seconds: float = 5.0) -> bool:
-    """Poll until `condition` holds (the emulator notices a hang-up on its next write) or time is up."""
-    ends = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > ends:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 @pytest.mark.parametrize("how", ["body", "whole-answer", "error-answer"])

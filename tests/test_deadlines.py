@@ -24,7 +24,7 @@ from dwnotify.errors import DeliveryError
 from dwnotify.settings import ChannelSettings, Secret
 from emulators.chat_more import GenericWebhookEmulator, LarkEmulator, WeComEmulator
 from emulators.webhooks import DingTalkEmulator, SlackEmulator
-from tests.conftest import World
+from tests.conftest import World, wait_for
 from tests.test_delivery import fail_run
 
 DRIP_S = 0.1
@@ -37,16 +37,6 @@ SLOW_OK = {
     "wecom": {"errcode": 0, "errmsg": "ok"},
     "webhook": {"ok": True},
 }
-
-
-def wait_for(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
-    """Poll until `condition` holds (an emulator notices a hang-up on its next write) or time is up."""
-    ends = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > ends:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from emulators.webhooks import DingTalkEmulator, SlackEmulator
+from tests.conftest import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = 1_795_680_000.0
@@ -301,18 +302,6 @@ def test_cli_default_targets(service: str, probe: str) -> None:
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0
-
-
-def wait_for(condition: Any, seconds: float = 5.0) -> bool:
-    """Poll `condition` until it holds or `seconds` pass (the emulator notices a hang-up on its own)."""
-    import time
-
-    ends = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > ends:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 @pytest.mark.parametrize("drip_headers", [False, True], ids=["body", "whole-answer"])
