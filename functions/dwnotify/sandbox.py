@@ -190,25 +190,22 @@ def _scalar_size(value: object) -> int | None:
 
 def printed_size(value: object, limit: int) -> int:
     """About how many characters `str(value)` writes, shared parts counted each time; stops past `limit`."""
-    total, stack = 0, [value]
-    while stack and total <= limit:
-        item = stack.pop()
-        size = _scalar_size(item)
-        if size is None:
-            size, parts = _parts(item)
-            stack.extend(parts)
-        total += size
-    return total
+    return _size(value, limit, shared_once=False)
 
 
 def held_size(value: object, limit: int) -> int:
     """Like `printed_size`, but each object counted once: about what `value` holds in memory."""
+    return _size(value, limit, shared_once=True)
+
+
+def _size(value: object, limit: int, *, shared_once: bool) -> int:
     total, stack, seen = 0, [value], set()
     while stack and total <= limit:
         item = stack.pop()
-        if id(item) in seen:
-            continue
-        seen.add(id(item))
+        if shared_once:
+            if id(item) in seen:
+                continue
+            seen.add(id(item))
         size = _scalar_size(item)
         if size is None:
             size, parts = _parts(item)
