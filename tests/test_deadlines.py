@@ -19,9 +19,9 @@ import pytest
 
 from dwnotify.channels import Channel, build_channel
 from dwnotify.channels.base import ChannelMessage
-from dwnotify.channels.watchdog import Watchdog
 from dwnotify.errors import DeliveryError
 from dwnotify.settings import ChannelSettings, Secret
+from dwnotify.watchdog import Watchdog
 from emulators.chat_more import GenericWebhookEmulator, LarkEmulator, WeComEmulator
 from emulators.webhooks import DingTalkEmulator, SlackEmulator
 from tests.conftest import World, wait_for

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .answers import RunPage, parse_page, parse_run
-from .channels.watchdog import Watchdog
 from .errors import DataWorksError
 from .model import Run
 from .settings import DataWorksSettings, ProjectSettings, Secret
+from .watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 

@@ -301,21 +301,6 @@ class Notifier:
         return self._make_channel(settings)
 
 
-def plain_message(context: MessageContext) -> RenderedMessage:
-    """A message that needs no template: the last resort when templates fail."""
-    from .render import RenderedMessage
-
-    title = f"DataWorks run {context.run.id} in workspace {context.project.label}"
-    lines = [
-        title,
-        *(
-            f"- {event.type}: {event.stage.name if event.stage else context.run.id}"
-            for event in context.events
-        ),
-    ]
-    return RenderedMessage(title=title, text="\n".join([*lines, context.console_url]))
-
-
 def summary_dict(summary: TickSummary) -> dict[str, Any]:
     """The summary as a plain dict (what the FC handler returns)."""
     return asdict(summary)

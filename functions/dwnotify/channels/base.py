@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 from ..errors import DeliveryError
 from ..settings import ChannelSettings
-from .watchdog import Watchdog
+from ..watchdog import Watchdog
 
 if TYPE_CHECKING:  # httpx is imported when the first message goes out, not on a quiet tick
     import httpx

@@ -12,10 +12,8 @@ When the time is up, the timer shuts the watched sockets down (both directions).
 the library returns at once, the library raises its own network error, and the caller reports "no
 answer within N s". The exchange stays in the caller's thread: nothing is abandoned, nothing runs on
 after it. The timer is cancelled and joined when the block ends, so it never outlives the exchange
-(an FC instance is frozen between invocations; no thread may be left running).
-
-The DataWorks client uses it too (for the SDK's sockets); a module of its own at the package level
-would suit it better than `channels/`, where it was written first.
+(an FC instance is frozen between invocations; no thread may be left running). The chat channels
+and the DataWorks client (for the SDK's sockets) both use it.
 """
 
 from __future__ import annotations
