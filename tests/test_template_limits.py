@@ -13,9 +13,9 @@ import pytest
 from dwnotify import config
 from dwnotify.app import build_app
 from dwnotify.cli import check_templates
-from dwnotify.errors import TemplateError
+from dwnotify.errors import TemplateError, TemplateLimitError
 from dwnotify.model import FAIL
-from dwnotify.render import Renderer, TemplateLimitError, builtin_templates_dir
+from dwnotify.render import Renderer, builtin_templates_dir
 from dwnotify.sandbox import Meter, OverLimit, RenderLimits
 from dwnotify.tick import Notifier
 from tests.conftest import CREDENTIALS, World

@@ -6,6 +6,7 @@
     │   └── MalformedRun   one run in an answer has fields of the wrong shape (.run_id); it is skipped
     ├── DeliveryError      a chat service refused or did not answer (.channel, .retryable, .retry_after)
     ├── TemplateError      a template failed to compile or render (.template)
+    │   └── TemplateLimitError  a render went past its time, work or size budget (.limit, .reason)
     └── StateError         the state store failed or lost a race it cannot recover from
         └── ConflictError  a conditional write found newer data (another tick got there first)
 
@@ -77,6 +78,15 @@ class TemplateError(NotifierError):
     def __init__(self, message: str, *, template: str) -> None:
         self.template = template
         super().__init__(message)
+
+
+class TemplateLimitError(TemplateError):
+    """A render went past its time, work or size budget (`render.RenderLimits`); `reason` says which."""
+
+    def __init__(self, message: str, *, template: str, limit: str, reason: str) -> None:
+        self.limit = limit
+        self.reason = reason
+        super().__init__(message, template=template)
 
 
 class StateError(NotifierError):

@@ -48,7 +48,7 @@ from jinja2 import meta
 
 from dwnotify.channels import dingtalk, lark, webhook, wecom
 from dwnotify.channels.base import Markup, trim_utf8
-from dwnotify.errors import TemplateError
+from dwnotify.errors import TemplateError, TemplateLimitError
 from dwnotify.model import (
     CANCELED,
     FAIL,
@@ -361,15 +361,6 @@ class _Compiled:
     template: jinja2.Template
     format: _Format
     path: str
-
-
-class TemplateLimitError(TemplateError):
-    """A render went past one of its `RenderLimits`; `reason` says which, in words for the chat note."""
-
-    def __init__(self, message: str, *, template: str, limit: str, reason: str) -> None:
-        self.limit = limit
-        self.reason = reason
-        super().__init__(message, template=template)
 
 
 class Renderer:
