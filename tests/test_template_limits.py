@@ -228,8 +228,9 @@ def test_a_runaway_template_falls_back_to_default_with_a_note(tmp_path: Path) ->
     assert [name for name, _ in failures] == ["slow"]
     assert isinstance(failures[0][1], TemplateLimitError)
     assert message.title == "❌ 发布失败 · Deployment failed"  # the built-in default's
-    last = message.text.splitlines()[-1]
-    assert "slow" in last and "work budget of 100,000 steps" in last and "default template" in last
+    *_, note, last = message.text.splitlines()
+    assert "slow" in note and "work budget of 100,000 steps" in note and "default template" in note
+    assert "defaultProjectId=" in last  # the console link stays last, where trimming keeps it
 
 
 def test_when_default_runs_away_too_plain_text_stands_in_escaped_and_short(tmp_path: Path) -> None:
@@ -241,7 +242,19 @@ def test_when_default_runs_away_too_plain_text_stands_in_escaped_and_short(tmp_p
     assert [name for name, _ in failures] == ["slow", "default"]
     assert "[点我](http" not in message.text and r"\[点我\]" in message.text  # stays text
     assert len(message.text.encode()) < 20_000  # one line per event, each cut short, at most 50
-    assert "more" in message.text and "plain text" in message.text.splitlines()[-1]
+    *_, note, last = message.text.splitlines()
+    assert "more" in message.text and "plain text" in note and "defaultProjectId=" in last
+
+
+def test_a_fallback_too_long_for_dingtalk_keeps_its_console_link(tmp_path: Path) -> None:
+    from dwnotify.channels.base import fit_text
+
+    write(tmp_path, "dingtalk/slow.md.j2", RUNAWAY)
+    long = stage(name="名" * 30_000)
+    ctx = context(make_run(FAIL, (long,)), (event("stage.failed", FAIL, on=long),))
+    message, _ = Renderer(tmp_path, clock=FakeClock(0.0)).render_or_fall_back("dingtalk", "slow", ctx)
+    fitted = fit_text(message.text, 20_000)
+    assert "defaultProjectId=" in fitted.splitlines()[-1]
 
 
 def test_a_block_kit_fallback_gets_its_note_as_a_block(tmp_path: Path) -> None:
@@ -292,7 +305,8 @@ def test_a_runaway_template_does_not_hold_up_the_other_rules_channel(world: Worl
     assert (summary.messages_sent, summary.messages_pending, summary.messages_failed) == (2, 0, 0)
     assert any(run_id in slack_text(message) for message in world.slack_messages())
     [ding] = world.ding()
-    assert run_id in ding["markdown"]["text"] and "slow" in ding["markdown"]["text"].splitlines()[-1]
+    *_, note, link = ding["markdown"]["text"].splitlines()
+    assert run_id in ding["markdown"]["text"] and "slow" in note and "defaultProjectId=" in link
     [error] = summary.errors
     assert "template 'slow' for dingtalk failed" in error
     assert "work budget" in error or "time budget" in error  # steps, unless this machine is very slow

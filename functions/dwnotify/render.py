@@ -582,12 +582,17 @@ def fallback_note(failures: Sequence[tuple[str, TemplateError]], stand_in: str) 
 
 
 def with_note(message: RenderedMessage, note: str, channel_type: str) -> RenderedMessage:
-    """`message` with `note` as its last paragraph (and, for Block Kit, its last block)."""
+    """`message` with `note` before its last line (and, for Block Kit, as its last block).
+
+    The last line stays last: it is the console link, which the channels keep when they trim a message.
+    """
     escaped = _escape_for(channel_type)(note)
     blocks = message.blocks
     if blocks is not None:
         blocks = (*blocks, {"type": "context", "elements": [{"type": "mrkdwn", "text": escaped}]})
-    return RenderedMessage(title=message.title, text=f"{message.text}\n\n{escaped}", blocks=blocks)
+    body, newline, last = message.text.rstrip("\n").rpartition("\n")
+    text = f"{body}\n\n{escaped}\n{last}" if newline else f"{escaped}\n{last}"
+    return RenderedMessage(title=message.title, text=text, blocks=blocks)
 
 
 def plain_message(ctx: MessageContext, note: str, max_chars: int) -> RenderedMessage:
@@ -606,5 +611,5 @@ def plain_message(ctx: MessageContext, note: str, max_chars: int) -> RenderedMes
         lines.append(f"- {value(event.type)}: {value(event.stage.name if event.stage else ctx.run.id)}")
     if len(ctx.events) > _MAX_PLAIN_EVENTS:
         lines.append(f"- … {len(ctx.events) - _MAX_PLAIN_EVENTS} more")
-    lines += [value(ctx.console_url), escape(note)]
+    lines += [escape(note), value(ctx.console_url)]  # the link last: trimming keeps the last line
     return RenderedMessage(title=trim_utf8(title, _MAX_PLAIN_VALUE_BYTES), text="\n".join(lines)[:max_chars])
