@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from dwnotify import logs
-from dwnotify.app import App, build_app, secret_values
+from dwnotify.app import App, build_app, register_secrets_of
 from dwnotify.config import CONFIG_ENV, load
 from dwnotify.dataworks import Credentials, credentials_from_env
 from dwnotify.errors import ConfigError, NotifierError
@@ -67,7 +67,7 @@ class AppCache:
             self.forget(self._app)
         settings = load(path)
         # Before anything can fail with a secret in its message (a store that cannot be opened).
-        logs.register_secrets(secret_values(settings, credentials))
+        register_secrets_of(settings, credentials)
         app = build_app(settings, credentials)
         self._key, self._app = key, app
         return app

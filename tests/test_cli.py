@@ -364,7 +364,7 @@ def test_status_never_prints_a_secret(world: World) -> None:
 
 def test_a_bare_webhook_token_is_masked_too() -> None:
     from dwnotify import logs
-    from dwnotify.app import secret_values
+    from dwnotify.app import register_secrets_of
     from dwnotify.config import parse
 
     data = valid_config()
@@ -372,11 +372,17 @@ def test_a_bare_webhook_token_is_masked_too() -> None:
         "type": "slack",
         "url": "https://hooks.slack.com/services/T0/B0/abcdefghijklmnopqrstuvwx",
     }
+    data["channels"]["own"] = {"type": "webhook", "url": "https://hooks.example.com/dataworks-notify"}
+    data["rules"][0]["channels"] += ["team", "own"]
     settings = parse(data, ROOT, {"TOKEN": SECRET_TOKEN})
-    logs.register_secrets(secret_values(settings, None))
+    register_secrets_of(settings, None)
     assert (
         logs.mask(f"refused token {SECRET_TOKEN} on hook abcdefghijklmnopqrstuvwx")
         == "refused token *** on hook ***"
+    )
+    # A path of plain words is masked whole, never by its pieces: ordinary log text stays readable.
+    assert logs.mask("dataworks: workspace 10000 skipped; /dataworks-notify said 500") == (
+        "dataworks: workspace 10000 skipped; /*** said 500"
     )
 
 

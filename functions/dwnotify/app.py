@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -28,24 +29,42 @@ class App:
         self.store.close()
 
 
-def secret_values(settings: Settings, credentials: Credentials | None) -> list[str]:
-    """Every secret value the settings and credentials hold, for log masking."""
-    values = []
+_WORDS = re.compile(r"[a-z]+(?:[-_.][a-z]+)*")
+
+
+def secret_values(settings: Settings, credentials: Credentials | None) -> tuple[list[str], list[str]]:
+    """The secrets the settings and credentials hold: tokens, and values masked only whole.
+
+    Tokens (query values such as access_token or key, hook path tokens, signing secrets, passwords,
+    the access key secret, the STS token) are random: any piece of one is masked too. Whole URLs, user
+    names and path segments made of lower-case words (`/dataworks-notify`) may share words with
+    ordinary text, so only all of one is.
+    """
+    tokens: list[str] = []
+    whole: list[str] = []
     for channel in settings.channels.values():
         url = channel.url.reveal()
-        values.append(url)
-        # The token alone must not print either: query values (access_token, key) and hook paths.
         parts = urllib.parse.urlsplit(url)
-        values += [value for _, value in urllib.parse.parse_qsl(parts.query) if len(value) >= 8]
-        values += [segment for segment in parts.path.split("/") if len(segment) >= 12]
-        values += [part for part in (parts.username, parts.password) if part]
+        tokens += [value for _, value in urllib.parse.parse_qsl(parts.query) if len(value) >= 8]
+        tokens += [parts.password] if parts.password else []
+        for segment in (segment for segment in parts.path.split("/") if len(segment) >= 12):
+            (whole if _WORDS.fullmatch(segment) else tokens).append(segment)
+        whole.append(url)
+        whole += [parts.username] if parts.username else []
         if channel.secret:
-            values.append(channel.secret.reveal())
+            tokens.append(channel.secret.reveal())
     if credentials is not None:
-        values.append(credentials.access_key_secret.reveal())
+        tokens.append(credentials.access_key_secret.reveal())
         if credentials.security_token:
-            values.append(credentials.security_token.reveal())
-    return values
+            tokens.append(credentials.security_token.reveal())
+    return tokens, whole
+
+
+def register_secrets_of(settings: Settings, credentials: Credentials | None) -> None:
+    """Mask every secret of the settings and credentials in logs, errors and summaries from now on."""
+    tokens, whole = secret_values(settings, credentials)
+    register_secrets(tokens)
+    register_secrets(whole, pieces=False)
 
 
 def build_app(
@@ -56,7 +75,7 @@ def build_app(
     sleep: Callable[[float], None] = time.sleep,
 ) -> App:
     """A DataWorks client, the configured state store and a Notifier wired to both."""
-    register_secrets(secret_values(settings, credentials))
+    register_secrets_of(settings, credentials)
     client = DataWorksClient(settings.dataworks, credentials, sleep=sleep, clock=clock)
     store = open_store(settings.state, credentials)
     notifier = Notifier(

@@ -217,14 +217,14 @@ def cmd_tick(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """`status`: tracked runs still moving, then pending and failed messages."""
-    from .app import secret_values
+    from .app import register_secrets_of
     from .dataworks import credentials_from_env
     from .state import open_store
 
     settings = load_settings(args.config)
     credentials = credentials_from_env(os.environ)
     # A stored delivery error may quote what a service echoed back: never print a webhook token.
-    logs.register_secrets(secret_values(settings, credentials))
+    register_secrets_of(settings, credentials)
     store = open_store(settings.state, credentials)
     try:
         report = store.report()

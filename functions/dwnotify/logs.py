@@ -20,13 +20,16 @@ _fragments: set[str] = set()
 _USERINFO = re.compile(r"(?<=://)[^/?#@\s]+@")
 
 
-def register_secrets(values: Iterable[str]) -> None:
-    """Values that must never reach a log line, whatever code tries to print them (also URL-encoded)."""
+def register_secrets(values: Iterable[str], *, pieces: bool = True) -> None:
+    """Values that must never reach a log line, whatever code tries to print them (also URL-encoded).
+
+    With `pieces`, any run of `FRAGMENT` characters of a value is masked too: for random tokens only.
+    """
     for value in values:
         if value and len(value) >= 4:
             forms = {value, urllib.parse.quote(value, safe=""), urllib.parse.quote_plus(value)}
             _secrets.update(forms)
-            if "://" not in value and len(value) >= 2 * FRAGMENT - 4:  # a token, not a whole URL
+            if pieces and len(value) >= 2 * FRAGMENT - 4:
                 _fragments.update(
                     form[i : i + FRAGMENT] for form in forms for i in range(len(form) - FRAGMENT + 1)
                 )
