@@ -148,3 +148,13 @@ def test_tablestore_http_only_to_loopback() -> None:
     assert problems({"state": state})[0].startswith("state.endpoint: is plain http")
     local = {**state, "endpoint": "http://127.0.0.1:9000"}
     assert parse({**BASE, "state": local}, Path("."), {}).state.endpoint == "http://127.0.0.1:9000"
+
+
+@pytest.mark.parametrize("endpoint", ["169.254.169.254", "100.100.100.200:80", "2852039166"])
+def test_a_dataworks_endpoint_is_never_a_metadata_address(endpoint: str) -> None:
+    """Signed requests with the STS token go to the endpoint: the same boundary as a webhook's host."""
+    found = problems({"dataworks": {"region": "cn-shanghai", "projects": [10000], "endpoint": endpoint}})
+    assert found and found[0].startswith("dataworks.endpoint: "), found
+    project = {"id": 10000, "endpoint": endpoint}
+    found = problems({"dataworks": {"region": "cn-shanghai", "projects": [project]}})
+    assert found and found[0].startswith("dataworks.projects[0].endpoint: "), found

@@ -9,7 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 from types import MappingProxyType
 
-from dwnotify.addresses import is_loopback, url_problem
+from dwnotify.addresses import host_problem, is_loopback, url_problem
 from dwnotify.errors import ConfigError
 from dwnotify.interpolate import Loc, expand_tree
 from dwnotify.model import EVENT_TYPES
@@ -168,7 +168,12 @@ def _host(c: Checker, value: object, loc: Loc) -> str | None:
     rule = (
         "must be a host name and optional port, without scheme or path (dataworks.protocol sets the scheme)"
     )
-    return c.matching(value, loc, _HOST, rule)
+    host = c.matching(value, loc, _HOST, rule)
+    problem = None if host is None else host_problem(host.rsplit(":", 1)[0])
+    if problem is not None:
+        c.add(loc, problem)
+        return None
+    return host
 
 
 def _projects(c: Checker, value: object, loc: Loc, region: str, endpoint: str) -> tuple[ProjectSettings, ...]:
