@@ -113,7 +113,8 @@ def handler(event: bytes | str | Mapping[str, Any] | None, context: Any) -> dict
         return _failure("tick", error, request_id)
     except Exception as error:  # a bug must still end in a result FC can log, not a raised traceback
         apps.forget(app)
-        return _failure("tick", RuntimeError(f"{type(error).__name__}: {error}"), request_id)
+        log.error("tick failed unexpectedly", exc_info=error)
+        return _failure("tick", RuntimeError(f"unexpected {type(error).__name__}; see the log"), request_id)
     # An error a service or the API sent back may quote a URL with its token.
     result = {**summary_dict(summary), "errors": [logs.mask(error) for error in summary.errors]}
     log.info("tick done: %s", summary.to_json())

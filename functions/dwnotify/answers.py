@@ -91,7 +91,7 @@ def parse_stage(raw: object, index: int = 0) -> Stage:
         raise MalformedRun(f"Stages[{index}] is {type(raw).__name__}, not an object")
     step = raw.get("Step")
     if step is not None and _int(step, -1) < 0:
-        raise MalformedRun(f"Stages[{index}].Step is {step!r:.40}, not a whole number")
+        raise MalformedRun(f"Stages[{index}].Step is {type(step).__name__}, not a whole number")
     return Stage(
         code=_text(raw.get("Code"), f"Stages[{index}].Code", 256).strip(),
         step=_int(step),

@@ -138,7 +138,7 @@ class Notifier:
                 failure = error  # what is already in the outbox still goes out
             except Exception as error:  # an answer no parser foresaw, or a bug: the outbox still goes out
                 log.error("tick: discovery failed unexpectedly", exc_info=error)
-                failure = NotifierError(f"discovery failed unexpectedly: {type(error).__name__}: {error}")
+                failure = NotifierError(f"discovery failed ({type(error).__name__}; see the log)")
             finally:
                 self._store.release_lease(lease)
         self._deliver(owner, summary, deadline)
