@@ -60,8 +60,11 @@ def _address_problem(host: str, address: ipaddress.IPv4Address | ipaddress.IPv6A
     return None
 
 
-def url_problem(url: str, *, allow_http: bool = False) -> str | None:
-    """Why `url` may not be sent to, or None; http only to loopback unless `allow_http`."""
+def url_problem(url: str, *, allow_http: bool = False, http_escape: str = "") -> str | None:
+    """Why `url` may not be sent to, or None; http only to loopback unless `allow_http`.
+
+    `http_escape` names the setting that would allow plain http here, if there is one.
+    """
     problem = _shape_problem(url)
     if problem is not None:
         return problem
@@ -69,10 +72,9 @@ def url_problem(url: str, *, allow_http: bool = False) -> str | None:
     hostname = parts.hostname or ""
     problem = host_problem(_bracketed_host(parts.netloc) or hostname)
     if problem is None and parts.scheme == "http" and not allow_http and not is_loopback(hostname):
-        problem = (
-            "is plain http, which sends its token in clear: use https "
-            "(http is for loopback only, unless the channel sets allow_http: true)"
-        )
+        unless = f", unless {http_escape}" if http_escape else ""
+        problem = "is plain http, which sends its token in clear: use https"
+        problem += f" (http is for loopback only{unless})"
     return problem
 
 

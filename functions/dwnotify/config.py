@@ -274,7 +274,7 @@ def _state(c: Checker, value: object, loc: Loc, base_dir: Path) -> StateSettings
     if endpoint is not None and not endpoint.startswith(("http://", "https://")):
         c.add(f.at("endpoint")[1], "must start with http:// or https://", endpoint)
     elif endpoint is not None and (problem := url_problem(endpoint)) is not None:
-        c.add(f.at("endpoint")[1], problem.replace(", unless the channel sets allow_http: true", ""))
+        c.add(f.at("endpoint")[1], problem)
     _check_backend_keys(c, f, backend)
     return StateSettings(
         backend=backend,
@@ -391,7 +391,7 @@ def _webhook_url(c: Checker, value: object, loc: Loc, *, allow_http: bool) -> Se
     url = c.text(value, loc)
     if url is None:
         return None
-    problem = url_problem(url, allow_http=allow_http)
+    problem = url_problem(url, allow_http=allow_http, http_escape="the channel sets allow_http: true")
     if problem is not None:
         c.add(loc, problem)
         return None

@@ -76,9 +76,7 @@ def _check_size(root: yaml.Node) -> None:
                     f"the config expands to more than {MAX_VALUES:,} values through its aliases (*name)"
                 )
             continue
-        if id(node) in open_nodes:
-            raise _TooComplex(f"line {node.start_mark.line + 1}: an alias refers to a value that contains it")
-        open_nodes.add(id(node))
+        open_nodes.add(id(node))  # a cycle is caught below, when a child that is still open is pushed
         stack.append((node, True))
         for child in children:
             if id(child) in open_nodes:
