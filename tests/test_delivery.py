@@ -350,3 +350,17 @@ def test_a_lease_cut_after_the_clock_stepped_back_mid_pass_is_renewed_on_the_new
     deliverer(world, first, "tick-a", slow, 30.0).deliver()
     assert slow.sent == texts and quick.sent == []
     second.close()
+
+
+def test_each_send_is_bounded_by_the_passs_deadline(world: World) -> None:
+    # The channel cuts its own request at `deadline`: a send started 20 s before the end with a
+    # 10 s timeout may still not outlive the tick when the answer drips.
+    world.clock.advance(60)
+    app = world.build()
+    queue_on_team(world, app, 1)
+    seen: list[float | None] = []
+    channel = SlowChannel(world, 0.0, 0.0, lambda: seen.append(channel.deadline))
+    channel.deadline = None
+    deliverer(world, app, "tick-a", channel, 10.0).deliver(world.clock.now + 20)
+    assert seen == [world.clock.now + 20]
+    app.close()

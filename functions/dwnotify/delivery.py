@@ -26,7 +26,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .channels import dingtalk
 from .channels.base import Channel, ChannelMessage
 from .errors import ConflictError, DeliveryError
 from .logs import mask
@@ -74,11 +73,8 @@ RATE_BUDGETS: Mapping[str, RateBudget] = {
     "wecom": RateBudget(19, 60.0),  # WeCom: 20 messages a minute per robot, then errcode 45009
     "webhook": RateBudget(60, 60.0),
 }
-_DIGEST_SEPARATOR = {
-    "dingtalk": dingtalk.DIGEST_SEPARATOR,
-    "slack": "\n\n",
+_DIGEST_SEPARATOR = {  # others: a blank line (DingTalk documents no `---` rule)
     "lark": "\n\n---\n\n",
-    "wecom": "\n\n",
     "webhook": "\n\n---\n\n",
 }
 _DIGEST_MAX_BYTES = {"dingtalk": 17_000, "slack": 36_000, "lark": 16_000, "wecom": 3_800, "webhook": 30_000}
@@ -199,10 +195,12 @@ class Deliverer:
         self._lease_s = channel_lease_s(send_timeout_s)
         self._jitter = jitter
         self._built: dict[str, Channel] = {}
+        self._deadline: float | None = None  # the current pass's (epoch seconds)
 
     def deliver(self, deadline: float | None = None) -> DeliveryStats:
         """One pass over every channel that has pending messages; `stats.pending` is what is left."""
         stats = DeliveryStats()
+        self._deadline = deadline
         for name in self._store.channels_with_pending(self._clock()):
             pending = self._store.pending_messages(name)
             out_of_time = deadline is not None and self._clock() >= deadline
@@ -234,7 +232,7 @@ class Deliverer:
         if not messages:
             return
         now = self._clock()
-        reason = mask(reason)
+        reason = mask(reason)  # masked before it is stored: `status` and the state rows print it
         failed = [replace(m, status=FAILED, last_error=reason, finished_at=now) for m in messages]
         self._store.update_messages(lease, failed)
         for message in failed:
@@ -350,6 +348,7 @@ class Deliverer:
         """Send one message or digest; False when the channel should not be tried again this tick."""
         channel = self._built.get(settings.name) or self._make_channel(settings)
         self._built[settings.name] = channel
+        channel.deadline = self._deadline  # the send's own budget ends there at the latest
         budget.sent_at.append(self._clock())  # every attempt counts: a timed-out one may have landed
         try:
             channel.send(digest(settings.type, unit))
@@ -373,11 +372,11 @@ class Deliverer:
         stats: DeliveryStats,
     ) -> bool:
         now = self._clock()
-        reason = mask(str(error))  # masked before it is stored: `status` and the state rows print it
         tried = [replace(m, attempts=m.attempts + 1) for m in unit]
         if not error.retryable:
-            self._give_up(replace(lease, data=budget.dump()), tried, reason, stats)
+            self._give_up(replace(lease, data=budget.dump()), tried, str(error), stats)
             return True
+        reason = mask(str(error))  # masked before it is stored: `status` and the state rows print it
         if error.retry_after:
             budget.paused_until = now + min(error.retry_after, MAX_PAUSE_S)
         waiting = [

@@ -24,9 +24,6 @@ MAX_BODY_BYTES = 20_000
 # Kept free below the limit: how DingTalk counts (its own re-encoding, whitespace) is not documented.
 _HEADROOM_BYTES = 100
 _JSON = {"Content-Type": "application/json; charset=utf-8"}
-# Between the messages of a digest: a blank line (each built-in message opens with a heading). A
-# `---` rule is not in DingTalk's documented markdown (headings, bold, italic, links, lists, quotes).
-DIGEST_SEPARATOR = "\n\n"
 MARKUP = MARKDOWN
 _SILENCED_S = 600.0  # a robot sent too fast is silenced for ten minutes
 _RETRYABLE_ERRCODES = frozenset({-1, 130101})
