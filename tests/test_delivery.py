@@ -278,6 +278,7 @@ class SlowChannel:
         self._answer_after_s = answer_after_s
         self._meanwhile_at_s = meanwhile_at_s
         self._meanwhile = meanwhile
+        self.deadline: float | None = None
         self.sent: list[str] = []
 
     def send(self, message: ChannelMessage) -> None:
@@ -360,7 +361,6 @@ def test_each_send_is_bounded_by_the_passs_deadline(world: World) -> None:
     queue_on_team(world, app, 1)
     seen: list[float | None] = []
     channel = SlowChannel(world, 0.0, 0.0, lambda: seen.append(channel.deadline))
-    channel.deadline = None
     deliverer(world, app, "tick-a", channel, 10.0).deliver(world.clock.now + 20)
     assert seen == [world.clock.now + 20]
     app.close()
