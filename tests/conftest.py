@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from dwnotify import config  # noqa: E402
 from dwnotify.app import App, build_app  # noqa: E402
 from dwnotify.dataworks import Credentials  # noqa: E402
 from dwnotify.settings import Secret  # noqa: E402
+from dwnotify.state.base import TICK_LEASE, ProjectCursor  # noqa: E402
 from dwnotify.tick import TickSummary  # noqa: E402
 from emulators import DataWorksEmulator, DingTalkEmulator, SlackEmulator  # noqa: E402
 from emulators.tablestore import TablestoreEmulator  # noqa: E402
@@ -85,6 +86,10 @@ class World:
     config_overrides: dict[str, Any] = field(default_factory=dict)
     app: App | None = None
     tablestore: TablestoreEmulator | None = None
+    # A store that has watched the workspaces before the test starts (the usual case): on an empty
+    # store runs that already finished are history. Tests of a first run or a lost store set False.
+    primed: bool = True
+    _primed_done: bool = False
 
     def config_data(self) -> dict[str, Any]:
         host = self.dataworks.base_url.removeprefix("http://")
@@ -119,15 +124,23 @@ class World:
         return data
 
     def write_config(self) -> Path:
+        """The config file (for a process to read), the store primed on first use when `primed`."""
         path = self.tmp / "notifier.yaml"
         path.write_text(yaml.safe_dump(self.config_data(), allow_unicode=True), encoding="utf-8")
+        if self.primed and not self._primed_done:
+            self._primed_done = True
+            with closing(self._app_from(path)) as app:
+                prime(app, self.clock.now)
         return path
 
     def environ(self) -> dict[str, str]:
         return {"DING_TOKEN": DING_TOKEN, "DING_SECRET": DING_SECRET, "SLACK_HOOK": SLACK_HOOK}
 
     def build(self) -> App:
-        settings = config.load(self.write_config(), self.environ())
+        return self._app_from(self.write_config())
+
+    def _app_from(self, path: Path) -> App:
+        settings = config.load(path, self.environ())
         return build_app(settings, CREDENTIALS, clock=self.clock, sleep=self.clock.sleep)
 
     def tick(self, advance: float = 60.0) -> TickSummary:
@@ -142,6 +155,16 @@ class World:
 
     def slack_messages(self) -> list[Any]:
         return self.slack.messages(SLACK_HOOK)
+
+
+def prime(app: App, now: float) -> None:
+    """Store an empty listing of every watched workspace, as a tick before the test would have."""
+    projects = app.notifier.settings.dataworks.projects
+    cursors = [ProjectCursor(project.id, 0, now, (), now) for project in projects]
+    lease = app.store.acquire_lease(TICK_LEASE, "world-prime", 90.0, now)
+    assert lease is not None
+    app.store.commit(lease, [], cursors, [], now)
+    app.store.release_lease(lease)
 
 
 @pytest.fixture

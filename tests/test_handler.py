@@ -351,6 +351,7 @@ def test_warm_invocations_reuse_the_app_until_the_sts_token_rotates(
 def test_a_config_error_is_reported_in_the_result_and_the_log_without_a_traceback(
     index: ModuleType, world: World, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    world.primed = False  # the config cannot be loaded, so no store either
     world.config_overrides["channels.team.url"] = "https://hooks.slack.com/services/${MISSING_HOOK}"
     for name, value in package_env(world).items():
         monkeypatch.setenv(name, value)
@@ -400,6 +401,7 @@ def test_an_app_that_cannot_be_built_is_a_failure_without_a_traceback(
 ) -> None:
     blocker = world.tmp / "code"
     blocker.write_text("FC's code folder, read-only", encoding="utf-8")
+    world.primed = False  # the store cannot be opened
     world.config_overrides["state"] = {"backend": "sqlite", "path": str(blocker / "state.db")}
     for name, value in package_env(world).items():
         monkeypatch.setenv(name, value)

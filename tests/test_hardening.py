@@ -137,7 +137,18 @@ def test_finished_history_without_a_usable_create_time_is_not_news(world: World,
     assert any(moving in str(message) for message in world.slack_messages())
 
 
-def test_an_empty_state_store_is_said_out_loud(world: World, caplog: pytest.LogCaptureFixture) -> None:
+def test_an_empty_state_store_is_said_out_loud_and_announces_only_what_still_moves(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The report: the SQLite file deleted, a run finished 20 minutes ago was announced again.
+    world.primed = False
+    finished = world.dataworks.add_run(
+        10000, status="Success", stages=STAGES, stage_statuses={"BUILD": "Success"},
+        created=world.dataworks.scenario_offset() - 25 * 60,
+    )  # fmt: skip
+    moving = world.dataworks.add_run(
+        10000, status="Running", stages=STAGES, stage_statuses={"BUILD": "Running"}
+    )
     with caplog.at_level(logging.WARNING):
         world.tick()
         first = [
@@ -148,8 +159,11 @@ def test_an_empty_state_store_is_said_out_loud(world: World, caplog: pytest.LogC
         second = [
             record.getMessage() for record in caplog.records if "knows no workspace" in record.getMessage()
         ]
-    assert len(first) == 1 and "its state was lost" in first[0]
+    assert len(first) == 1 and "its state was lost" in first[0] and "history" in first[0]
     assert second == []
+    texts = "\n".join(slack_text(message) for message in world.slack_messages())
+    assert moving in texts and finished not in texts  # on neither tick: it was recorded, not dropped
+    assert len(world.slack_messages()) == 1
 
 
 def test_two_stages_sharing_a_code_both_give_their_events(world: World) -> None:

@@ -9,6 +9,7 @@ remaining pages when that costs fewer calls.
 
 A run never stored is news when it was created after the workspace was first watched (less the
 lookback), however late it is found; older runs are history, recorded silently while they move.
+On an empty store (a first install, or a lost one) every run that already finished is history.
 """
 
 from __future__ import annotations
@@ -191,12 +192,15 @@ class Discoverer:
         """Fetch what changed since the cursors were stored."""
         result = Discovery()
         seen: dict[str, Run] = {}
-        if not cursors and self._settings.projects:
-            # A first run, or a state store that was lost: then runs inside the lookback are announced
-            # again. Said out loud, so that a lost store is never silent.
+        # A first run, or a state store that was lost: what already finished is history (a lost
+        # store must not announce the last hour again), what still moves is announced as first sight.
+        # Said out loud, so that a lost store is never silent.
+        empty_store = not cursors and bool(self._settings.projects)
+        if empty_store:
             log.warning(
                 "state: the store knows no workspace yet (a first run, or its state was lost); runs "
-                "created within the lookback (%d min) are announced as first sight",
+                "that already finished are recorded as history, runs still moving created within the "
+                "lookback (%d min) are announced as first sight",
                 self._settings.lookback.total_seconds() // 60,
             )
         for project in self._settings.projects:
@@ -221,7 +225,7 @@ class Discoverer:
             for key, run in scan.runs.items():
                 if key not in seen:
                     seen[key] = run
-                    self._observe(result, run, threshold)
+                    self._observe(result, run, threshold, history_if_final=empty_store)
         self._track_configured_runs(result, seen)
         result.runs_fetched = len(seen)
         result.vanished = self._vanished
@@ -236,7 +240,9 @@ class Discoverer:
         since = cursor.watched_since if cursor and cursor.watched_since is not None else now
         return max(since - self._settings.lookback.total_seconds(), now - self._retention_s)
 
-    def _observe(self, result: Discovery, run: Run, threshold: float) -> None:
+    def _observe(
+        self, result: Discovery, run: Run, threshold: float, *, history_if_final: bool = False
+    ) -> None:
         previous = self._states.get(run.key)
         if previous is not None or run.key in self._configured:
             # Known runs, and runs the config names, are always diffed and recorded.
@@ -247,6 +253,10 @@ class Discoverer:
         old = run.final if created is None else created < threshold
         if old and run.final:
             return  # history that finished before we watched: nothing to record or announce
+        if history_if_final and run.final:
+            # Inside the news window, so recorded: unstored, the next tick would take it as news.
+            result.observations.append(Observation(run, None, silent=True))
+            return
         result.observations.append(Observation(run, None, silent=old))
 
     def _scan_project(
