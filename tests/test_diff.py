@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dwnotify.diff import diff
-from dwnotify.model import FINAL_EVENT_NAMES, FINAL_STATUSES, Run, RunState, Stage, normalize_status
+from dwnotify.model import FINAL_EVENT_NAMES, FINAL_STATUSES, GONE, Run, RunState, Stage, normalize_status
 
 
 def stage(code: str, step: int, status: str, message: str = "") -> Stage:
@@ -103,6 +103,26 @@ def test_previous_status_is_reported() -> None:
     events, _ = diff(state, run("fail", stage("A", 1, "fail", "boom")))
     assert [(e.type, e.previous) for e in events] == [("stage.failed", "running"), ("run.failed", "running")]
     assert events[0].stage is not None and events[0].stage.message == "boom"
+
+
+@pytest.mark.parametrize(
+    ("before", "listed_again", "expected"),
+    [
+        (run("init", stage("A", 1, "init")), run("init", stage("A", 1, "init")), []),  # not run.changed
+        (run("running", stage("A", 1, "running")), run("running", stage("A", 1, "running")), []),
+        (
+            run("running", stage("A", 1, "running")),
+            run("success", stage("A", 1, "success")),
+            ["stage.succeeded", "run.succeeded"],
+        ),
+    ],
+)
+def test_a_run_stored_as_gone_and_listed_again_announces_only_what_moved(
+    before: Run, listed_again: Run, expected: list[str]
+) -> None:
+    _, state = diff(None, before)
+    events, _ = diff(replace(state, status=GONE), listed_again)
+    assert types(events) == expected
 
 
 def test_state_keeps_the_stored_version() -> None:

@@ -10,10 +10,9 @@ tick`). After a fault-free drain, the events announced in DingTalk and Slack are
 expected ones: none lost, none unexpected, each run's in the model's order, and no repeats beyond
 one per send in flight when a tick died or timed out.
 
-Two product bugs the suite found stand as strict xfails (a failed write while recording a send
-repeats that message; a run born Init and once said not to exist announces run.changed); until they
-are fixed, the soak counts what they do apart (REPEAT_AFTER_A_FAILED_RECORD,
-SPURIOUS_CHANGE_AFTER_NOT_FOUND) instead of failing on it.
+A product bug the suite found stands as a strict xfail (a failed write while recording a send
+repeats that message); until it is fixed, the soak counts what it does apart
+(REPEAT_AFTER_A_FAILED_RECORD) instead of failing on it.
 
 A run moves only once its last move was announced (so the state it moved from was committed):
 then what it must announce next follows from the contract, whatever ticks failed in between. Moves
@@ -133,7 +132,6 @@ class ModelRun:
     now: Snapshot
     expected: list[Key] = field(default_factory=list)
     waiting: list[Key] = field(default_factory=list)  # the last move's events, until announced
-    born_init: bool = False  # first listed before it started
 
     @property
     def final(self) -> bool:
@@ -429,7 +427,6 @@ class Soak:
             run = ModelRun(publish(self.world, None, project, state, self.rng), project, FIRST_SIGHT)
             if state != FIRST_SIGHT:
                 run.move(state)
-            run.born_init = state == FIRST_SIGHT
             self.runs.append(run)
         ready = [run for run in self.runs if not run.final and run.settled(seen)]
         for run in self.rng.sample(ready, k=min(len(ready), moves)):
@@ -734,17 +731,16 @@ class Tally:
     unexpected: list[tuple[str, Key]]
     out_of_order: list[tuple[str, str]]
     repeat_posts: int
-    known_bug: int  # unexpected announcements a known bug makes (SPURIOUS_CHANGE_AFTER_NOT_FOUND)
 
 
-def tally(runs: list[ModelRun], received: dict[str, list[list[Key]]], excused: set[Key]) -> Tally:
-    """Count what chat got against the model; `excused` unexpected events are a known bug's, apart."""
+def tally(runs: list[ModelRun], received: dict[str, list[list[Key]]]) -> Tally:
+    """Count what chat got against the model."""
     expected = [key for run in runs for key in run.expected]
     wanted = set(expected)
     lost: list[tuple[str, Key]] = []
     unexpected: list[tuple[str, Key]] = []
     out_of_order: list[tuple[str, str]] = []
-    delivered = duplicated = repeat_posts = known = 0
+    delivered = duplicated = repeat_posts = 0
     for channel in CHANNELS:
         counts: Counter[Key] = Counter()
         firsts: dict[str, list[Key]] = {}
@@ -757,8 +753,7 @@ def tally(runs: list[ModelRun], received: dict[str, list[list[Key]]], excused: s
         delivered += sum(1 for key in counts if key in wanted)
         duplicated += sum(n - 1 for n in counts.values())
         lost += [(channel, key) for key in expected if key not in counts]
-        unexpected += [(channel, key) for key in counts if key not in wanted and key not in excused]
-        known += sum(1 for key in counts if key not in wanted and key in excused)
+        unexpected += [(channel, key) for key in counts if key not in wanted]
         for run in runs:
             order = [key for key in run.expected if key in counts]
             if firsts.get(run.id, []) != order:
@@ -771,20 +766,7 @@ def tally(runs: list[ModelRun], received: dict[str, list[list[Key]]], excused: s
         unexpected,
         out_of_order,
         repeat_posts,
-        known,
     )
-
-
-def excused(soak: Soak) -> set[Key]:
-    """While SPURIOUS_CHANGE_AFTER_NOT_FOUND stands: the run.changed of runs born Init and told not found."""
-    if not SPURIOUS_CHANGE_AFTER_NOT_FOUND:
-        return set()
-    told = {
-        call.params.get("Id", "").strip()
-        for call in soak.world.dataworks.calls
-        if call.action == "GetPipelineRun" and call.code == "Invalid.Pipeline.NotFound"
-    }
-    return {(run.id, "run.changed", RUN) for run in soak.runs if run.born_init and run.id in told}
 
 
 def repeats(received: dict[str, list[list[Key]]], marks: list[tuple[int, int]]) -> list[str]:
@@ -835,7 +817,6 @@ SUMMED = (
     "duplicated",
     "lost",
     "unexpected",
-    "unexpected_known_bug",
     "out_of_order",
     "repeat_posts",
 )
@@ -856,8 +837,7 @@ def describe(figures: dict[str, Any]) -> str:
         f"{figures['ticks']} ticks, {fired} faults, {figures['expected']} events "
         f"expected, {figures['delivered']} delivered, {figures['duplicated']} duplicated "
         f"({figures['repeat_posts']} posts repeated; {sum(allowed.values())} allowed: {causes}), "
-        f"{figures['lost']} lost, {figures['unexpected']} unexpected "
-        f"(+{figures['unexpected_known_bug']} of a known bug), "
+        f"{figures['lost']} lost, {figures['unexpected']} unexpected, "
         f"{figures['out_of_order']} runs out of order"
     )
 
@@ -938,7 +918,7 @@ def test_every_expected_event_is_announced_once_under_faults(
             received = posts(world)
         finally:
             soak.close()
-    result = tally(soak.runs, received, excused(soak))
+    result = tally(soak.runs, received)
     allowed = sum(soak.allowed.values())
     figures = {
         "seed": seed,
@@ -954,7 +934,6 @@ def test_every_expected_event_is_announced_once_under_faults(
         "unexpected": len(result.unexpected),
         "out_of_order": len(result.out_of_order),
         "repeat_posts": result.repeat_posts,
-        "unexpected_known_bug": result.known_bug,
         "allowed_repeats": dict(sorted(soak.allowed.items())),
     }
     RESULTS_BY_RUN.append(figures)
@@ -976,9 +955,6 @@ def test_every_expected_event_is_announced_once_under_faults(
 # message pending, and the next tick sends it again. While it stands, the soak allows one repeat per
 # failure that hit such a write, and reports those apart (`allowed["record_failed"]`).
 REPEAT_AFTER_A_FAILED_RECORD = True
-# Another (the xfail at the end): a run born Init that DataWorks once says does not exist is stored as
-# gone, and listed again announces run.changed. While it stands, the soak counts those apart.
-SPURIOUS_CHANGE_AFTER_NOT_FOUND = True
 
 
 def records_a_send(hit: str) -> bool:
@@ -1196,12 +1172,6 @@ def _said_not_found_then_listed_again(world: World, status: str, stages: dict[st
     return [key for channel in posts(world).values() for post in channel for key in post if key[0] == hidden]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: one Invalid.Pipeline.NotFound for a moving run stores it as gone; listed "
-    "again still Init, the move from '(gone)' to init is announced as run.changed; when fixed, set "
-    "SPURIOUS_CHANGE_AFTER_NOT_FOUND False",
-)
 def test_a_run_not_started_that_dataworks_once_said_did_not_exist_announces_nothing(world: World) -> None:
     assert _said_not_found_then_listed_again(world, "Init", {}) == []
 

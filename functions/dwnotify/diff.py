@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .model import (
     FINAL_EVENT_NAMES,
+    GONE,
     INIT,
     RUNNING,
     Event,
@@ -34,7 +35,9 @@ def diff(previous: RunState | None, current: Run) -> tuple[list[Event], RunState
     final (or `run.changed`) event. An event whose key was announced before is never produced
     again, so flapping statuses or a repeated tick cannot announce anything twice.
     """
-    previous_status = previous.status if previous else INIT
+    # A run stored as gone that is listed again: its status before it went is not kept, so it is
+    # diffed as from `init`; what it announced before stays announced, and nothing repeats.
+    previous_status = previous.status if previous and previous.status != GONE else INIT
     previous_stages = previous.stage_statuses if previous else {}
     announced = set(previous.announced) if previous else set()
     candidates: list[Event] = []
