@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .channels.base import Channel, ChannelMessage
-from .errors import ConflictError, DeliveryError
+from .errors import ConflictError, DeliveryError, StateError
 from .logs import mask
 from .settings import ChannelSettings
 from .state.base import FAILED, SENT, Lease, OutboxMessage, StateStore
@@ -39,6 +39,10 @@ LEASE_MARGIN_S = 15.0  # beyond a send's timeout: storing what it did, and clock
 RETRY_BASE_S = 10.0
 RETRY_CAP_S = 120.0  # a waiting message is tried again at least every two minutes
 MAX_PAUSE_S = 600.0  # the longest a channel is left alone: DingTalk silences a robot for ten minutes
+# Recording a send that landed is tried this often, a short pause between, before the message is
+# left pending (and sent again): the pauses fit in LEASE_MARGIN_S.
+RECORD_ATTEMPTS = 3
+RECORD_PAUSE_S = 1.0
 
 
 def channel_lease_s(send_timeout_s: float) -> float:
@@ -358,10 +362,28 @@ class Deliverer:
         done = [
             replace(m, status=SENT, attempts=m.attempts + 1, finished_at=now, last_error="") for m in unit
         ]
-        self._store.update_messages(replace(lease, data=budget.dump()), done)
+        self._record_sent(replace(lease, data=budget.dump()), done)
         stats.sent += len(unit)
         stats.posts += 1
         return True
+
+    def _record_sent(self, lease: Lease, done: list[OutboxMessage]) -> None:
+        """Store that messages went out, retrying a failed write: unrecorded, they would go out again.
+
+        The write is conditional on the lease's owner only, so repeating one that applied though it
+        was reported failed (a lost answer, a false condition failure) is harmless.
+        """
+        for attempt in range(1, RECORD_ATTEMPTS + 1):
+            try:
+                self._store.update_messages(lease, done)
+                return
+            except StateError as error:
+                if attempt == RECORD_ATTEMPTS:
+                    raise
+                log.warning(
+                    "delivery: recording %d sent message(s) failed (%s), trying again", len(done), error
+                )
+                self._sleep(RECORD_PAUSE_S * attempt)
 
     def _record_failure(
         self,
