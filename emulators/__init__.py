@@ -15,11 +15,11 @@ from typing import Any
 _EXPORTS = {
     "DataWorksEmulator": "emulators.dataworks",
     "Scenario": "emulators.scenario",
-    "DingTalkEmulator": "emulators.webhooks",
-    "SlackEmulator": "emulators.webhooks",
-    "LarkEmulator": "emulators.chat_more",
-    "WeComEmulator": "emulators.chat_more",
-    "GenericWebhookEmulator": "emulators.chat_more",
+    "DingTalkEmulator": "emulators.dingtalk",
+    "SlackEmulator": "emulators.slack",
+    "LarkEmulator": "emulators.lark",
+    "WeComEmulator": "emulators.wecom",
+    "GenericWebhookEmulator": "emulators.webhook",
 }
 
 __all__ = [

@@ -12,11 +12,11 @@ from importlib import import_module
 
 SERVICES: dict[str, str] = {
     "dataworks": "emulators.dataworks:main",
-    "dingtalk": "emulators.webhooks:main_dingtalk",
-    "slack": "emulators.webhooks:main_slack",
-    "lark": "emulators.chat_more:main_lark",
-    "wecom": "emulators.chat_more:main_wecom",
-    "webhook": "emulators.chat_more:main_webhook",
+    "dingtalk": "emulators.dingtalk:main_dingtalk",
+    "slack": "emulators.slack:main_slack",
+    "lark": "emulators.lark:main_lark",
+    "wecom": "emulators.wecom:main_wecom",
+    "webhook": "emulators.webhook:main_webhook",
     "tablestore": "emulators.tablestore:main",
 }
 

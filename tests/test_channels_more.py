@@ -26,7 +26,9 @@ from dwnotify.model import EVENT_TYPES
 from dwnotify.render import Renderer
 from dwnotify.samples import sample_context
 from dwnotify.settings import ChannelSettings, ProjectSettings, Secret
-from emulators.chat_more import GenericWebhookEmulator, LarkEmulator, WeComEmulator
+from emulators.lark import LarkEmulator
+from emulators.webhook import GenericWebhookEmulator
+from emulators.wecom import WeComEmulator
 from tests.conftest import World
 from tests.test_delivery import fail_run
 from tests.test_dingtalk import HOSTILE, about

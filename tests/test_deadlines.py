@@ -22,8 +22,11 @@ from dwnotify.channels.base import ChannelMessage
 from dwnotify.errors import DeliveryError
 from dwnotify.settings import ChannelSettings, Secret
 from dwnotify.watchdog import Watchdog
-from emulators.chat_more import GenericWebhookEmulator, LarkEmulator, WeComEmulator
-from emulators.webhooks import DingTalkEmulator, SlackEmulator
+from emulators.dingtalk import DingTalkEmulator
+from emulators.lark import LarkEmulator
+from emulators.slack import SlackEmulator
+from emulators.webhook import GenericWebhookEmulator
+from emulators.wecom import WeComEmulator
 from tests.conftest import World, wait_for
 from tests.test_delivery import fail_run
 

@@ -21,7 +21,7 @@ from dwnotify.render import Renderer, builtin_templates_dir
 from dwnotify.samples import rule_samples, sample_context
 from dwnotify.settings import ChannelSettings, ProjectSettings, Secret
 from dwnotify.state.base import OutboxMessage
-from emulators.webhooks import DingTalkEmulator
+from emulators.dingtalk import DingTalkEmulator
 
 NOW = 1_795_680_000.0
 TOKEN = "ding-robot-token-31c7"

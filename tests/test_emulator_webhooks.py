@@ -16,7 +16,8 @@ from urllib.parse import quote_plus
 import httpx
 import pytest
 
-from emulators.webhooks import DingTalkEmulator, SlackEmulator
+from emulators.dingtalk import DingTalkEmulator
+from emulators.slack import SlackEmulator
 from tests.conftest import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]

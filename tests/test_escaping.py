@@ -20,8 +20,10 @@ from dwnotify.channels.base import ChannelMessage, Markup
 from dwnotify.model import FAIL, Run
 from dwnotify.render import MessageContext, Renderer
 from dwnotify.settings import ChannelSettings, Secret
-from emulators.chat_more import GenericWebhookEmulator, LarkEmulator, WeComEmulator
-from emulators.webhooks import DingTalkEmulator
+from emulators.dingtalk import DingTalkEmulator
+from emulators.lark import LarkEmulator
+from emulators.webhook import GenericWebhookEmulator
+from emulators.wecom import WeComEmulator
 from tests.test_render import CONSOLE, context, event, make_run, stage, write
 
 NOW = 1_795_680_000.0

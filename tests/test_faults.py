@@ -272,7 +272,7 @@ TS_OPERATIONS = (
 def _drips() -> bool:
     """Whether the emulators can answer a byte at a time (`drip_s`)."""
     from emulators.dataworks import DataWorksEmulator
-    from emulators.webhooks import SlackEmulator
+    from emulators.slack import SlackEmulator
 
     return all(
         "drip_s" in inspect.signature(f).parameters for f in (DataWorksEmulator.inject, SlackEmulator.inject)

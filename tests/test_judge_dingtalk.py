@@ -20,7 +20,7 @@ import pytest
 from dingtalkchatbot.chatbot import DingtalkChatbot
 
 from dwnotify.channels.dingtalk import sign
-from emulators.webhooks import DingTalkEmulator
+from emulators.dingtalk import DingTalkEmulator
 
 TOKEN = "judge-robot-token-8d2e"
 SECRET = "SEC9b3f0e6a1c2d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f6a7b8c9d0e1f2a3b"
