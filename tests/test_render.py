@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from dwnotify.channels import CHANNEL_TYPES
 from dwnotify.channels.base import TRIM_MARKER
 from dwnotify.errors import TemplateError
 from dwnotify.model import (
@@ -25,7 +26,6 @@ from dwnotify.model import (
     run_key,
 )
 from dwnotify.render import (
-    FORMATS,
     MessageContext,
     RenderedMessage,
     Renderer,
@@ -197,7 +197,7 @@ def test_sample_context_renders_with_every_builtin_template() -> None:
 FINAL_VERBS = (".succeeded", ".failed", ".terminated", ".canceled")
 
 
-@pytest.mark.parametrize("channel_type", sorted(FORMATS))
+@pytest.mark.parametrize("channel_type", sorted(CHANNEL_TYPES))
 def test_every_rule_sample_renders_with_every_builtin_template(channel_type: str) -> None:
     renderer = Renderer(None)
     contexts = rule_samples(EVENT_TYPES, "ops", channel_type, "all", PROJECT, NOW)

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from . import __version__, config, logs
+from .channels import CHANNEL_TYPES
 from .errors import ConfigError, NotifierError, TemplateError
-from .settings import CHANNEL_KEYS, Settings
+from .settings import Settings
 
 if TYPE_CHECKING:
     from .dataworks import Credentials
@@ -73,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     target.add_argument("--channel", help="a channel of the config (default: every channel a rule routes to)")
     target.add_argument(
         "--type",
-        choices=sorted(CHANNEL_KEYS),
+        choices=sorted(CHANNEL_TYPES),
         help="a channel type, every event in one message (the config's templates and names if one is found)",
     )
     render.add_argument("--template", default=None, help="template name (default: the rule's)")
@@ -134,8 +135,7 @@ def _sample_problems(
     A failure is a render error, or a limit of the chat service that the output breaks (Slack Block
     Kit's, for a `.blocks.json.j2`: the message would be cut to fit, or sent in another layout).
     """
-    from .channels.slack import layout_problems
-
+    kind = CHANNEL_TYPES[channel_type]
     try:
         renderer.compile(channel_type, template)
     except TemplateError as error:
@@ -146,9 +146,10 @@ def _sample_problems(
         try:
             message = renderer.render(channel_type, template, ctx)
             failures = []
-            if channel_type == "slack" and message.blocks is not None:
-                path = f"{channel_type}/{template}.blocks.json.j2"  # only that kind renders blocks
-                failures = [f"{path}: {problem}" for problem in layout_problems(message.blocks)]
+            if kind.layout_problems is not None and message.blocks is not None:
+                ext = next(fmt.ext for fmt in kind.formats if fmt.is_json)  # only that kind renders blocks
+                path = f"{channel_type}/{template}.{ext}.j2"
+                failures = [f"{path}: {problem}" for problem in kind.layout_problems(message.blocks)]
         except TemplateError as error:
             failures = [str(error)]
         types = [event.type for event in ctx.events]

@@ -10,11 +10,11 @@ from pathlib import Path
 from types import MappingProxyType
 
 from dwnotify.addresses import host_problem, is_loopback, url_problem
+from dwnotify.channels import CHANNEL_TYPES
 from dwnotify.errors import ConfigError
 from dwnotify.interpolate import Loc, expand_tree
 from dwnotify.model import EVENT_TYPES
 from dwnotify.settings import (
-    CHANNEL_KEYS,
     DEFAULT_CONSOLE_URL,
     ChannelSettings,
     DataWorksSettings,
@@ -359,18 +359,20 @@ def _channels(c: Checker, value: object, loc: Loc) -> dict[str, ChannelSettings]
 
 def _channel(c: Checker, name: str, value: object, loc: Loc) -> ChannelSettings | None:
     raw_type = value.get("type") if isinstance(value, dict) else None
-    allowed = CHANNEL_KEYS.get(raw_type) if isinstance(raw_type, str) else None
-    if allowed is None:  # unknown type: judge the other keys against every channel type's
-        allowed = frozenset().union(*CHANNEL_KEYS.values())
-    f = c.section(value, loc, required=("type", "url"), optional=allowed)
+    known = CHANNEL_TYPES.get(raw_type) if isinstance(raw_type, str) else None
+    # An unknown type: the other keys are judged against every channel type's.
+    allowed = known.keys if known else frozenset().union(*(t.keys for t in CHANNEL_TYPES.values()))
+    f = c.section(value, loc, required=("type", "url"), optional=allowed - {"type", "url"})
     if f is None:
         return None
-    kind = c.choice(*f.at("type"), sorted(CHANNEL_KEYS))
+    kind = c.choice(*f.at("type"), sorted(CHANNEL_TYPES))
     allow_http = c.boolean(*f.at("allow_http"), False)
     url = _webhook_url(c, *f.at("url"), allow_http=allow_http)
-    if url is not None and kind in _URL_SHAPES and _URL_SHAPES[kind][0] not in url.reveal():
-        c.add(f.at("url")[1], _URL_SHAPES[kind][1])
-    secret = _signing_secret(c, *f.at("secret"), kind)
+    secret = _secret(c, *f.at("secret"))
+    if kind is not None:
+        revealed = (url.reveal() if url else None, secret.reveal() if secret else None)
+        for key, problem in CHANNEL_TYPES[kind].check(*revealed):
+            c.add(f.at(key)[1], problem)
     keyword = c.text(*f.at("keyword"), empty_ok=True)
     at_mobiles = c.strings(*f.at("at_mobiles"))
     at_user_ids = c.strings(*f.at("at_user_ids"))
@@ -378,13 +380,6 @@ def _channel(c: Checker, name: str, value: object, loc: Loc) -> ChannelSettings 
     if kind is None or url is None:
         return None
     return ChannelSettings(name, kind, url, secret, keyword, at_mobiles, at_user_ids, at_all, allow_http)
-
-
-# What a type's webhook URL always contains; the message never shows the URL (it holds the token).
-_URL_SHAPES = {
-    "lark": ("/bot/v2/hook/", "must be a Lark/Feishu custom bot URL (.../open-apis/bot/v2/hook/<token>)"),
-    "wecom": ("key=", "must be a WeCom group robot URL with its key (.../webhook/send?key=<key>)"),
-}
 
 
 def _webhook_url(c: Checker, value: object, loc: Loc, *, allow_http: bool) -> Secret | None:
@@ -398,13 +393,9 @@ def _webhook_url(c: Checker, value: object, loc: Loc, *, allow_http: bool) -> Se
     return Secret(url)
 
 
-def _signing_secret(c: Checker, value: object, loc: Loc, kind: str | None) -> Secret | None:
+def _secret(c: Checker, value: object, loc: Loc) -> Secret | None:
     secret = c.text(value, loc, empty_ok=True)
-    if secret is None:
-        return None
-    if kind == "dingtalk" and not secret.startswith("SEC"):
-        c.add(loc, "a DingTalk signing secret starts with 'SEC' (is this the access token instead?)")
-    return Secret(secret)
+    return None if secret is None else Secret(secret)
 
 
 # rules ----------------------------------------------------------------------------------------------

@@ -26,7 +26,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from .channels import CHANNEL_TYPES
 from .channels.base import Channel, ChannelMessage
+from .channels.kind import RateBudget
 from .errors import ConflictError, DeliveryError, StateError
 from .logs import mask
 from .settings import ChannelSettings
@@ -48,40 +50,6 @@ RECORD_PAUSE_S = 1.0
 def channel_lease_s(send_timeout_s: float) -> float:
     """How long a channel lease lasts: a send and the renewal before the next one both fit in it."""
     return max(CHANNEL_LEASE_S, 2 * send_timeout_s + LEASE_MARGIN_S)
-
-
-@dataclass(frozen=True)
-class RateBudget:
-    """At most `messages` sends in any `window_s` seconds to one webhook.
-
-    A tick may also wait up to `inline_wait_s` in all for room in the window (worth it when the
-    window is a second long, not when it is a minute).
-    """
-
-    messages: int
-    window_s: float
-    inline_wait_s: float = 0.0
-
-    def capacity(self, remaining: int) -> int:
-        """How many sends one tick can make: what the window has left, plus what waiting frees."""
-        return remaining + int(self.inline_wait_s * self.messages / self.window_s)
-
-
-# DingTalk silences a robot for ten minutes after 20 messages in a minute: stay one below.
-# Slack allows about one message a second per incoming webhook.
-RATE_BUDGETS: Mapping[str, RateBudget] = {
-    "dingtalk": RateBudget(19, 60.0),
-    "slack": RateBudget(1, 1.1, inline_wait_s=8.0),
-    # Lark: 5 a second and 100 a minute per bot; a tick's 8 s of waiting caps it near 40 sends.
-    "lark": RateBudget(5, 1.1, inline_wait_s=8.0),
-    "wecom": RateBudget(19, 60.0),  # WeCom: 20 messages a minute per robot, then errcode 45009
-    "webhook": RateBudget(60, 60.0),
-}
-_DIGEST_SEPARATOR = {  # others: a blank line (DingTalk documents no `---` rule)
-    "lark": "\n\n---\n\n",
-    "webhook": "\n\n---\n\n",
-}
-_DIGEST_MAX_BYTES = {"dingtalk": 17_000, "slack": 36_000, "lark": 16_000, "wecom": 3_800, "webhook": 30_000}
 
 
 @dataclass
@@ -147,10 +115,10 @@ def digest(channel_type: str, messages: Sequence[OutboxMessage]) -> ChannelMessa
         only = messages[0]
         blocks = tuple(json.loads(only.blocks_json)) if only.blocks_json else None
         return ChannelMessage(only.title, only.text, blocks)
-    separator = _DIGEST_SEPARATOR.get(channel_type, "\n\n")
+    rules = CHANNEL_TYPES[channel_type].digest
     title = f"DataWorks: {len(messages)} updates"
-    header = f"### {title}" if channel_type == "dingtalk" else f"*{title}*"
-    return ChannelMessage(title, separator.join([header, *(m.text for m in messages)]))
+    header = rules.heading.format(title=title)
+    return ChannelMessage(title, rules.separator.join([header, *(m.text for m in messages)]))
 
 
 def pack(channel_type: str, messages: Sequence[OutboxMessage]) -> list[list[OutboxMessage]]:
@@ -158,7 +126,7 @@ def pack(channel_type: str, messages: Sequence[OutboxMessage]) -> list[list[Outb
 
     A message with its own Block Kit layout goes alone: a digest is made of texts.
     """
-    limit = _DIGEST_MAX_BYTES.get(channel_type, 16_000)
+    limit = CHANNEL_TYPES[channel_type].digest.max_bytes
     groups: list[list[OutboxMessage]] = []
     size = 0
     for message in messages:
@@ -265,7 +233,8 @@ class Deliverer:
 
     def _deliver_channel(self, name: str, lease: Lease, stats: DeliveryStats, deadline: float | None) -> None:
         settings = self._channels.get(name)
-        rate = RATE_BUDGETS.get(settings.type if settings else "", RateBudget(20, 60.0))
+        # A channel no longer configured has its messages given up below; the budget is never spent.
+        rate = CHANNEL_TYPES[settings.type].rate if settings else RateBudget(20, 60.0)
         budget = _Budget.load(rate, lease.data, self._clock())
         pending = self._clamp(lease, budget, self._store.pending_messages(name))
         due, expired, waiting = self._sort(pending)

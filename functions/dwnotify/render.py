@@ -11,7 +11,7 @@ A template `name` for a channel type is looked up as `<type>/<name>.<ext>.j2`, f
 Every `{{ ... }}` output is escaped for its channel by the environment's `finalize` hook, so a
 template cannot forget it and a value from DataWorks (a stage name, a message, a creator) stays
 text: no link, mention, tag or formatting. Each channel type's escaping is its own (`MARKUP` in its
-channel module; Slack's is here): DingTalk and the generic webhook escape CommonMark, Lark writes
+channel module): DingTalk and the generic webhook escape CommonMark, Lark writes
 special characters as the `&#NN;` entities it documents, WeCom breaks mentions, tags and links with
 a zero-width space, Slack gets `&`, `<`, `>` as entities. A `.blocks.json.j2` also gets JSON string
 escaping, so `"{{ stage.name }}"` is always a valid JSON string; `{{ value | tojson }}` writes a
@@ -46,8 +46,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import jinja2
 from jinja2 import meta
 
-from dwnotify.channels import dingtalk, lark, webhook, wecom
-from dwnotify.channels.base import Markup, trim_utf8
+from dwnotify.channels import CHANNEL_TYPES
+from dwnotify.channels.base import trim_utf8
+from dwnotify.channels.kind import TemplateFormat
 from dwnotify.errors import TemplateError, TemplateLimitError
 from dwnotify.model import (
     CANCELED,
@@ -236,45 +237,9 @@ def truncate_bytes(value: object, n: int) -> str:
 # --- channel formats and escaping ---------------------------------------------------------------
 
 
-def escape_mrkdwn(text: str) -> str:
-    """Escape the three characters Slack mrkdwn reads as markup (and so `<!channel>`, `<@U..>`, links)."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-# Slack's belongs in channels/slack.py beside the others; it stays here until that module takes it.
-SLACK_MARKUP = Markup(escape_mrkdwn, url=escape_mrkdwn)
-
-
-@dataclass(frozen=True)
-class _Format:
-    """One kind of template: its file extension, its channel's markup and whether it is JSON."""
-
-    ext: str
-    markup: Markup
-    mrkdwn: bool = False  # Slack mrkdwn (`<url|text>` links), else markdown (`[text](url)`)
-    is_json: bool = False
-
-    def escape_text(self, text: str) -> str:
-        """A value made inert inside the markup."""
-        return self.markup.escape(text)
-
-    def escape_output(self, markup: str) -> str:
-        """Markup made safe inside the file: a JSON string's content for Block Kit templates."""
-        return json.dumps(markup, ensure_ascii=False)[1:-1] if self.is_json else markup
-
-
-# Per channel type, the template kinds in lookup order within one folder (see Renderer._template),
-# each with that channel type's own markup.
-FORMATS: Mapping[str, tuple[_Format, ...]] = {
-    "dingtalk": (_Format("md", dingtalk.MARKUP),),
-    "slack": (
-        _Format("blocks.json", SLACK_MARKUP, mrkdwn=True, is_json=True),
-        _Format("mrkdwn", SLACK_MARKUP, mrkdwn=True),
-    ),
-    "lark": (_Format("md", lark.MARKUP),),
-    "wecom": (_Format("md", wecom.MARKUP),),
-    "webhook": (_Format("md", webhook.MARKUP),),
-}
+def _formats(channel_type: str) -> tuple[TemplateFormat, ...] | None:
+    known = CHANNEL_TYPES.get(channel_type)
+    return known.formats if known else None
 
 
 class _Raw(str):
@@ -286,7 +251,7 @@ class _Raw(str):
 class _Environment(MeteredEnvironment):
     """A strict, metered sandbox for one template format, escaping every output through `finalize`."""
 
-    def __init__(self, loader: jinja2.BaseLoader, fmt: _Format, limits: RenderLimits) -> None:
+    def __init__(self, loader: jinja2.BaseLoader, fmt: TemplateFormat, limits: RenderLimits) -> None:
         self.format = fmt
         super().__init__(
             limits=limits,
@@ -330,11 +295,7 @@ class _Environment(MeteredEnvironment):
     def _link(self, url: object, text: object = None) -> _Raw:
         """A link in the channel's syntax: `<url|text>` (Slack) or `[text](url)` (DingTalk)."""
         label = str(url if text is None else text)
-        if self.format.mrkdwn:
-            body = f"<{escape_mrkdwn(str(url))}|{escape_mrkdwn(label.replace('|', '/'))}>"
-        else:
-            body = f"[{self.format.escape_text(label)}]({self.format.markup.url(str(url))})"
-        return _Raw(self.format.escape_output(body))
+        return _Raw(self.format.escape_output(self.format.markup.link(str(url), label)))
 
     def _tojson(self, value: object) -> str:
         """A JSON literal; in a `.blocks.json.j2` its strings are escaped for mrkdwn too."""
@@ -359,7 +320,7 @@ def _map_strings(value: object, func: Callable[[str], str]) -> object:
 @dataclass(frozen=True)
 class _Compiled:
     template: jinja2.Template
-    format: _Format
+    format: TemplateFormat
     path: str
 
 
@@ -385,9 +346,9 @@ class Renderer:
         self._clock = clock
         self._loader = jinja2.FileSystemLoader([str(path) for path in self.search_path])
         self._environments = {
-            (kind, fmt.ext): _Environment(self._loader, fmt, limits)
-            for kind, fmts in FORMATS.items()
-            for fmt in fmts
+            (kind.name, fmt.ext): _Environment(self._loader, fmt, limits)
+            for kind in CHANNEL_TYPES.values()
+            for fmt in kind.formats
         }
         self._compiled: dict[tuple[str, str], _Compiled] = {}
         self._out_of_time: dict[tuple[str, str], tuple[datetime, TemplateLimitError]] = {}
@@ -459,7 +420,7 @@ class Renderer:
         cached = self._compiled.get((channel_type, name))
         if cached is not None:
             return cached
-        formats = FORMATS.get(channel_type)
+        formats = _formats(channel_type)
         if formats is None:
             raise TemplateError(f"no templates for channel type {channel_type!r}", template=name)
         # The contract's order: the user's folder before the built-in one, then the kind within it.
@@ -524,7 +485,8 @@ def _message(text: str, compiled: _Compiled) -> RenderedMessage:
         text, blocks = _parse_blocks(text, compiled)
     text = text.strip("\n")
     first_line = next((line for line in text.splitlines() if line.strip()), "")
-    title = compiled.format.markup.plain(first_line.strip("*# \t" if compiled.format.mrkdwn else "# \t"))
+    markup = compiled.format.markup
+    title = markup.plain(first_line.strip(markup.title_marks))
     if not title:
         raise TemplateError(f"{compiled.path} rendered an empty message", template=compiled.path)
     return RenderedMessage(title=title, text=text, blocks=blocks)
@@ -563,8 +525,8 @@ _MAX_PLAIN_VALUE_BYTES = 300
 
 
 def _escape_for(channel_type: str) -> Callable[[str], str]:
-    formats = FORMATS.get(channel_type)
-    return formats[0].escape_text if formats else str
+    known = CHANNEL_TYPES.get(channel_type)
+    return known.markup.escape if known else str
 
 
 def fallback_note(failures: Sequence[tuple[str, TemplateError]], stand_in: str) -> str:

@@ -9,16 +9,6 @@ from pathlib import Path
 
 DEFAULT_CONSOLE_URL = "https://dataworks.data.aliyun.com/{region}/datastudio?defaultProjectId={project_id}"
 
-# Keys each channel type accepts besides `type`; the loader rejects any other.
-_EVERY_CHANNEL = frozenset({"url", "allow_http"})
-CHANNEL_KEYS: Mapping[str, frozenset[str]] = {
-    "dingtalk": _EVERY_CHANNEL | {"secret", "keyword", "at_mobiles", "at_user_ids", "at_all"},
-    "slack": _EVERY_CHANNEL,
-    "lark": _EVERY_CHANNEL | {"secret", "keyword"},
-    "wecom": _EVERY_CHANNEL | {"at_user_ids"},  # markdown can only mention by userid, not by mobile
-    "webhook": _EVERY_CHANNEL | {"secret"},
-}
-
 
 class Secret:
     """A value that never prints itself: `repr`, `str` and f-strings show `***`."""

@@ -1,34 +1,40 @@
-"""Chat services, one module each, registered by channel type (one line per service below)."""
+"""Chat services, one module each, registered by channel type (one line per service below).
+
+Each module declares its `TYPE` (`kind.ChannelType`): options, template formats, rate budget,
+digest rules and sender. Adding a service is its module, its line here and its templates.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from importlib import import_module
-from typing import TYPE_CHECKING, cast
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
-from ..settings import ChannelSettings
+from . import dingtalk, lark, slack, webhook, wecom
 from .base import Channel, ChannelMessage
+from .kind import ChannelType
 
 if TYPE_CHECKING:
     import httpx
 
-# type -> "module:Class"; modules are imported only when a message goes to that type.
-CHANNEL_TYPES: dict[str, str] = {
-    "dingtalk": "dingtalk:DingTalkChannel",
-    "slack": "slack:SlackChannel",
-    "lark": "lark:LarkChannel",
-    "wecom": "wecom:WeComChannel",
-    "webhook": "webhook:WebhookChannel",
+    from ..settings import ChannelSettings
+
+CHANNEL_TYPES: Mapping[str, ChannelType] = {
+    kind.name: kind
+    for kind in (
+        dingtalk.TYPE,
+        slack.TYPE,
+        lark.TYPE,
+        wecom.TYPE,
+        webhook.TYPE,
+    )
 }
 
 
 def build_channel(
     settings: ChannelSettings, client: httpx.Client, timeout_s: float, clock: Callable[[], float]
 ) -> Channel:
-    """The channel for a configured destination."""
-    module_name, class_name = CHANNEL_TYPES[settings.type].split(":")
-    channel_class = getattr(import_module(f"{__name__}.{module_name}"), class_name)
-    return cast(Channel, channel_class(settings, client, timeout_s=timeout_s, clock=clock))
+    """The sender for a configured destination."""
+    return CHANNEL_TYPES[settings.type].build(settings, client, timeout_s, clock)
 
 
-__all__ = ["CHANNEL_TYPES", "Channel", "ChannelMessage", "build_channel"]
+__all__ = ["CHANNEL_TYPES", "Channel", "ChannelMessage", "ChannelType", "build_channel"]

@@ -40,13 +40,22 @@ class Markup:
     """How a chat type's markup takes the values a template interpolates (names, messages, creators).
 
     `escape` makes a value inert text: it cannot become a link, a mention, a tag or formatting.
-    `plain` reads a line of markup back as plain text (a notification title). `url` makes a URL safe
-    as a link target.
+    `plain` reads a line of markup back as plain text (a notification title), once `title_marks` are
+    stripped from its ends. `url` makes a URL safe as a link target. `link_syntax(url, label)` writes
+    a link from values already escaped; None is markdown's `[label](url)`.
     """
 
     escape: Callable[[str], str]
     plain: Callable[[str], str] = _as_is
     url: Callable[[str], str] = _as_is
+    link_syntax: Callable[[str, str], str] | None = None
+    title_marks: str = "# \t"
+
+    def link(self, url: str, label: str) -> str:
+        """A link to `url` showing `label`, both made inert."""
+        if self.link_syntax is not None:
+            return self.link_syntax(url, label)
+        return f"[{self.escape(label)}]({self.url(url)})"
 
 
 class Channel(Protocol):
@@ -256,8 +265,8 @@ def fit_text(text: str, max_bytes: int) -> str:
 # --- markdown (CommonMark) -------------------------------------------------------------------------
 
 _MD_ALWAYS = re.compile(r"[\\`*\[\]|~]")
-_MD_UNDERSCORE = re.compile(r"(?<![^\W_])_|_(?![^\W_])")  # not inside a word, where it cannot emphasize
-_MD_ENTITY = re.compile(r"&(?=#[0-9]+;|#[xX][0-9a-fA-F]+;|[A-Za-z][A-Za-z0-9]*;)")  # shown, not decoded
+MD_UNDERSCORE = re.compile(r"(?<![^\W_])_|_(?![^\W_])")  # not inside a word, where it cannot emphasize
+MD_ENTITY = re.compile(r"&(?=#[0-9]+;|#[xX][0-9a-fA-F]+;|[A-Za-z][A-Za-z0-9]*;)")  # shown, not decoded
 # What opens a block at a line's start: a heading, a list item, a rule or setext underline.
 _MD_LINE_START = re.compile(r"#|[-+](?=[ \t]|$)|[-=]+[ \t]*$|(\d{1,9})(?=[.)](?:[ \t]|$))")
 _MD_UNESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")
@@ -276,9 +285,9 @@ def escape_markdown(text: str) -> str:
 
 
 def _escape_markdown_line(line: str) -> str:
-    line = _MD_ENTITY.sub("&amp;", line).replace("<", "&lt;").replace(">", "&gt;")
+    line = MD_ENTITY.sub("&amp;", line).replace("<", "&lt;").replace(">", "&gt;")
     line = _MD_ALWAYS.sub(r"\\\g<0>", line)
-    line = _MD_UNDERSCORE.sub(r"\\_", line).replace("\\](", "\\]\\(")
+    line = MD_UNDERSCORE.sub(r"\\_", line).replace("\\](", "\\]\\(")
     body = line.lstrip(" \t")
     indent = line[: len(line) - len(body)].replace("\t", "    ").replace(" ", "\u00a0")  # no code block
     match = _MD_LINE_START.match(body)

@@ -19,6 +19,7 @@ from typing import Any
 from ..errors import DeliveryError
 from ..settings import ChannelSettings
 from .base import MARKDOWN, ChannelMessage, HttpChannel, encode_json, fit_encoded, raise_for_transport
+from .kind import ChannelType, DigestRules, RateBudget, TemplateFormat
 
 MAX_BODY_BYTES = 20_000
 # Kept free below the limit: how DingTalk counts (its own re-encoding, whitespace) is not documented.
@@ -108,3 +109,22 @@ class DingTalkChannel(HttpChannel):
             retryable=errcode in _RETRYABLE_ERRCODES,
             retry_after=_SILENCED_S if errcode == 130101 else None,
         )
+
+
+def _check(url: str | None, secret: str | None) -> list[tuple[str, str]]:
+    if secret and not secret.startswith("SEC"):
+        return [("secret", "a DingTalk signing secret starts with 'SEC' (is this the access token instead?)")]
+    return []
+
+
+TYPE = ChannelType(
+    name="dingtalk",
+    options=frozenset({"secret", "keyword", "at_mobiles", "at_user_ids", "at_all"}),
+    formats=(TemplateFormat("md", MARKUP),),
+    # A robot is silenced for ten minutes after 20 messages in a minute: stay one below.
+    rate=RateBudget(19, 60.0),
+    # DingTalk documents no `---` rule: the messages of a digest are parted by a blank line.
+    digest=DigestRules(17_000, heading="### {title}"),
+    sender=DingTalkChannel,
+    check=_check,
+)

@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 from ..errors import DeliveryError
 from ..settings import ChannelSettings
 from .base import (
+    MD_ENTITY,
+    MD_UNDERSCORE,
     ChannelMessage,
     HttpChannel,
     Markup,
@@ -43,6 +45,7 @@ from .base import (
     markdown_url,
     raise_for_transport,
 )
+from .kind import ChannelType, DigestRules, RateBudget, TemplateFormat, url_must_contain
 
 if TYPE_CHECKING:  # httpx is imported when the first message goes out (see base.HttpChannel)
     import httpx
@@ -61,15 +64,14 @@ _EXPLAINED = {
 }
 _HEADING = re.compile(r"^#{1,6}[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
 _ENTITIES = str.maketrans({ord(char): f"&#{ord(char)};" for char in "<>*~`[]\\"})
-_ENTITY_LIKE = re.compile(r"&(?=#[0-9]+;|#[xX][0-9a-fA-F]+;|[A-Za-z][A-Za-z0-9]*;)")  # shown as written
-_UNDERSCORE = re.compile(r"(?<![^\W_])_|_(?![^\W_])")  # not inside a word (ods_user_daily reads as is)
 # A heading, a list item or a rule at a line's start.
 _LINE_START = re.compile(r"(?m)^([ \t]*)(?:(#|[-+](?=[ \t]|$|--))|(\d{1,9})([.)])(?=[ \t]|$))")
 
 
 def escape_card_markdown(text: str) -> str:
     """A value as inert card markdown: no mention, tag, link, emphasis, code, heading or list."""
-    escaped = _UNDERSCORE.sub("&#95;", _ENTITY_LIKE.sub("&#38;", text).translate(_ENTITIES))
+    # An entity is shown as written; an underscore inside a word (ods_user_daily) reads as it is.
+    escaped = MD_UNDERSCORE.sub("&#95;", MD_ENTITY.sub("&#38;", text).translate(_ENTITIES))
     return _LINE_START.sub(_entity_at_line_start, escaped)
 
 
@@ -173,3 +175,17 @@ def _answer(response: httpx.Response) -> tuple[int | None, str]:
         if isinstance(value, int) and not isinstance(value, bool):
             return value, str(body.get(text_key, ""))
     return None, ""
+
+
+TYPE = ChannelType(
+    name="lark",
+    options=frozenset({"secret", "keyword"}),
+    formats=(TemplateFormat("md", MARKUP),),
+    # 5 a second and 100 a minute per bot; a tick's 8 s of waiting caps it near 40 sends.
+    rate=RateBudget(5, 1.1, inline_wait_s=8.0),
+    digest=DigestRules(16_000, separator="\n\n---\n\n"),
+    sender=LarkChannel,
+    check=url_must_contain(
+        "/bot/v2/hook/", "must be a Lark/Feishu custom bot URL (.../open-apis/bot/v2/hook/<token>)"
+    ),
+)

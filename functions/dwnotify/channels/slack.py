@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import DeliveryError
-from .base import TRIM_MARKER, ChannelMessage, HttpChannel, retry_after_seconds, trim_utf8
+from .base import TRIM_MARKER, ChannelMessage, HttpChannel, Markup, retry_after_seconds, trim_utf8
+from .kind import ChannelType, DigestRules, RateBudget, TemplateFormat
 
 log = logging.getLogger(__name__)
 
@@ -294,3 +295,29 @@ class SlackChannel(HttpChannel):
             )
         retryable = response.status_code >= 500
         raise DeliveryError(f"HTTP {response.status_code} {reason}", channel=self.name, retryable=retryable)
+
+
+# --- markup and type ----------------------------------------------------------------------------
+
+
+def escape_mrkdwn(text: str) -> str:
+    """Escape the three characters Slack mrkdwn reads as markup (and so `<!channel>`, `<@U..>`, links)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _mrkdwn_link(url: str, label: str) -> str:
+    return f"<{escape_mrkdwn(url)}|{escape_mrkdwn(label.replace('|', '/'))}>"
+
+
+MARKUP = Markup(escape_mrkdwn, url=escape_mrkdwn, link_syntax=_mrkdwn_link, title_marks="*# \t")
+
+TYPE = ChannelType(
+    name="slack",
+    options=frozenset(),
+    # Within one folder a `blocks.json` template wins over a `mrkdwn` one.
+    formats=(TemplateFormat("blocks.json", MARKUP, is_json=True), TemplateFormat("mrkdwn", MARKUP)),
+    rate=RateBudget(1, 1.1, inline_wait_s=8.0),  # about one message a second per incoming webhook
+    digest=DigestRules(36_000),
+    sender=SlackChannel,
+    layout_problems=layout_problems,
+)

@@ -32,6 +32,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from ..errors import DeliveryError
 from .base import MARKDOWN, ChannelMessage, HttpChannel, encode_json, fit_encoded, retry_after_seconds
+from .kind import ChannelType, DigestRules, RateBudget, TemplateFormat
 
 MAX_TEXT_BYTES = 32_000
 MAX_BODY_BYTES = 64 * 1024
@@ -94,3 +95,13 @@ class WebhookChannel(HttpChannel):
             wait = retry_after_seconds(response, _RATE_LIMIT_WAIT_S)
             raise DeliveryError(reason, channel=self.name, retryable=True, retry_after=wait)
         raise DeliveryError(reason, channel=self.name, retryable=status == 408 or status >= 500)
+
+
+TYPE = ChannelType(
+    name="webhook",
+    options=frozenset({"secret"}),
+    formats=(TemplateFormat("md", MARKUP),),
+    rate=RateBudget(60, 60.0),
+    digest=DigestRules(30_000, separator="\n\n---\n\n"),
+    sender=WebhookChannel,
+)

@@ -28,6 +28,7 @@ from typing import Any
 from ..errors import DeliveryError
 from ..settings import ChannelSettings
 from .base import ChannelMessage, HttpChannel, Markup, fit_text, markdown_url, raise_for_transport
+from .kind import ChannelType, DigestRules, RateBudget, TemplateFormat, url_must_contain
 
 MAX_CONTENT_BYTES = 4_096
 _RATE_LIMITED = 45009
@@ -90,3 +91,16 @@ class WeComChannel(HttpChannel):
             retryable=errcode in _RETRYABLE_ERRCODES,
             retry_after=_RATE_LIMIT_WAIT_S if errcode == _RATE_LIMITED else None,
         )
+
+
+TYPE = ChannelType(
+    name="wecom",
+    options=frozenset({"at_user_ids"}),  # markdown can only mention by userid, not by mobile
+    formats=(TemplateFormat("md", MARKUP),),
+    rate=RateBudget(19, 60.0),  # 20 messages a minute per robot, then errcode 45009
+    digest=DigestRules(3_800),
+    sender=WeComChannel,
+    check=url_must_contain(
+        "key=", "must be a WeCom group robot URL with its key (.../webhook/send?key=<key>)"
+    ),
+)

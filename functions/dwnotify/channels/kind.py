@@ -1,0 +1,115 @@
+"""What a chat type is, declared once in its own module (`TYPE` in `channels/<type>.py`).
+
+Its config options and their checks, its template formats and escaping, its rate budget, how several
+waiting messages are merged into one digest, and its sender: config, render, delivery and the command
+line read these from the registry (`channels.CHANNEL_TYPES`) and know no type by name.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .base import Markup
+
+if TYPE_CHECKING:
+    import httpx
+
+    from ..settings import ChannelSettings
+    from .base import Channel
+
+# Keys every channel type accepts besides its own options.
+COMMON_KEYS = frozenset({"type", "url", "allow_http"})
+
+
+@dataclass(frozen=True)
+class RateBudget:
+    """At most `messages` sends per `window_s` seconds; a tick may wait `inline_wait_s` for room."""
+
+    messages: int
+    window_s: float
+    inline_wait_s: float = 0.0
+
+    def capacity(self, remaining: int) -> int:
+        """How many sends one tick can make: what the window has left, plus what waiting frees."""
+        return remaining + int(self.inline_wait_s * self.messages / self.window_s)
+
+
+@dataclass(frozen=True)
+class TemplateFormat:
+    """One kind of template (`<name>.<ext>.j2`): its markup, and whether the file renders JSON."""
+
+    ext: str
+    markup: Markup
+    is_json: bool = False
+
+    def escape_text(self, text: str) -> str:
+        """A value made inert inside the markup."""
+        return self.markup.escape(text)
+
+    def escape_output(self, markup: str) -> str:
+        """Markup made safe inside the file: a JSON string's content for Block Kit templates."""
+        return json.dumps(markup, ensure_ascii=False)[1:-1] if self.is_json else markup
+
+
+@dataclass(frozen=True)
+class DigestRules:
+    """How waiting messages merge into one post: its size limit, what parts them, its first line."""
+
+    max_bytes: int
+    separator: str = "\n\n"
+    heading: str = "*{title}*"
+
+
+OptionCheck = Callable[[str | None, str | None], Iterable[tuple[str, str]]]
+
+
+def _no_problems(url: str | None, secret: str | None) -> Iterable[tuple[str, str]]:
+    return ()
+
+
+@dataclass(frozen=True)
+class ChannelType:
+    """One chat service's knowledge. `formats` are in lookup order within one template folder.
+
+    `check(url, secret)` gives the (option, problem) pairs of a configured channel beyond the
+    generic checks (a URL of the wrong service, a token where the signing secret belongs).
+    `layout_problems(blocks)`, for a type whose templates may render JSON blocks, lists the service's
+    limits that blocks break (what `dwnotify check` reports of a template's sample output).
+    """
+
+    name: str
+    options: frozenset[str]
+    formats: tuple[TemplateFormat, ...]
+    rate: RateBudget
+    digest: DigestRules
+    sender: Callable[..., Channel]
+    check: OptionCheck = field(default=_no_problems)
+    layout_problems: Callable[[Sequence[Mapping[str, Any]]], list[str]] | None = None
+
+    @property
+    def keys(self) -> frozenset[str]:
+        """Every key a channel of this type accepts."""
+        return COMMON_KEYS | self.options
+
+    @property
+    def markup(self) -> Markup:
+        """The markup of its first format: what a note or a plain message is escaped for."""
+        return self.formats[0].markup
+
+    def build(
+        self, settings: ChannelSettings, client: httpx.Client, timeout_s: float, clock: Callable[[], float]
+    ) -> Channel:
+        """The sender for one configured channel."""
+        return self.sender(settings, client, timeout_s=timeout_s, clock=clock)
+
+
+def url_must_contain(piece: str, problem: str) -> OptionCheck:
+    """A `check` that the URL holds `piece` (what the service's webhook URLs always hold)."""
+
+    def check(url: str | None, secret: str | None) -> Iterable[tuple[str, str]]:
+        return [("url", problem)] if url is not None and piece not in url else []
+
+    return check
