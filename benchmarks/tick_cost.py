@@ -20,8 +20,7 @@ import yaml
 
 from dwnotify import config
 from dwnotify.app import App, build_app
-from dwnotify.dataworks import Credentials
-from dwnotify.settings import Secret
+from dwnotify.credentials import Credentials, Secret
 from emulators import DataWorksEmulator, DingTalkEmulator, SlackEmulator
 
 STAGES = [

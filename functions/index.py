@@ -21,9 +21,8 @@ from typing import Any
 from dwnotify import logs
 from dwnotify.app import App, build_app, register_secrets_of
 from dwnotify.config import CONFIG_ENV, load
-from dwnotify.dataworks import Credentials, credentials_from_env
+from dwnotify.credentials import Credentials, credentials_from_context, credentials_from_env
 from dwnotify.errors import ConfigError, NotifierError
-from dwnotify.settings import Secret
 from dwnotify.tick import summary_dict
 
 log = logging.getLogger("dwnotify.handler")
@@ -157,17 +156,6 @@ def _payload_options(payload: object) -> dict[str, object]:
             [f"event.payload.{key}: is not an option; the options are: dry_run" for key in unknown]
         )
     return dict(payload)
-
-
-def credentials_from_context(context: Any) -> Credentials | None:
-    """The function role's STS credentials from `context.credentials` (python3.10; 3.12 has none)."""
-    given = getattr(context, "credentials", None)
-    key_id = str(getattr(given, "access_key_id", "") or "").strip()
-    secret = str(getattr(given, "access_key_secret", "") or "").strip()
-    if not key_id or not secret:
-        return None
-    token = str(getattr(given, "security_token", "") or "").strip()  # FC may pass "": no token
-    return Credentials(key_id, Secret(secret), Secret(token) if token else None)
 
 
 def config_path(environ: Mapping[str, str]) -> Path:

@@ -28,8 +28,7 @@ if str(ROOT) not in sys.path:
 
 from dwnotify import config  # noqa: E402
 from dwnotify.app import App, build_app  # noqa: E402
-from dwnotify.dataworks import Credentials  # noqa: E402
-from dwnotify.settings import Secret  # noqa: E402
+from dwnotify.credentials import Credentials, Secret  # noqa: E402
 from dwnotify.state.base import TICK_LEASE, ProjectCursor  # noqa: E402
 from dwnotify.tick import TickSummary  # noqa: E402
 from emulators import DataWorksEmulator, DingTalkEmulator, SlackEmulator  # noqa: E402

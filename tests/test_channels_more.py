@@ -21,11 +21,12 @@ from dwnotify.channels.webhook import MAX_BODY_BYTES as WEBHOOK_MAX_BODY_BYTES
 from dwnotify.channels.webhook import MAX_TEXT_BYTES
 from dwnotify.channels.wecom import MAX_CONTENT_BYTES
 from dwnotify.config import parse
+from dwnotify.credentials import Secret
 from dwnotify.errors import ConfigError, DeliveryError
 from dwnotify.model import EVENT_TYPES
 from dwnotify.render import Renderer
 from dwnotify.samples import sample_context
-from dwnotify.settings import ChannelSettings, ProjectSettings, Secret
+from dwnotify.settings import ChannelSettings, ProjectSettings
 from emulators.lark import LarkEmulator
 from emulators.webhook import GenericWebhookEmulator
 from emulators.wecom import WeComEmulator

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from dwnotify.config import load, parse, resolve_config_path
+from dwnotify.credentials import Secret
 from dwnotify.errors import ConfigError
 from dwnotify.interpolate import expand
 from dwnotify.settings import (
@@ -21,7 +22,6 @@ from dwnotify.settings import (
     DeliverySettings,
     ProjectSettings,
     RuleSettings,
-    Secret,
     Settings,
     StateSettings,
     TrackedRun,

@@ -13,9 +13,10 @@ import pytest
 
 from dwnotify import logs
 from dwnotify.answers import parse_run
-from dwnotify.dataworks import Credentials, DataWorksClient
+from dwnotify.credentials import Credentials, Secret
+from dwnotify.dataworks import DataWorksClient
 from dwnotify.errors import DataWorksError
-from dwnotify.settings import DataWorksSettings, ProjectSettings, Secret
+from dwnotify.settings import DataWorksSettings, ProjectSettings
 from emulators import DataWorksEmulator
 from tests.conftest import CREDENTIALS, ManualClock, World, wait_for
 

@@ -19,8 +19,9 @@ import pytest
 
 from dwnotify.channels import Channel, build_channel
 from dwnotify.channels.base import ChannelMessage
+from dwnotify.credentials import Secret
 from dwnotify.errors import DeliveryError
-from dwnotify.settings import ChannelSettings, Secret
+from dwnotify.settings import ChannelSettings
 from dwnotify.watchdog import Watchdog
 from emulators.dingtalk import DingTalkEmulator
 from emulators.lark import LarkEmulator

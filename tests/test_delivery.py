@@ -9,12 +9,14 @@ from typing import Any
 
 import pytest
 
-from dwnotify.channels.base import ChannelMessage, fit_text
+from dwnotify.channels.base import ChannelMessage
 from dwnotify.channels.dingtalk import MAX_BODY_BYTES, build_payload, sign
 from dwnotify.channels.slack import MAX_BLOCKS, MAX_SECTION_CHARS, sections
+from dwnotify.credentials import Secret
 from dwnotify.delivery import RETRY_CAP_S, Deliverer, pack, retry_delay
-from dwnotify.settings import ChannelSettings, Secret
+from dwnotify.settings import ChannelSettings
 from dwnotify.state.base import TICK_LEASE, OutboxMessage
+from dwnotify.text import fit_text
 from tests.conftest import DING_TOKEN, World
 from tests.test_tick import slack_text
 

@@ -13,14 +13,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dwnotify.channels import build_channel
-from dwnotify.channels.base import TRIM_MARKER, ChannelMessage
+from dwnotify.channels.base import ChannelMessage
 from dwnotify.channels.dingtalk import MAX_BODY_BYTES, build_payload
+from dwnotify.credentials import Secret
 from dwnotify.delivery import digest
 from dwnotify.model import EVENT_TYPES
 from dwnotify.render import Renderer, builtin_templates_dir
 from dwnotify.samples import rule_samples, sample_context
-from dwnotify.settings import ChannelSettings, ProjectSettings, Secret
+from dwnotify.settings import ChannelSettings, ProjectSettings
 from dwnotify.state.base import OutboxMessage
+from dwnotify.text import TRIM_MARKER
 from emulators.dingtalk import DingTalkEmulator
 
 NOW = 1_795_680_000.0

@@ -17,9 +17,10 @@ import pytest
 
 from dwnotify.channels import build_channel, dingtalk, lark, webhook, wecom
 from dwnotify.channels.base import ChannelMessage, Markup
+from dwnotify.credentials import Secret
 from dwnotify.model import FAIL, Run
 from dwnotify.render import MessageContext, Renderer
-from dwnotify.settings import ChannelSettings, Secret
+from dwnotify.settings import ChannelSettings
 from emulators.dingtalk import DingTalkEmulator
 from emulators.lark import LarkEmulator
 from emulators.webhook import GenericWebhookEmulator

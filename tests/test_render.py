@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from dwnotify.channels import CHANNEL_TYPES
-from dwnotify.channels.base import TRIM_MARKER
 from dwnotify.errors import TemplateError
 from dwnotify.model import (
     CANCELED,
@@ -38,6 +37,7 @@ from dwnotify.render import (
 )
 from dwnotify.samples import rule_samples, sample_context
 from dwnotify.settings import DEFAULT_CONSOLE_URL, ProjectSettings
+from dwnotify.text import TRIM_MARKER
 
 NOW = datetime(2026, 5, 1, 8, 0, tzinfo=timezone.utc)
 PROJECT = ProjectSettings(id=10001, name="Finance DW", region="cn-shanghai", endpoint="dw.example")

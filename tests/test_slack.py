@@ -19,7 +19,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from dwnotify import cli, config
-from dwnotify.channels.base import TRIM_MARKER, ChannelMessage
+from dwnotify.channels.base import ChannelMessage
 from dwnotify.channels.slack import (
     ELLIPSIS,
     MAX_BLOCKS,
@@ -33,6 +33,7 @@ from dwnotify.channels.slack import (
     sections,
     split_text,
 )
+from dwnotify.text import TRIM_MARKER
 from tests.conftest import SLACK_HOOK, ManualClock, World, open_world
 
 UNBREAKABLE = re.compile(r"<[^<>\n]*>|&(?:#[0-9]+|#x[0-9a-fA-F]+|[A-Za-z]+);")

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from dwnotify.dataworks import Credentials
+from dwnotify.credentials import Credentials, Secret
 from dwnotify.errors import ConflictError, StateError
 from dwnotify.model import RunState
-from dwnotify.settings import Secret, StateSettings
+from dwnotify.settings import StateSettings
 from dwnotify.state import open_store
 from dwnotify.state.base import (
     FAILED,

@@ -247,7 +247,7 @@ def test_when_default_runs_away_too_plain_text_stands_in_escaped_and_short(tmp_p
 
 
 def test_a_fallback_too_long_for_dingtalk_keeps_its_console_link(tmp_path: Path) -> None:
-    from dwnotify.channels.base import fit_text
+    from dwnotify.text import fit_text
 
     write(tmp_path, "dingtalk/slow.md.j2", RUNAWAY)
     long = stage(name="名" * 30_000)

@@ -8,7 +8,8 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .dataworks import Credentials, DataWorksClient
+from .credentials import Credentials
+from .dataworks import DataWorksClient
 from .logs import register_secrets
 from .settings import Settings
 from .state import open_store

@@ -18,7 +18,7 @@ from .errors import ConfigError, NotifierError, TemplateError
 from .settings import Settings
 
 if TYPE_CHECKING:
-    from .dataworks import Credentials
+    from .credentials import Credentials
     from .render import MessageContext, Renderer
 
 log = logging.getLogger("dwnotify")
@@ -190,7 +190,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _credentials() -> Credentials:
-    from .dataworks import credentials_from_env
+    from .credentials import credentials_from_env
 
     credentials = credentials_from_env(os.environ)
     if credentials is None:
@@ -219,7 +219,7 @@ def cmd_tick(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     """`status`: tracked runs still moving, then pending and failed messages."""
     from .app import register_secrets_of
-    from .dataworks import credentials_from_env
+    from .credentials import credentials_from_env
     from .state import open_store
 
     settings = load_settings(args.config)

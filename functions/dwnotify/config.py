@@ -11,6 +11,7 @@ from types import MappingProxyType
 
 from dwnotify.addresses import host_problem, is_loopback, url_problem
 from dwnotify.channels import CHANNEL_TYPES
+from dwnotify.credentials import Secret
 from dwnotify.errors import ConfigError
 from dwnotify.interpolate import Loc, expand_tree
 from dwnotify.model import EVENT_TYPES
@@ -21,7 +22,6 @@ from dwnotify.settings import (
     DeliverySettings,
     ProjectSettings,
     RuleSettings,
-    Secret,
     Settings,
     StateSettings,
     TrackedRun,

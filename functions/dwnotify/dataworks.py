@@ -15,13 +15,13 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from .answers import RunPage, parse_page, parse_run
+from .credentials import Credentials
 from .errors import DataWorksError
 from .model import Run
-from .settings import DataWorksSettings, ProjectSettings, Secret
+from .settings import DataWorksSettings, ProjectSettings
 from .watchdog import Watchdog
 
 log = logging.getLogger(__name__)
@@ -39,25 +39,6 @@ _SDK_POOL_SIZE = 10  # what the SDK mounts by default
 # of the gateway's (not "NotFound": a run that cannot be read is not a run that is gone).
 _SDK_FAILURE = "SDK.UnexpectedError"
 _SDK_NO_ANSWER = "SDK.NoAnswer"
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """An access key pair, with the STS token when the key is temporary."""
-
-    access_key_id: str
-    access_key_secret: Secret
-    security_token: Secret | None = None
-
-
-def credentials_from_env(environ: Mapping[str, str]) -> Credentials | None:
-    """Credentials from `ALIBABA_CLOUD_ACCESS_KEY_ID/SECRET` (and `_SECURITY_TOKEN`), if set."""
-    key_id = environ.get("ALIBABA_CLOUD_ACCESS_KEY_ID", "").strip()
-    secret = environ.get("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "").strip()
-    if not key_id or not secret:
-        return None
-    token = environ.get("ALIBABA_CLOUD_SECURITY_TOKEN", "").strip()
-    return Credentials(key_id, Secret(secret), Secret(token) if token else None)
 
 
 class _RateLimiter:

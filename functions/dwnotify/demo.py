@@ -18,8 +18,7 @@ import yaml
 
 from . import config
 from .app import build_app
-from .dataworks import Credentials
-from .settings import Secret
+from .credentials import Credentials, Secret
 
 SCENARIO = Path(__file__).resolve().parents[2] / "emulators" / "scenarios" / "morning.yaml"
 TICK_S = 60.0

@@ -14,7 +14,6 @@ from .errors import ConfigError, TemplateError
 from .model import Event, Run
 from .rules import route
 from .settings import DEFAULT_CONSOLE_URL, ProjectSettings, RuleSettings, Settings
-from .tick import console_url
 
 
 def read_run(path: Path) -> Run:
@@ -74,11 +73,11 @@ def render_preview(
     if settings is None:
         project = ProjectSettings(run.project_id, None, "cn-shanghai", "")
         renderer = Renderer(None, builtin_templates_dir())
-        link = console_url(DEFAULT_CONSOLE_URL, project, run.id)
+        link = project.console_url(DEFAULT_CONSOLE_URL, run.id)
     else:
         project = settings.dataworks.project(run.project_id)
         renderer = Renderer(settings.templates, builtin_templates_dir())
-        link = console_url(settings.dataworks.console_url, project, run.id)
+        link = project.console_url(settings.dataworks.console_url, run.id)
     now = datetime.now(timezone.utc)
     output = []
     for name, kind, rule, chosen in targets:

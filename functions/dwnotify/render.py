@@ -47,7 +47,6 @@ import jinja2
 from jinja2 import meta
 
 from dwnotify.channels import CHANNEL_TYPES
-from dwnotify.channels.base import trim_utf8
 from dwnotify.channels.kind import TemplateFormat
 from dwnotify.errors import TemplateError, TemplateLimitError
 from dwnotify.model import (
@@ -63,6 +62,7 @@ from dwnotify.model import (
 )
 from dwnotify.sandbox import Meter, MeteredEnvironment, RenderLimits, metered
 from dwnotify.settings import ProjectSettings
+from dwnotify.text import trim_utf8
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 DEFAULT_DATETIME_FORMAT = "%Y-%m-%d %H:%M"

@@ -7,35 +7,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from .credentials import Secret
+
 DEFAULT_CONSOLE_URL = "https://dataworks.data.aliyun.com/{region}/datastudio?defaultProjectId={project_id}"
-
-
-class Secret:
-    """A value that never prints itself: `repr`, `str` and f-strings show `***`."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        """The real value, for the one place that must send it."""
-        return self._value
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    def __str__(self) -> str:
-        return "***"
 
 
 @dataclass(frozen=True)
@@ -51,6 +25,10 @@ class ProjectSettings:
     def label(self) -> str:
         """How messages name the workspace: its name, else its id."""
         return self.name or str(self.id)
+
+    def console_url(self, pattern: str, run_id: str) -> str:
+        """The DataWorks console link for a run (no documented URL opens one run: the workspace's)."""
+        return pattern.format(region=self.region, project_id=self.id, run_id=run_id)
 
 
 @dataclass(frozen=True)

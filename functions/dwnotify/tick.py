@@ -17,7 +17,7 @@ from .discovery import Discoverer, Observation, RunSource
 from .errors import ConflictError, NotifierError
 from .model import Event, Run, RunState
 from .rules import Route, route
-from .settings import ProjectSettings, Settings
+from .settings import Settings
 from .state.base import TICK_LEASE, OutboxMessage, ProjectCursor, StateStore
 
 if TYPE_CHECKING:
@@ -50,11 +50,6 @@ class TickSummary:
     def to_json(self) -> str:
         """The summary as one line of JSON."""
         return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
-
-
-def console_url(pattern: str, project: ProjectSettings, run_id: str) -> str:
-    """The DataWorks console link for a run (no documented URL opens one run: the workspace's)."""
-    return pattern.format(region=project.region, project_id=project.id, run_id=run_id)
 
 
 def message_id(run_key: str, rule: str, channel: str, events: Sequence[Event]) -> str:
@@ -222,7 +217,7 @@ class Notifier:
         from .render import MessageContext
 
         project = self.settings.dataworks.project(run.project_id)
-        link = console_url(self.settings.dataworks.console_url, project, run.id)
+        link = project.console_url(self.settings.dataworks.console_url, run.id)
         messages = []
         for index, item in enumerate(routes, start=offset):
             channel = self.settings.channels[item.channel]

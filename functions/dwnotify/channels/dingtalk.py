@@ -18,7 +18,8 @@ from typing import Any
 
 from ..errors import DeliveryError
 from ..settings import ChannelSettings
-from .base import MARKDOWN, ChannelMessage, HttpChannel, encode_json, fit_encoded, raise_for_transport
+from ..text import fit_encoded
+from .base import MARKDOWN, ChannelMessage, HttpChannel, encode_json, raise_for_transport
 from .kind import ChannelType, DigestRules, RateBudget, TemplateFormat
 
 MAX_BODY_BYTES = 20_000

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import DeliveryError
 from ..settings import ChannelSettings
+from ..text import fit_encoded
 from .base import (
     MD_ENTITY,
     MD_UNDERSCORE,
@@ -41,7 +42,6 @@ from .base import (
     HttpChannel,
     Markup,
     encode_json,
-    fit_encoded,
     markdown_url,
     raise_for_transport,
 )

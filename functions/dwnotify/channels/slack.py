@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import DeliveryError
-from .base import TRIM_MARKER, ChannelMessage, HttpChannel, Markup, retry_after_seconds, trim_utf8
+from ..text import TRIM_MARKER, trim_utf8
+from .base import ChannelMessage, HttpChannel, Markup, retry_after_seconds
 from .kind import ChannelType, DigestRules, RateBudget, TemplateFormat
 
 log = logging.getLogger(__name__)

@@ -31,7 +31,8 @@ import hmac
 from urllib.parse import parse_qsl, urlsplit
 
 from ..errors import DeliveryError
-from .base import MARKDOWN, ChannelMessage, HttpChannel, encode_json, fit_encoded, retry_after_seconds
+from ..text import fit_encoded
+from .base import MARKDOWN, ChannelMessage, HttpChannel, encode_json, retry_after_seconds
 from .kind import ChannelType, DigestRules, RateBudget, TemplateFormat
 
 MAX_TEXT_BYTES = 32_000

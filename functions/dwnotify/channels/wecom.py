@@ -27,7 +27,8 @@ from typing import Any
 
 from ..errors import DeliveryError
 from ..settings import ChannelSettings
-from .base import ChannelMessage, HttpChannel, Markup, fit_text, markdown_url, raise_for_transport
+from ..text import fit_text
+from .base import ChannelMessage, HttpChannel, Markup, markdown_url, raise_for_transport
 from .kind import ChannelType, DigestRules, RateBudget, TemplateFormat, url_must_contain
 
 MAX_CONTENT_BYTES = 4_096

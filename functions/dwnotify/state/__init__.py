@@ -9,7 +9,7 @@ from ..settings import StateSettings
 from .base import StateStore
 
 if TYPE_CHECKING:
-    from ..dataworks import Credentials
+    from ..credentials import Credentials
 
 
 def open_store(settings: StateSettings, credentials: Credentials | None = None) -> StateStore:

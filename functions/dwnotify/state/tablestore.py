@@ -19,7 +19,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..dataworks import Credentials
+from ..credentials import Credentials
 from ..errors import ConflictError
 from ..model import RunState, run_key
 from . import tablestore_rows as rows
