@@ -10,7 +10,7 @@ NPM ?= npm
 # in node_modules/ (not globally), so `make test` runs the same `s` everywhere.
 SDEVS_STAMP := node_modules/.installed
 
-.PHONY: install serverless-devs demo test lint typecheck unit bench soak build clean
+.PHONY: install serverless-devs demo test lint typecheck unit bench soak mutate build clean
 
 install: $(STAMP)
 
@@ -47,6 +47,28 @@ bench: install
 
 soak: install
 	DWNOTIFY_SOAK=1 $(VENV)/bin/pytest tests/test_soak.py tests/test_diff.py tests/test_crash.py tests/test_fuzz.py tests/test_faults.py
+
+# Mutation run over the pure core (not part of `make test`): what is mutated and which tests judge it is
+# [tool.mutmut] in pyproject.toml. mutmut works in a scratch copy, $(MUTATE_DIR), laid out as it expects
+# (functions/dwnotify as src/dwnotify); nothing under functions/ is rewritten. Prints the counts and the
+# diff of every mutant the tests left alive.
+MUTATE_DIR := build/mutate
+MUTMUT := $(CURDIR)/$(VENV)/bin/mutmut
+MUTATE_JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+
+mutate: install
+	rm -rf $(MUTATE_DIR)
+	mkdir -p $(MUTATE_DIR)/src
+	cp -R functions/dwnotify $(MUTATE_DIR)/src/dwnotify
+	cp -R pyproject.toml tests emulators $(MUTATE_DIR)/
+	cd $(MUTATE_DIR) && start=$$(date +%s) && $(MUTMUT) run --max-children $(MUTATE_JOBS) && \
+		echo "mutmut run took $$(( $$(date +%s) - start ))s"
+	cd $(MUTATE_DIR) && $(MUTMUT) export-cicd-stats >/dev/null && $(CURDIR)/$(PY) -c 'import json; \
+		print("killed %(killed)d, survived %(survived)d, timeout %(timeout)d, no tests %(no_tests)d, " \
+		"suspicious %(suspicious)d, segfault %(segfault)d (of %(total)d mutants)" \
+		% json.load(open("mutants/mutmut-cicd-stats.json")))'
+	cd $(MUTATE_DIR) && $(MUTMUT) results > mutants/alive.txt && cat mutants/alive.txt && \
+		for name in $$(sed -n 's/^ *\([^ :]*\): .*/\1/p' mutants/alive.txt); do $(MUTMUT) show "$$name"; done
 
 clean:
 	rm -rf build .dwnotify

@@ -202,3 +202,52 @@ def test_repeating_a_snapshot_announces_nothing_new(snapshots: list[tuple[str, l
         _, state = diff(state, _run_of(snap))
         again, state = diff(state, _run_of(snap))
         assert again == []
+
+
+# What each event and the stored state carry, field by field (found by `make mutate`: the tests above
+# only compared event types, so an event without its run key or a state without its run id passed).
+from datetime import datetime, timezone  # noqa: E402
+
+from dwnotify.model import Event  # noqa: E402
+
+
+def test_events_carry_the_run_key_the_status_reached_and_the_one_left() -> None:
+    started = stage("A", 1, "running")
+    events, state = diff(None, run("running", started))
+    assert events == [
+        Event("run.started", "10000/r1", "running", "init"),
+        Event("stage.started", "10000/r1", "running", "init", started),
+    ]
+    failed = stage("A", 1, "fail", "boom")
+    events, _ = diff(state, run("fail", failed))
+    assert events == [
+        Event("stage.failed", "10000/r1", "fail", "running", failed),
+        Event("run.failed", "10000/r1", "fail", "running"),
+    ]
+
+
+def test_the_state_of_a_run_seen_for_the_first_time() -> None:
+    created = datetime(2024, 5, 18, 8, 30, 15, 123000, tzinfo=timezone.utc)
+    current = Run(
+        id="r9",
+        project_id=20000,
+        status="running",
+        create_time=created,
+        stages=(stage("A", 1, "success"), stage("B", 2, "init")),
+    )
+    _, state = diff(None, current)
+    assert state == RunState(
+        project_id=20000,
+        run_id="r9",
+        status="running",
+        stage_statuses={"A": "success", "B": "init"},
+        announced=frozenset({"run:running", "stage:A:success"}),
+        create_time_ms=1716021015123,  # epoch milliseconds
+        version=0,  # never stored: the store's compare-and-set expects 0 for a new run
+    )
+    assert state.key == "20000/r9"
+
+
+def test_a_run_without_a_create_time_is_stored_without_one() -> None:
+    _, state = diff(None, run("running"))
+    assert state.create_time_ms is None
