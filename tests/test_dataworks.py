@@ -294,9 +294,9 @@ def test_no_retry_starts_that_would_end_after_the_deadline(
 ) -> None:
     emulator.inject(None, "Throttling.User", 429, times=10)
     client, project = make_client(emulator, clock)
-    client.deadline = clock.now + 0.75  # room for the first backoff (0.5 s), not the second (1 s)
+    deadline = clock.now + 0.75  # room for the first backoff (0.5 s), not the second (1 s)
     with pytest.raises(DataWorksError):
-        client.list_runs(project, 1)
+        client.list_runs(project, 1, deadline=deadline)
     assert client.calls == 2 and clock.slept == [0.5]
 
 
@@ -380,18 +380,16 @@ def test_the_ticks_deadline_bounds_a_request_when_it_comes_first(
     emulator: DataWorksEmulator, clock: ManualClock
 ) -> None:
     client, project = make_client(emulator, clock, max_attempts=1)  # a 10 s timeout
-    client.deadline = clock.now + 0.4
     emulator.inject_answer("ListPipelineRuns", EMPTY_PAGE, drip_s=0.1)
     with pytest.raises(DataWorksError) as caught:
-        client.list_runs(project, 1)
+        client.list_runs(project, 1, deadline=clock.now + 0.4)
     assert caught.value.retryable and str(caught.value) == "ListPipelineRuns: no answer within 0.4s"
 
 
 def test_no_request_starts_after_the_deadline(emulator: DataWorksEmulator, clock: ManualClock) -> None:
     client, project = make_client(emulator, clock)
-    client.deadline = clock.now
     with pytest.raises(DataWorksError) as caught:
-        client.list_runs(project, 1)
+        client.list_runs(project, 1, deadline=clock.now)
     assert caught.value.retryable and "deadline has passed" in str(caught.value)
     assert client.calls == 0 and emulator.call_count() == 0
 

@@ -33,17 +33,22 @@ class Server:
     serves: int = 100
     claims: int | None = None
     repeats_page_one: bool = False
-    calls: list[int] = field(default_factory=list)
-    deadline: float | None = None
+    pages: list[int] = field(default_factory=list)
 
-    def list_runs(self, project: ProjectSettings, page_number: int) -> RunPage:
-        self.calls.append(page_number)
+    @property
+    def calls(self) -> int:
+        return len(self.pages)
+
+    def list_runs(
+        self, project: ProjectSettings, page_number: int, *, deadline: float | None = None
+    ) -> RunPage:
+        self.pages.append(page_number)
         page = 1 if self.repeats_page_one else page_number
         chunk = self.runs[(page - 1) * self.serves : page * self.serves]
         total = len(self.runs) if self.claims is None else self.claims
         return RunPage(total_count=total, runs=tuple(chunk))
 
-    def get_run(self, project: ProjectSettings, run_id: str) -> Run | None:
+    def get_run(self, project: ProjectSettings, run_id: str, *, deadline: float | None = None) -> Run | None:
         raise AssertionError("no run is fetched by id here")
 
 
@@ -61,28 +66,28 @@ def discover(server: Server) -> set[str]:
 def test_a_lying_total_count_costs_two_calls_not_a_loop() -> None:
     server = Server([run(0)], claims=1_000_000)
     assert discover(server) == {"run-00000"}
-    assert server.calls == [1, 2]  # page 2 is empty: the list ends there
+    assert server.pages == [1, 2]  # page 2 is empty: the list ends there
 
 
 def test_a_server_that_ignores_page_size_is_paged_by_what_it_serves() -> None:
     server = Server([run(i) for i in range(150)], serves=10)
     assert len(discover(server)) == 150
-    assert server.calls == list(range(1, 16))
+    assert server.pages == list(range(1, 16))
 
 
 def test_a_short_page_ends_the_list_whatever_the_count_says() -> None:
     server = Server([run(i) for i in range(150)], claims=900)
     assert len(discover(server)) == 150
-    assert server.calls == [1, 2]
+    assert server.pages == [1, 2]
 
 
 def test_a_server_that_repeats_page_one_is_read_twice_then_left() -> None:
     server = Server([run(i) for i in range(300)], repeats_page_one=True)
     assert len(discover(server)) == 100
-    assert server.calls == [1, 2]
+    assert server.pages == [1, 2]
 
 
 def test_pages_per_tick_are_capped() -> None:
     server = Server([run(i) for i in range(MAX_PAGES_PER_TICK * 10 + 5)], serves=10)
     discover(server)
-    assert len(server.calls) == MAX_PAGES_PER_TICK
+    assert len(server.pages) == MAX_PAGES_PER_TICK

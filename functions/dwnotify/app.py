@@ -85,6 +85,5 @@ def build_app(
         store=store,
         clock=clock,
         sleep=sleep,
-        api_calls=lambda: client.calls,
     )
     return App(notifier=notifier, client=client, store=store)

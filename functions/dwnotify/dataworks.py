@@ -22,6 +22,7 @@ from .credentials import Credentials
 from .errors import DataWorksError
 from .model import Run
 from .settings import DataWorksSettings, ProjectSettings
+from .timing import backoff, time_left
 from .watchdog import Watchdog
 
 log = logging.getLogger(__name__)
@@ -81,20 +82,23 @@ class DataWorksClient:
         self._clock = clock
         self.legacy_api = False
         self.calls = 0
-        # No retry is started that could not end before this (epoch seconds); set per tick.
-        self.deadline: float | None = None
 
-    def list_runs(self, project: ProjectSettings, page_number: int) -> RunPage:
-        """One page (100 runs, with their stages) of a workspace's pipeline runs."""
+    def list_runs(
+        self, project: ProjectSettings, page_number: int, *, deadline: float | None = None
+    ) -> RunPage:
+        """One page (100 runs, with their stages) of a workspace's pipeline runs.
+
+        No request outlasts `deadline` (epoch seconds), and no retry starts that could not end before it.
+        """
         params = {"ProjectId": project.id, "PageNumber": page_number, "PageSize": MAX_PAGE_SIZE}
-        body = self._call(project, ("ListPipelineRuns", "ListDeployments"), params)
+        body = self._call(project, ("ListPipelineRuns", "ListDeployments"), params, deadline)
         return parse_page("ListPipelineRuns", body, project.id)
 
-    def get_run(self, project: ProjectSettings, run_id: str) -> Run | None:
-        """One run by id, or None when DataWorks no longer knows it."""
+    def get_run(self, project: ProjectSettings, run_id: str, *, deadline: float | None = None) -> Run | None:
+        """One run by id, or None when DataWorks no longer knows it; `deadline` as for `list_runs`."""
         params = {"ProjectId": project.id, "Id": run_id}
         try:
-            body = self._call(project, ("GetPipelineRun", "GetDeployment"), params)
+            body = self._call(project, ("GetPipelineRun", "GetDeployment"), params, deadline)
         except DataWorksError as error:
             if error.http_status == 404 or any(hint in error.code for hint in _NOT_FOUND_HINTS):
                 return None
@@ -105,30 +109,33 @@ class DataWorksClient:
         return parse_run(raw, project.id)  # MalformedRun: that run is skipped this tick
 
     def _call(
-        self, project: ProjectSettings, actions: tuple[str, str], params: Mapping[str, object]
+        self,
+        project: ProjectSettings,
+        actions: tuple[str, str],
+        params: Mapping[str, object],
+        deadline: float | None,
     ) -> dict[str, Any]:
         """Call the new action, falling back to the old name once the gateway says it has none."""
         if not self.legacy_api:
             try:
-                return self._call_with_retries(project, actions[0], params)
+                return self._call_with_retries(project, actions[0], params, deadline)
             except DataWorksError as error:
                 if error.code not in _UNKNOWN_ACTION_CODES:
                     raise
                 log.warning("dataworks: %s is not available here, falling back to %s", actions[0], actions[1])
                 self.legacy_api = True
-        return self._call_with_retries(project, actions[1], params)
+        return self._call_with_retries(project, actions[1], params, deadline)
 
     def _call_with_retries(
-        self, project: ProjectSettings, action: str, params: Mapping[str, object]
+        self, project: ProjectSettings, action: str, params: Mapping[str, object], deadline: float | None
     ) -> dict[str, Any]:
         attempts = self._settings.max_attempts
         for attempt in range(1, attempts + 1):
             try:
-                return self._call_once(project, action, params)
+                return self._call_once(project, action, params, deadline)
             except DataWorksError as error:
-                delay = min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2 ** (attempt - 1))
-                delay *= 0.5 + self._jitter() / 2
-                late = self.deadline is not None and self._clock() + delay >= self.deadline
+                delay = backoff(attempt, _BACKOFF_BASE_S, _BACKOFF_CAP_S, self._jitter())
+                late = deadline is not None and self._clock() + delay >= deadline
                 if not error.retryable or attempt == attempts or late:
                     raise
                 log.info(
@@ -143,7 +150,7 @@ class DataWorksClient:
         raise AssertionError("unreachable")
 
     def _call_once(
-        self, project: ProjectSettings, action: str, params: Mapping[str, object]
+        self, project: ProjectSettings, action: str, params: Mapping[str, object], deadline: float | None
     ) -> dict[str, Any]:
         from aliyunsdkcore.request import CommonRequest
 
@@ -156,7 +163,9 @@ class DataWorksClient:
         for name, value in params.items():
             request.add_query_param(name, str(value))
         self._limiter.wait()
-        budget = self._budget(action)
+        budget = time_left(self._settings.timeout.total_seconds(), deadline, self._clock)
+        if budget <= 0:
+            raise DataWorksError(f"{action} not sent: the tick's deadline has passed", retryable=True)
         # The SDK's timeouts are per socket operation; the watchdog bounds the whole request.
         request.set_connect_timeout(min(budget, _CONNECT_TIMEOUT_S))
         request.set_read_timeout(budget)
@@ -179,15 +188,6 @@ class DataWorksClient:
         if not isinstance(body, dict):
             raise DataWorksError(f"{action} returned JSON that is not an object")
         return body
-
-    def _budget(self, action: str) -> float:
-        """Seconds one request may take in all: the timeout, or what is left before the deadline."""
-        budget = self._settings.timeout.total_seconds()
-        if self.deadline is not None:
-            budget = min(budget, self.deadline - self._clock())
-        if budget <= 0:
-            raise DataWorksError(f"{action} not sent: the tick's deadline has passed", retryable=True)
-        return budget
 
     def _sdk_client(self, region: str) -> Any:
         client = self._sdk_clients.get(region)

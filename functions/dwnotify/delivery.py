@@ -33,6 +33,7 @@ from .errors import ConflictError, DeliveryError, StateError
 from .logs import mask
 from .settings import ChannelSettings
 from .state.base import FAILED, SENT, Lease, OutboxMessage, StateStore
+from .timing import backoff
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +106,7 @@ class _Budget:
 
 def retry_delay(attempts: int, retry_after: float | None, jitter: float) -> float:
     """Exponential backoff with jitter, at least the service's Retry-After, capped at two minutes."""
-    backoff = min(RETRY_CAP_S, RETRY_BASE_S * 2.0 ** max(0, attempts - 1)) * (0.5 + jitter / 2)
-    return min(RETRY_CAP_S, max(backoff, retry_after or 0.0))
+    return min(RETRY_CAP_S, max(backoff(attempts, RETRY_BASE_S, RETRY_CAP_S, jitter), retry_after or 0.0))
 
 
 def digest(channel_type: str, messages: Sequence[OutboxMessage]) -> ChannelMessage:

@@ -40,15 +40,17 @@ MAX_PAGES_PER_TICK = 100
 
 
 class RunSource(Protocol):
-    """What discovery needs of the DataWorks client."""
+    """What discovery needs of the DataWorks client; `calls` counts the requests it made."""
 
-    deadline: float | None
+    calls: int
 
-    def list_runs(self, project: ProjectSettings, page_number: int) -> RunPage:
-        """One page of a workspace's runs."""
+    def list_runs(
+        self, project: ProjectSettings, page_number: int, *, deadline: float | None = None
+    ) -> RunPage:
+        """One page of a workspace's runs, no request outlasting `deadline`."""
         ...
 
-    def get_run(self, project: ProjectSettings, run_id: str) -> Run | None:
+    def get_run(self, project: ProjectSettings, run_id: str, *, deadline: float | None = None) -> Run | None:
         """One run, or None when it no longer exists."""
         ...
 
@@ -168,8 +170,10 @@ class Discoverer:
         store: StateSource,
         clock: Callable[[], float] = time.time,
         retention_s: float = 30 * 86400,
+        deadline: float | None = None,
     ) -> None:
         self._settings = settings
+        self._deadline = deadline  # epoch seconds: no workspace, page or request starts after it
         self._source = source
         self._store = store
         self._clock = clock
@@ -186,7 +190,7 @@ class Discoverer:
             self._states.update(self._store.load_runs(missing))
 
     def _out_of_time(self) -> bool:
-        return self._source.deadline is not None and self._clock() >= self._source.deadline
+        return self._deadline is not None and self._clock() >= self._deadline
 
     def discover(self, cursors: dict[int, ProjectCursor], now: float) -> Discovery:
         """Fetch what changed since the cursors were stored."""
@@ -264,7 +268,7 @@ class Discoverer:
     ) -> tuple[_ProjectScan, ProjectCursor | None]:
         """Read the pages that can hold news; None for the cursor when time ran out mid-scan."""
         scan = _ProjectScan(project)
-        first_page = self._source.list_runs(project, 1)
+        first_page = self._source.list_runs(project, 1, deadline=self._deadline)
         scan.add(first_page)
         self._load(scan.runs)
         moved = cursor is None or first_page.total_count != cursor.total_count
@@ -297,7 +301,7 @@ class Discoverer:
             missing = [rid for rid in active if run_key(project.id, rid) not in scan.runs]
         for run_id in missing:
             try:
-                fetched = self._source.get_run(project, run_id)
+                fetched = self._source.get_run(project, run_id, deadline=self._deadline)
             except MalformedRun as error:
                 scan.skip(MalformedRun(str(error), run_id))
                 continue
@@ -328,7 +332,7 @@ class Discoverer:
                 scan.pages_read,
             )
             return False
-        scan.add(self._source.list_runs(scan.project, scan.pages_read + 1))
+        scan.add(self._source.list_runs(scan.project, scan.pages_read + 1, deadline=self._deadline))
         self._load(scan.runs)
         return True
 
@@ -344,7 +348,7 @@ class Discoverer:
                 continue
             project = self._settings.project(tracked.project)
             try:
-                run = self._source.get_run(project, tracked.id)
+                run = self._source.get_run(project, tracked.id, deadline=self._deadline)
             except DataWorksError as error:
                 log.error("dataworks: run %s skipped this tick: %s", tracked.id, error)
                 result.errors.append(f"run {tracked.id}: {error}")

@@ -91,7 +91,6 @@ class Notifier:
         renderer: Renderer | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
-        api_calls: Callable[[], int] = lambda: 0,
     ) -> None:
         self.settings = settings
         self._source = source
@@ -100,7 +99,6 @@ class Notifier:
         self._renderer = renderer
         self._clock = clock
         self._sleep = sleep
-        self._api_calls = api_calls
 
     @property
     def renderer(self) -> Renderer:
@@ -114,12 +112,11 @@ class Notifier:
     def tick(self, *, deadline: float | None = None, dry_run: bool = False) -> TickSummary:
         """Run one tick; `deadline` (epoch seconds) stops new work so the next tick can take it."""
         started = self._clock()
-        calls_before = self._api_calls()
+        calls_before = self._source.calls
         owner = uuid.uuid4().hex
         summary = TickSummary()
-        self._source.deadline = deadline
         if dry_run:  # reads only: no lease taken, nothing stored or sent
-            self._discover_and_commit(None, summary)
+            self._discover_and_commit(None, summary, deadline)
             return self._finish(summary, started, calls_before)
         failure: NotifierError | None = None
         lease = self._store.acquire_lease(TICK_LEASE, owner, TICK_LEASE_S, started)
@@ -128,7 +125,7 @@ class Notifier:
             log.info("tick: another tick is discovering; only delivering")
         else:
             try:
-                self._discover_and_commit(lease.owner, summary)
+                self._discover_and_commit(lease.owner, summary, deadline)
             except NotifierError as error:
                 failure = error  # what is already in the outbox still goes out
             except Exception as error:  # an answer no parser foresaw, or a bug: the outbox still goes out
@@ -142,11 +139,11 @@ class Notifier:
         return self._finish(summary, started, calls_before)
 
     def _finish(self, summary: TickSummary, started: float, calls_before: int) -> TickSummary:
-        summary.api_calls = self._api_calls() - calls_before
+        summary.api_calls = self._source.calls - calls_before
         summary.duration_ms = int((self._clock() - started) * 1000)
         return summary
 
-    def _discover_and_commit(self, owner: str | None, summary: TickSummary) -> None:
+    def _discover_and_commit(self, owner: str | None, summary: TickSummary, deadline: float | None) -> None:
         """Discover, diff, route and render; store it all unless this is a dry run (`owner` None)."""
         now = self._clock()
         ids = [project.id for project in self.settings.dataworks.projects]
@@ -157,6 +154,7 @@ class Notifier:
             self._store,
             self._clock,
             retention_s=self.settings.state.retention.total_seconds(),
+            deadline=deadline,
         )
         found = discoverer.discover(cursors, now)
         summary.errors.extend(found.errors)

@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 from ..errors import DeliveryError
 from ..settings import ChannelSettings
+from ..timing import time_left
 from ..watchdog import Watchdog
 
 if TYPE_CHECKING:  # httpx is imported when the first message goes out, not on a quiet tick
@@ -116,9 +117,7 @@ class HttpChannel:
         """
         import httpx
 
-        budget = self._timeout_s
-        if self.deadline is not None:
-            budget = min(budget, self.deadline - self._clock())
+        budget = time_left(self._timeout_s, self.deadline, self._clock)
         if budget <= 0:
             raise DeliveryError("not sent: the tick's deadline has passed", channel=self.name, retryable=True)
         watchdog = Watchdog(budget)
