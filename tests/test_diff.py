@@ -251,3 +251,8 @@ def test_the_state_of_a_run_seen_for_the_first_time() -> None:
 def test_a_run_without_a_create_time_is_stored_without_one() -> None:
     _, state = diff(None, run("running"))
     assert state.create_time_ms is None
+
+
+def test_a_status_spelled_like_the_gone_marker_is_an_unknown_status_not_a_crash() -> None:
+    events, _ = diff(None, run(GONE, stage("A", 1, GONE)))
+    assert types(events) == ["stage.changed", "run.changed"]

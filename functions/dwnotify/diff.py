@@ -11,16 +11,15 @@ from .model import (
     Run,
     RunState,
     Stage,
-    is_final,
 )
 
 
 def _event_type(subject: str, status: str) -> str:
     if status == RUNNING:
         return f"{subject}.started"
-    if is_final(status):
-        return f"{subject}.{FINAL_EVENT_NAMES[status]}"
-    return f"{subject}.changed"
+    # Only API statuses have names: a status that reads like the store's GONE marker is "changed".
+    name = FINAL_EVENT_NAMES.get(status)
+    return f"{subject}.{name}" if name else f"{subject}.changed"
 
 
 def _stage_order(stage: Stage) -> tuple[int, str]:
