@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from dwnotify import logs
-from dwnotify.app import App, build_app, register_secrets_of
+from dwnotify.app import App, build_app
 from dwnotify.config import CONFIG_ENV, load
 from dwnotify.credentials import Credentials, credentials_from_context, credentials_from_env
 from dwnotify.errors import ConfigError, NotifierError
@@ -64,10 +64,7 @@ class AppCache:
         if self._app is not None:
             log.info("credentials or config changed: rebuilding the clients")
             self.forget(self._app)
-        settings = load(path)
-        # Before anything can fail with a secret in its message (a store that cannot be opened).
-        register_secrets_of(settings, credentials)
-        app = build_app(settings, credentials)
+        app = build_app(load(path), credentials)  # secrets registered before anything can fail
         self._key, self._app = key, app
         return app
 
@@ -114,10 +111,8 @@ def handler(event: bytes | str | Mapping[str, Any] | None, context: Any) -> dict
         apps.forget(app)
         log.error("tick failed unexpectedly", exc_info=error)
         return _failure("tick", RuntimeError(f"unexpected {type(error).__name__}; see the log"), request_id)
-    # An error a service or the API sent back may quote a URL with its token.
-    result = {**summary_dict(summary), "errors": [logs.mask(error) for error in summary.errors]}
     log.info("tick done: %s", summary.to_json())
-    return {**result, "dry_run": options.dry_run, "request_id": request_id}
+    return {**summary_dict(summary), "dry_run": options.dry_run, "request_id": request_id}
 
 
 def parse_event(event: bytes | str | Mapping[str, Any] | None) -> Options:

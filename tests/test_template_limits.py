@@ -19,8 +19,7 @@ from dwnotify.render import Renderer, builtin_templates_dir
 from dwnotify.sandbox import Meter, OverLimit, RenderLimits
 from dwnotify.tick import Notifier
 from tests.conftest import CREDENTIALS, World
-from tests.test_render import context, event, make_run, stage, write
-from tests.test_tick import STAGES, slack_text
+from tests.helpers import STAGES, context, event, make_run, slack_text, stage, write
 
 
 class FakeClock:
@@ -321,6 +320,7 @@ def test_a_slow_template_costs_one_time_budget_per_tick(world: World, tmp_path: 
         settings,
         source=world.app.client,
         store=world.app.store,
+        make_channel=world.app.channels,
         renderer=Renderer(settings.templates, builtin_templates_dir(), clock=render_clock),
         clock=world.clock,
         sleep=world.clock.sleep,

@@ -7,27 +7,61 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from .channels import CHANNEL_TYPES, Channel
 from .credentials import Credentials
 from .dataworks import DataWorksClient
 from .logs import register_secrets
-from .settings import Settings
+from .settings import ChannelSettings, Settings
 from .state import open_store
 from .state.base import StateStore
 from .tick import Notifier
 
+if TYPE_CHECKING:
+    import httpx
+
+    from .render import Renderer
+
 
 @dataclass
 class App:
-    """The long-lived objects of one process (one FC instance): reused across ticks."""
+    """The long-lived objects of one process (one FC instance): reused across ticks, closed together."""
 
     notifier: Notifier
     client: DataWorksClient
     store: StateStore
+    channels: ChannelFactory
 
     def close(self) -> None:
-        """Release the state store."""
-        self.store.close()
+        """Release the state store and the chat services' connections."""
+        try:
+            self.store.close()
+        finally:
+            self.channels.close()
+
+
+class ChannelFactory:
+    """Builds each configured channel's sender, all on one httpx client opened at the first send."""
+
+    def __init__(self, timeout_s: float, clock: Callable[[], float]) -> None:
+        self._timeout_s = timeout_s
+        self._clock = clock
+        self._client: httpx.Client | None = None
+
+    def __call__(self, settings: ChannelSettings) -> Channel:
+        """The sender for one channel (httpx is imported here, not on a quiet tick)."""
+        if self._client is None:
+            import httpx
+
+            self._client = httpx.Client(timeout=self._timeout_s)
+        return CHANNEL_TYPES[settings.type].build(settings, self._client, self._timeout_s, self._clock)
+
+    def close(self) -> None:
+        """Close the shared client's connections, if it was ever opened."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
 
 _WORDS = re.compile(r"[a-z]+(?:[-_.][a-z]+)*")
@@ -68,6 +102,12 @@ def register_secrets_of(settings: Settings, credentials: Credentials | None) -> 
     register_secrets(whole, pieces=False)
 
 
+def open_state(settings: Settings, credentials: Credentials | None) -> StateStore:
+    """The configured state store, every secret registered for masking before anything can fail."""
+    register_secrets_of(settings, credentials)
+    return open_store(settings.state, credentials)
+
+
 def build_app(
     settings: Settings,
     credentials: Credentials,
@@ -75,15 +115,24 @@ def build_app(
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], None] = time.sleep,
 ) -> App:
-    """A DataWorks client, the configured state store and a Notifier wired to both."""
-    register_secrets_of(settings, credentials)
+    """Everything long-lived, wired: the DataWorks client, the state store, the renderer (built at
+    the first message), the channel factory and the Notifier that ticks with them."""
+    store = open_state(settings, credentials)
     client = DataWorksClient(settings.dataworks, credentials, sleep=sleep, clock=clock)
-    store = open_store(settings.state, credentials)
+    channels = ChannelFactory(settings.delivery.timeout.total_seconds(), clock)
+
+    def renderer() -> Renderer:
+        from .render import Renderer, builtin_templates_dir
+
+        return Renderer(settings.templates, builtin_templates_dir())
+
     notifier = Notifier(
         settings,
         source=client,
         store=store,
+        make_channel=channels,
+        renderer=renderer,
         clock=clock,
         sleep=sleep,
     )
-    return App(notifier=notifier, client=client, store=store)
+    return App(notifier=notifier, client=client, store=store, channels=channels)

@@ -7,7 +7,6 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -210,23 +209,18 @@ def cmd_tick(args: argparse.Namespace) -> int:
         summary = app.notifier.tick(dry_run=args.dry_run)
     finally:
         app.close()
-    # An error a service or the API sent back may quote a URL with its token.
-    summary = replace(summary, errors=[logs.mask(error) for error in summary.errors])
     print(summary.to_json(), flush=True)
     return EXIT_OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     """`status`: tracked runs still moving, then pending and failed messages."""
-    from .app import register_secrets_of
+    from .app import open_state
     from .credentials import credentials_from_env
-    from .state import open_store
 
     settings = load_settings(args.config)
-    credentials = credentials_from_env(os.environ)
-    # A stored delivery error may quote what a service echoed back: never print a webhook token.
-    register_secrets_of(settings, credentials)
-    store = open_store(settings.state, credentials)
+    # A stored delivery error may quote what a service echoed back: its secrets are masked.
+    store = open_state(settings, credentials_from_env(os.environ))
     try:
         report = store.report()
     finally:

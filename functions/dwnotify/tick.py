@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .diff import diff
 from .discovery import Discoverer, Observation, RunSource
 from .errors import ConflictError, NotifierError
+from .logs import mask
 from .model import Event, Run, RunState
 from .rules import Route, route
 from .settings import Settings
@@ -87,8 +88,8 @@ class Notifier:
         *,
         source: RunSource,
         store: StateStore,
-        make_channel: Callable[[ChannelSettings], Channel] | None = None,
-        renderer: Renderer | None = None,
+        make_channel: Callable[[ChannelSettings], Channel],
+        renderer: Renderer | Callable[[], Renderer],
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -102,11 +103,9 @@ class Notifier:
 
     @property
     def renderer(self) -> Renderer:
-        """The template renderer, built (and Jinja2 imported) on first use."""
-        if self._renderer is None:
-            from .render import Renderer, builtin_templates_dir
-
-            self._renderer = Renderer(self.settings.templates, builtin_templates_dir())
+        """The template renderer; given as a factory, built (and Jinja2 imported) on first use."""
+        if callable(self._renderer):
+            self._renderer = self._renderer()
         return self._renderer
 
     def tick(self, *, deadline: float | None = None, dry_run: bool = False) -> TickSummary:
@@ -139,6 +138,8 @@ class Notifier:
         return self._finish(summary, started, calls_before)
 
     def _finish(self, summary: TickSummary, started: float, calls_before: int) -> TickSummary:
+        # An error a service or the API sent back may quote a URL with its token.
+        summary.errors = [mask(error) for error in summary.errors]
         summary.api_calls = self._source.calls - calls_before
         summary.duration_ms = int((self._clock() - started) * 1000)
         return summary
@@ -267,7 +268,7 @@ class Notifier:
         deliverer = Deliverer(
             self._store,
             self.settings.channels,
-            self._channel_factory,
+            self._make_channel,
             owner=owner,
             clock=self._clock,
             sleep=self._sleep,
@@ -279,19 +280,6 @@ class Notifier:
         summary.messages_failed = stats.failed
         summary.chat_posts = stats.posts
         summary.messages_pending = stats.pending
-
-    def _channel_factory(self, settings: ChannelSettings) -> Channel:
-        """The channel for a destination; httpx is imported when the first message goes out."""
-        if self._make_channel is None:
-            import httpx
-
-            from .channels import build_channel
-
-            timeout_s = self.settings.delivery.timeout.total_seconds()
-            client = httpx.Client(timeout=timeout_s)
-            clock = self._clock
-            self._make_channel = lambda channel: build_channel(channel, client, timeout_s, clock)
-        return self._make_channel(settings)
 
 
 def summary_dict(summary: TickSummary) -> dict[str, Any]:
