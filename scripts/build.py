@@ -1,7 +1,8 @@
 """Assemble the Function Compute code package: `make build [FC_PYTHON=3.10] [BUILD_DIR=build/code]`.
 
-The package holds `index.py`, the `dwnotify` package, the built-in templates, `notifier.yaml` and
-every runtime dependency, vendored as manylinux x86_64 wheels for the runtime's Python, whatever
+The package holds `index.py`, the `dwnotify` package, the built-in templates, `notifier.yaml` (which
+must pass `dwnotify check`, or nothing is built) and every runtime dependency, vendored as manylinux
+x86_64 wheels for the runtime's Python, whatever
 machine builds it: nothing is taken from what a runtime happens to ship. Modules are compiled to
 `.pyc` when an interpreter of the target version is at hand, because FC's code folder is read-only
 and a cold start would otherwise compile every module it imports, every time.
@@ -96,6 +97,39 @@ def copy_project(out: Path) -> None:
     shutil.copy2(ROOT / "notifier.yaml", out / "notifier.yaml")
 
 
+# A value for each `${NAME}` the packaged config needs and this shell does not set, so that `check`
+# can load it: one URL of every chat type's shape (a Lark hook path, a WeCom key, a DingTalk token).
+_PLACEHOLDER_URL = "https://placeholder.invalid/open-apis/bot/v2/hook/{name}?key={name}&access_token={name}"
+_REQUIRED_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def placeholder(name: str) -> str:
+    """A stand-in value that passes the config's checks for a variable of this name."""
+    if "URL" in name or "ENDPOINT" in name:
+        # One URL per variable: two channels on one webhook are a config error.
+        return (
+            _PLACEHOLDER_URL.format(name=name)
+            if "URL" in name
+            else "https://placeholder.cn-shanghai.ots.aliyuncs.com"
+        )
+    return "SECplaceholder" if "SECRET" in name else "placeholder"
+
+
+def check_config(out: Path) -> None:
+    """Run `dwnotify check` on the packaged config, so a broken template never reaches FC.
+
+    Variables the shell sets are used as they are; the others get placeholders (`placeholder`).
+    """
+    config = out / "notifier.yaml"
+    needed = set(_REQUIRED_VARIABLE.findall(config.read_text(encoding="utf-8")))
+    environ = {**os.environ, **{name: placeholder(name) for name in needed if not os.environ.get(name)}}
+    command = [sys.executable, "-m", "dwnotify", "check", "--config", str(config)]
+    answer = subprocess.run(command, env=environ, capture_output=True, text=True, check=False)  # noqa: S603
+    if answer.returncode != 0:
+        problems = f"{answer.stdout}{answer.stderr}"
+        raise SystemExit(f"the packaged config does not pass `dwnotify check`:\n{problems}")
+
+
 def target_interpreter(python: str) -> str | None:
     """An interpreter of version `python` on this machine that runs, if any (a pyenv shim may not)."""
     if f"{sys.version_info.major}.{sys.version_info.minor}" == python:
@@ -147,6 +181,7 @@ def build(out: Path, python: str) -> dict[str, object]:
     vendor(out, python)
     prune(out)
     copy_project(out)
+    check_config(out)
     interpreter = target_interpreter(python)
     if interpreter is not None:
         compile_package(out, interpreter)

@@ -268,3 +268,27 @@ def test_the_event_files_are_timer_events_or_invoke_payloads() -> None:
         if "triggerName" in event:
             assert set(event) == {"triggerTime", "triggerName", "payload"}, path.name
             assert isinstance(event["payload"], str), path.name
+
+
+def _build_script() -> Any:
+    spec = importlib.util.spec_from_file_location("dwnotify_build_script", ROOT / "scripts" / "build.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_build_checks_the_packaged_config_with_placeholders_and_refuses_a_broken_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build_script = _build_script()
+    for name in SAMPLE_ENV:
+        monkeypatch.delenv(name, raising=False)  # the shell that runs `s deploy` need not set them
+    config = (ROOT / "notifier.yaml").read_text(encoding="utf-8")
+    (tmp_path / "notifier.yaml").write_text(config, encoding="utf-8")
+    build_script.check_config(tmp_path)  # placeholders stand in for every unset variable
+    broken = config.replace("template: failure", "template: no-such-template")
+    assert broken != config
+    (tmp_path / "notifier.yaml").write_text(broken, encoding="utf-8")
+    with pytest.raises(SystemExit, match="no-such-template"):
+        build_script.check_config(tmp_path)
