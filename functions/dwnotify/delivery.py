@@ -32,7 +32,7 @@ from .channels.kind import RateBudget
 from .errors import ConflictError, DeliveryError, StateError
 from .logs import mask
 from .settings import ChannelSettings
-from .state.base import FAILED, SENT, Lease, OutboxMessage, StateStore
+from .state.base import FAILED, SENT, Lease, OutboxMessage, StateStore, channel_lease, leased_channel
 from .timing import backoff
 
 log = logging.getLogger(__name__)
@@ -173,13 +173,13 @@ class Deliverer:
         """One pass over every channel that has pending messages; `stats.pending` is what is left."""
         stats = DeliveryStats()
         self._deadline = deadline
-        for name in self._store.channels_with_pending(self._clock()):
+        for name in self._store.channels_with_pending():
             pending = self._store.pending_messages(name)
             out_of_time = deadline is not None and self._clock() >= deadline
             if out_of_time or not any(self._actionable(m) for m in pending):
                 stats.pending += len(pending)
                 continue  # nothing due: no lease taken, no write made
-            lease = self._store.acquire_lease(f"channel:{name}", self._owner, self._lease_s, self._clock())
+            lease = self._store.acquire_lease(channel_lease(name), self._owner, self._lease_s, self._clock())
             if lease is None:
                 stats.pending += len(pending)
                 continue  # another tick is sending to this channel right now
@@ -267,7 +267,7 @@ class Deliverer:
             log.warning(
                 "delivery: channel %s: stored send, pause or retry times brought back to the bounds "
                 "dwnotify sets (a clock that has gone back since, or a damaged row)",
-                lease.name.removeprefix("channel:"),
+                leased_channel(lease.name),
             )
             self._store.update_messages(replace(lease, data=budget.dump()), clamped)
             budget.rewrite = False

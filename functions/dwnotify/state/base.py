@@ -38,6 +38,17 @@ SENT = "sent"
 FAILED = "failed"
 
 TICK_LEASE = "tick"
+_CHANNEL_LEASE = "channel:"
+
+
+def channel_lease(channel: str) -> str:
+    """The name of the lease a delivery pass holds while it sends to `channel`."""
+    return f"{_CHANNEL_LEASE}{channel}"
+
+
+def leased_channel(lease_name: str) -> str | None:
+    """The channel a lease is for, or None for another lease (the tick's)."""
+    return lease_name.removeprefix(_CHANNEL_LEASE) if lease_name.startswith(_CHANNEL_LEASE) else None
 
 
 @dataclass(frozen=True)
@@ -107,6 +118,19 @@ class Lease:
     owner: str
     expires_at: float
     data: dict[str, Any] = field(default_factory=dict)
+
+    def held_by(self, owner: str, now: float | None = None) -> bool:
+        """Whether `owner` holds it (at `now`, when given: not yet expired)."""
+        return self.owner == owner and (now is None or self.expires_at > now)
+
+    def bars(self, owner: str, now: float) -> bool:
+        """Whether it stops `owner` from taking it at `now`: someone else holds it, unexpired."""
+        return self.owner not in ("", owner) and self.expires_at > now
+
+    def from_a_clock_stepped_back(self, now: float, ttl_s: float) -> bool:
+        """Whether it ends further ahead than a `ttl_s` lease taken now could: taken on a clock that
+        has gone back since, so it is cut to `ttl_s` from now rather than waited out."""
+        return self.expires_at > now + 2 * ttl_s
 
 
 # Both backends keep these fields of a message as one JSON blob; the rest are columns they query.
@@ -276,7 +300,7 @@ class StateStore(Protocol):
         """
         ...
 
-    def channels_with_pending(self, now: float) -> list[str]:
+    def channels_with_pending(self) -> list[str]:
         """Names of the channels that have pending messages."""
         ...
 

@@ -168,8 +168,9 @@ class SqliteStateStore:
         """Take or renew a lease when it is free, expired or already ours."""
         with self._write() as db:
             row = db.execute("SELECT * FROM leases WHERE name = ?", (name,)).fetchone()
-            if row is not None and row["owner"] not in (None, owner) and row["expires_at"] > now:
-                if row["expires_at"] > now + 2 * ttl_s:  # taken by a clock that has gone back since
+            current = Lease(name, row["owner"] or "", row["expires_at"]) if row is not None else None
+            if current is not None and current.bars(owner, now):
+                if current.from_a_clock_stepped_back(now, ttl_s):
                     db.execute("UPDATE leases SET expires_at = ? WHERE name = ?", (now + ttl_s, name))
                 return None
             data = read_lease_data(name, row["data"]) if row is not None else {}
@@ -191,8 +192,8 @@ class SqliteStateStore:
     @staticmethod
     def _check_lease(db: sqlite3.Connection, lease: Lease, now: float | None = None) -> None:
         row = db.execute("SELECT owner, expires_at FROM leases WHERE name = ?", (lease.name,)).fetchone()
-        expired = now is not None and row is not None and row["expires_at"] <= now
-        if row is None or row["owner"] != lease.owner or expired:
+        current = Lease(lease.name, row["owner"] or "", row["expires_at"]) if row is not None else None
+        if current is None or not current.held_by(lease.owner, now):
             raise ConflictError(f"the {lease.name} lease is no longer held by this tick")
 
     def commit(
@@ -251,7 +252,7 @@ class SqliteStateStore:
         db.execute("DELETE FROM outbox WHERE status != ? AND finished_at < ?", (PENDING, cutoff))
         db.execute("DELETE FROM runs WHERE final = 1 AND updated_at < ?", (cutoff,))
 
-    def channels_with_pending(self, now: float) -> list[str]:
+    def channels_with_pending(self) -> list[str]:
         """Channels that have pending messages."""
         rows = self._read("SELECT DISTINCT channel FROM outbox WHERE status = ?", (PENDING,))
         return sorted(row["channel"] for row in rows)

@@ -31,6 +31,7 @@ from .base import (
     OutboxMessage,
     ProjectCursor,
     StatusReport,
+    leased_channel,
     shift_seqs,
 )
 from .tablestore_client import Table, Write
@@ -124,8 +125,8 @@ class TablestoreStateStore:
         else:
             current = rows.lease_from_cells(name, cells)
             version = int(cells.get("version", 0))
-            if current.owner not in ("", owner) and current.expires_at > now:
-                if current.expires_at > now + 2 * ttl_s:  # taken by a clock that has gone back since
+            if current.bars(owner, now):
+                if current.from_a_clock_stepped_back(now, ttl_s):
                     self._table.write([cas(key, version, {"expires_at": expires, "version": version + 1})])
                 return None
             take = {"owner": owner, "expires_at": expires, "version": version + 1}
@@ -142,14 +143,15 @@ class TablestoreStateStore:
 
         Releasing a channel's lease first moves its low-water mark past what was delivered.
         """
-        if lease.name.startswith("channel:") and lease.name in self._held:
-            self._outbox.settle(lease.name.removeprefix("channel:"))
+        channel = leased_channel(lease.name)
+        if channel is not None and lease.name in self._held:
+            self._outbox.settle(channel)
         self._held.pop(lease.name, None)
         self._table.write([_owned(lease, {"owner": "", "expires_at": 0.0})])
 
     def _check_lease(self, lease: Lease, cells: Cells | None, now: float) -> None:
         current = rows.lease_from_cells(lease.name, cells) if cells is not None else None
-        if current is None or current.owner != lease.owner or current.expires_at <= now:
+        if current is None or not current.held_by(lease.owner, now):
             raise ConflictError(f"the {lease.name} lease is no longer held by this tick")
 
     # -- commit ------------------------------------------------------------------------------
@@ -254,7 +256,7 @@ class TablestoreStateStore:
                 log.warning("state: commit %s: runs %s had moved on; their messages dropped", commit_id, lost)
 
     # -- the outbox --------------------------------------------------------------------------
-    def channels_with_pending(self, now: float) -> list[str]:
+    def channels_with_pending(self) -> list[str]:
         """Channels whose low-water mark says something may be pending (one GetRange)."""
         return self._outbox.channels_with_pending()
 
@@ -293,8 +295,9 @@ class TablestoreStateStore:
         found = self._table.scan("run/", pk_to="run0", where=("final", (False,)), limit=limit)
         runs = sorted((rows.run_from_cells(key, cells) for key, cells in found), key=lambda s: s.key)
         remembered = [
-            (f"outbox/{key[1].removeprefix('channel:')}", sk)
+            (rows.outbox_partition(channel), sk)
             for key, cells in self._table.scan("lease")
+            if (channel := leased_channel(key[1])) is not None
             for sk in rows.failed_keys(cells)
         ]
         messages = self._outbox.listed(remembered)

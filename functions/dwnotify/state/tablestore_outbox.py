@@ -60,7 +60,9 @@ class Outbox:
         reading = _Reading(*mark_version)
         if reading.mark >= IDLE:
             return []
-        found = self._table.scan(f"outbox/{channel}", f"{reading.mark:020d}", where=("status", (PENDING,)))
+        found = self._table.scan(
+            rows.outbox_partition(channel), f"{reading.mark:020d}", where=("status", (PENDING,))
+        )
         messages = [rows.message_from_cells(key, cells) for key, cells in found]
         reading.pending = {message.id: message.seq for message in messages}
         self._readings[channel] = reading
@@ -144,7 +146,7 @@ class Outbox:
             mark = int(cells["mark"])
             if mark < IDLE:
                 scanned = self._table.scan(
-                    f"outbox/{key[1]}", f"{mark:020d}", where=("status", (PENDING, FAILED))
+                    rows.outbox_partition(key[1]), f"{mark:020d}", where=("status", (PENDING, FAILED))
                 )
                 found.update((row, rows.message_from_cells(row, c)) for row, c in scanned)
         for row, cells in self._table.get_many(remembered).items():

@@ -147,9 +147,14 @@ def outbox_sk(seq: int, message_id: str) -> str:
     return f"{seq:020d}/{message_id}"
 
 
+def outbox_partition(channel: str) -> str:
+    """The partition of a channel's message rows."""
+    return f"outbox/{channel}"
+
+
 def outbox_key(message: OutboxMessage) -> Key:
     """The row of a message."""
-    return (f"outbox/{message.channel}", outbox_sk(message.seq, message.id))
+    return (outbox_partition(message.channel), outbox_sk(message.seq, message.id))
 
 
 def message_cells(message: OutboxMessage) -> Cells:
@@ -172,7 +177,7 @@ def message_from_cells(key: Key, cells: Mapping[str, Any]) -> OutboxMessage:
     seq, _, message_id = key[1].partition("/")
     columns = {
         "id": str(cells.get("id", message_id)),
-        "channel": key[0].removeprefix("outbox/"),
+        "channel": key[0].removeprefix(outbox_partition("")),
         "seq": int(seq),
         "status": str(cells.get("status", PENDING)),
         "next_attempt_at": float(cells.get("next_attempt_at", 0.0)),
