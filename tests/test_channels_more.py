@@ -31,9 +31,7 @@ from emulators.lark import LarkEmulator
 from emulators.webhook import GenericWebhookEmulator
 from emulators.wecom import WeComEmulator
 from tests.conftest import World
-from tests.test_delivery import fail_run
-from tests.test_dingtalk import HOSTILE, about
-from tests.test_render import CHECK_MESSAGE, CONSOLE, HEADLINES, one_event_context
+from tests.helpers import CHECK_MESSAGE, CONSOLE, HEADLINES, HOSTILE, about, fail_run, one_event_context
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = 1_795_680_000.0

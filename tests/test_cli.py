@@ -3,36 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.conftest import DING_SECRET, DING_TOKEN, SLACK_HOOK, World
+from tests.helpers import cli_env, doc_example, dwnotify
 
 ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT.parent / "shared" / "spec" / "GetPipelineRun-api-doc.txt"
-
-
-def dwnotify(
-    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    full_env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("ALIYUN_", "ALIBABA_CLOUD_", "DWNOTIFY_"))
-    }
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "dwnotify", *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        cwd=cwd or ROOT,
-        timeout=120,
-        check=False,
-    )
 
 
 def write(tmp_path: Path, data: object) -> Path:
@@ -143,11 +122,8 @@ def test_tick_without_credentials_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_render_the_doc_example_without_a_config(tmp_path: Path) -> None:
-    text = DOC.read_text(encoding="utf-8")
-    start = text.index("{", text.index("JSON format"))
-    body, _ = json.JSONDecoder().raw_decode(text[start:])
     run_file = tmp_path / "run.json"
-    run_file.write_text(json.dumps(body), encoding="utf-8")
+    run_file.write_text(json.dumps(doc_example()), encoding="utf-8")
     result = dwnotify("render", str(run_file), "--type", "dingtalk", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "Run: a7ef0634-20ec-4a7c-a214-54020f91XXXX\n- " in result.stdout  # trimmed, no newline inside
@@ -306,14 +282,6 @@ def test_render_says_so_when_no_rule_sends_the_events_to_the_channel(tmp_path: P
 
 
 # -- secrets on the output paths ------------------------------------------------------------------
-
-
-def cli_env(world: World) -> dict[str, str]:
-    return {
-        **world.environ(),
-        "ALIBABA_CLOUD_ACCESS_KEY_ID": "test-ak",
-        "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "test-secret",
-    }
 
 
 def test_tick_errors_never_print_a_secret(world: World) -> None:

@@ -16,8 +16,7 @@ from dwnotify import config
 from dwnotify.app import build_app
 from dwnotify.tick import TickSummary
 from tests.conftest import CREDENTIALS, DING_TOKEN, STATE_BACKENDS, ManualClock, World, open_world
-from tests.test_delivery import fail_run, ids_in, start_run
-from tests.test_tick import slack_text
+from tests.helpers import fail_run, ids_in, slack_text, start_run
 
 HOUR = 3600.0
 SLACK_ONLY = [{"name": "everything", "events": ["*"], "channels": ["team"]}]

@@ -6,20 +6,12 @@ import os
 import subprocess
 import sys
 import threading
-from collections import Counter
 from pathlib import Path
 
 from tests.conftest import World
-from tests.test_delivery import ding_texts, fail_run, ids_in
-from tests.test_tick import slack_text
+from tests.helpers import delivered, fail_run
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def delivered(world: World) -> tuple[Counter[str], Counter[str]]:
-    ding = Counter(ids_in(ding_texts(world)))
-    slack = Counter(ids_in([slack_text(m) for m in world.slack_messages()]))
-    return ding, slack
 
 
 def test_three_ticks_started_together_in_threads_send_each_message_once(world: World) -> None:

@@ -9,42 +9,14 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from dwnotify.tick import TICK_LEASE_S
 from tests.conftest import ManualClock, World, open_world
-from tests.test_concurrency import delivered
-from tests.test_delivery import fail_run
+from tests.helpers import CrashingStore, Killed, delivered, fail_run
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class Killed(BaseException):
-    """The process died here: nothing after this point runs (not even `except Exception`)."""
-
-
-class CrashingStore:
-    """Forwards to a real store until call number `crash_at`, then dies and stays dead."""
-
-    def __init__(self, inner: Any, crash_at: int) -> None:
-        self._inner = inner
-        self._crash_at = crash_at
-        self.calls = 0
-
-    def __getattr__(self, name: str) -> Any:
-        target = getattr(self._inner, name)
-        if not callable(target) or name == "close":
-            return target
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            self.calls += 1
-            if self.calls > self._crash_at:
-                raise Killed(f"killed at state call {self._crash_at} ({name})")
-            return target(*args, **kwargs)
-
-        return call
 
 
 def check_exactly_once(world: World, run_ids: set[str], in_flight: int = 1) -> None:

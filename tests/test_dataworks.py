@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import logging
 from datetime import timedelta
 from pathlib import Path
@@ -19,21 +18,13 @@ from dwnotify.errors import DataWorksError
 from dwnotify.settings import DataWorksSettings, ProjectSettings
 from emulators import DataWorksEmulator
 from tests.conftest import CREDENTIALS, ManualClock, World, wait_for
+from tests.helpers import doc_example
 
-DOC = Path(__file__).resolve().parents[2] / "shared" / "spec" / "GetPipelineRun-api-doc.txt"
 SCENARIO_DIR = Path(__file__).resolve().parents[1] / "emulators" / "scenarios"
 STAGES = [
     {"code": "BUILD", "step": 1, "type": "Build", "name": "发布包构建"},
     {"code": "DEPLOY", "step": 2, "type": "Deploy", "name": "发布到生产环境"},
 ]
-
-
-def doc_example() -> dict:  # type: ignore[type-arg]
-    """The success response printed in the API doc, parsed from the doc itself."""
-    text = DOC.read_text(encoding="utf-8")
-    start = text.index("{", text.index("JSON format"))
-    body, _ = json.JSONDecoder().raw_decode(text[start:])
-    return body  # type: ignore[no-any-return]
 
 
 def make_client(

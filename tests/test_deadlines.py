@@ -29,7 +29,7 @@ from emulators.slack import SlackEmulator
 from emulators.webhook import GenericWebhookEmulator
 from emulators.wecom import WeComEmulator
 from tests.conftest import World, wait_for
-from tests.test_delivery import fail_run
+from tests.helpers import fail_run
 
 DRIP_S = 0.1
 BUDGET_S = 0.5  # a send's timeout here; the answers below take 3 s and more to drip out

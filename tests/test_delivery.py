@@ -2,53 +2,17 @@
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from dwnotify.channels.base import ChannelMessage
-from dwnotify.channels.dingtalk import MAX_BODY_BYTES, build_payload, sign
-from dwnotify.channels.slack import MAX_BLOCKS, MAX_SECTION_CHARS, sections
-from dwnotify.credentials import Secret
 from dwnotify.delivery import RETRY_CAP_S, Deliverer, pack, retry_delay
-from dwnotify.settings import ChannelSettings
 from dwnotify.state.base import TICK_LEASE, OutboxMessage
 from dwnotify.text import fit_text
 from tests.conftest import DING_TOKEN, World
-from tests.test_tick import slack_text
-
-STAGES = [
-    {"code": "BUILD", "step": 1, "type": "Build", "name": "发布包构建"},
-    {"code": "DEPLOY", "step": 2, "type": "Deploy", "name": "发布到生产环境"},
-]
-RUN_ID = re.compile(r"\b([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\b")  # a run Id
-
-
-def fail_run(world: World, project: int = 10000, message: str = "节点依赖缺失") -> str:
-    return world.dataworks.add_run(
-        project,
-        status="Fail",
-        message="部署失败",
-        stages=STAGES,
-        stage_statuses={"BUILD": "Success", "DEPLOY": {"status": "Fail", "message": message}},
-    )
-
-
-def start_run(world: World) -> str:
-    return world.dataworks.add_run(
-        10000, status="Running", stages=STAGES, stage_statuses={"BUILD": "Running"}
-    )
-
-
-def ids_in(texts: list[str]) -> list[str]:
-    return [run_id for text in texts for run_id in RUN_ID.findall(text)]
-
-
-def ding_texts(world: World) -> list[str]:
-    return [message["markdown"]["text"] for message in world.ding()]
+from tests.helpers import ding_texts, fail_run, ids_in, slack_text, start_run
 
 
 def test_a_webhook_failing_for_several_ticks_gets_every_message_once_in_order(world: World) -> None:
@@ -161,50 +125,10 @@ def test_retry_delay_is_exponential_and_capped() -> None:
     assert retry_delay(1, 600.0, 1.0) == RETRY_CAP_S
 
 
-def test_dingtalk_sign_matches_the_documented_recipe() -> None:
-    # HMAC-SHA256(key=secret, msg="<timestamp>\n<secret>"), base64, then URL-encoded.
-    assert sign("SECabc", 1700000000000) == "jcUpW0QmtKduN03n4JqQ0PBosVjqnM8gU7fIIvsDmCM%3D"
-
-
-def ding(**overrides: Any) -> ChannelSettings:
-    return ChannelSettings(
-        name="ops", type="dingtalk", url=Secret("https://x/robot/send?access_token=t"), **overrides
-    )
-
-
-def test_dingtalk_keyword_and_mentions() -> None:
-    payload = build_payload(
-        ding(keyword="发布", at_mobiles=("13800000000",), at_user_ids=("u1",), at_all=False),
-        ChannelMessage("Deployment failed", "### Deployment failed\n\nbody"),
-    )
-    text = payload["markdown"]["text"]
-    assert "发布" in text and "@13800000000" in text and "@u1" in text
-    assert payload["at"] == {"atMobiles": ["13800000000"], "atUserIds": ["u1"], "isAtAll": False}
-
-
-def test_chinese_text_over_the_byte_limit_is_trimmed_on_a_character_boundary() -> None:
-    body = "### 发布失败\n\n" + "节点依赖缺失" * 3000 + "\n[打开 DataWorks](https://console/link)"
-    payload = build_payload(ding(), ChannelMessage("发布失败", body))
-    text = payload["markdown"]["text"]
-    assert len(json.dumps(payload, ensure_ascii=False).encode("utf-8")) < MAX_BODY_BYTES
-    assert "…(truncated)" in text
-    assert text.endswith("[打开 DataWorks](https://console/link)")  # the console link survives
-    kept = text.split("…(truncated)")[0]
-    assert body.startswith(kept) and "\ufffd" not in text  # cut between characters, none mangled
-
-
 @pytest.mark.parametrize("limit", [10, 11, 12, 13])
 def test_fit_text_never_splits_a_character(limit: int) -> None:
     fitted = fit_text("发布失败发布失败", limit)
     assert len(fitted.encode("utf-8")) <= limit
-
-
-def test_long_mrkdwn_is_split_into_sections_within_block_kit_limits() -> None:
-    blocks = sections("\n".join(f"line {i} " + "x" * 500 for i in range(400)))
-    assert len(blocks) <= MAX_BLOCKS
-    assert all(
-        len(block["text"]["text"]) <= MAX_SECTION_CHARS for block in blocks if block["type"] == "section"
-    )
 
 
 def test_chinese_text_over_the_byte_limit_is_accepted_end_to_end(world: World) -> None:

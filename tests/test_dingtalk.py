@@ -6,6 +6,7 @@ import json
 import re
 from collections.abc import Iterator
 from datetime import datetime, timezone
+from typing import Any
 
 import httpx
 import pytest
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 
 from dwnotify.channels import build_channel
 from dwnotify.channels.base import ChannelMessage
-from dwnotify.channels.dingtalk import MAX_BODY_BYTES, build_payload
+from dwnotify.channels.dingtalk import MAX_BODY_BYTES, build_payload, sign
 from dwnotify.credentials import Secret
 from dwnotify.delivery import digest
 from dwnotify.model import EVENT_TYPES
@@ -24,6 +25,7 @@ from dwnotify.settings import ChannelSettings, ProjectSettings
 from dwnotify.state.base import OutboxMessage
 from dwnotify.text import TRIM_MARKER
 from emulators.dingtalk import DingTalkEmulator
+from tests.helpers import HOSTILE, about
 
 NOW = 1_795_680_000.0
 TOKEN = "ding-robot-token-31c7"
@@ -55,20 +57,6 @@ def wire_size(payload: dict[str, object]) -> int:
 
 
 # --- the 20,000 bytes are the request body's, not the text's ----------------------------------------
-
-# Units of text that JSON escaping grows: a quote or a backslash takes two bytes, a control character six.
-HOSTILE = {
-    "quotes": 'SQL 报错: "id","name","ds" ',
-    "backslashes": r"C:\dataworks\nodes\ods_user\run.log ",
-    "control characters": "节点\x01\x02\x1b[31m失败\x7f\t",
-    "newlines": "未通过\n\n",
-    "mixed": 'line "a"\\b\r\n\x00任务 ',
-}
-
-
-def about(unit: str, size: int) -> str:
-    """`unit` repeated to about `size` bytes of UTF-8."""
-    return unit * (size // len(unit.encode()))
 
 
 @pytest.mark.parametrize("kind", sorted(HOSTILE))
@@ -194,3 +182,38 @@ def test_a_dingtalk_digest_keeps_to_the_documented_markdown() -> None:
     merged = digest("dingtalk", messages)
     assert undocumented_markdown(merged.text) == []
     assert all(text in merged.text for text in texts)
+
+
+# --- the payload: the signature, keyword and mentions, the byte limit --------------------------------
+
+
+def test_dingtalk_sign_matches_the_documented_recipe() -> None:
+    # HMAC-SHA256(key=secret, msg="<timestamp>\n<secret>"), base64, then URL-encoded.
+    assert sign("SECabc", 1700000000000) == "jcUpW0QmtKduN03n4JqQ0PBosVjqnM8gU7fIIvsDmCM%3D"
+
+
+def ops_channel(**overrides: Any) -> ChannelSettings:
+    return ChannelSettings(
+        name="ops", type="dingtalk", url=Secret("https://x/robot/send?access_token=t"), **overrides
+    )
+
+
+def test_dingtalk_keyword_and_mentions() -> None:
+    payload = build_payload(
+        ops_channel(keyword="发布", at_mobiles=("13800000000",), at_user_ids=("u1",), at_all=False),
+        ChannelMessage("Deployment failed", "### Deployment failed\n\nbody"),
+    )
+    text = payload["markdown"]["text"]
+    assert "发布" in text and "@13800000000" in text and "@u1" in text
+    assert payload["at"] == {"atMobiles": ["13800000000"], "atUserIds": ["u1"], "isAtAll": False}
+
+
+def test_chinese_text_over_the_byte_limit_is_trimmed_on_a_character_boundary() -> None:
+    body = "### 发布失败\n\n" + "节点依赖缺失" * 3000 + "\n[打开 DataWorks](https://console/link)"
+    payload = build_payload(ops_channel(), ChannelMessage("发布失败", body))
+    text = payload["markdown"]["text"]
+    assert len(json.dumps(payload, ensure_ascii=False).encode("utf-8")) < MAX_BODY_BYTES
+    assert "…(truncated)" in text
+    assert text.endswith("[打开 DataWorks](https://console/link)")  # the console link survives
+    kept = text.split("…(truncated)")[0]
+    assert body.startswith(kept) and "\ufffd" not in text  # cut between characters, none mangled

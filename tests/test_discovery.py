@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import World
-from tests.test_tick import slack_text
+from tests.helpers import slack_text
 
 STAGES = [{"code": "BUILD", "step": 1, "type": "Build", "name": "Build package"}]
 

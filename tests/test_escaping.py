@@ -25,7 +25,7 @@ from emulators.dingtalk import DingTalkEmulator
 from emulators.lark import LarkEmulator
 from emulators.webhook import GenericWebhookEmulator
 from emulators.wecom import WeComEmulator
-from tests.test_render import CONSOLE, context, event, make_run, stage, write
+from tests.helpers import CONSOLE, context, event, make_run, stage, write
 
 NOW = 1_795_680_000.0
 HOSTILE = {

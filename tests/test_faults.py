@@ -54,8 +54,7 @@ from dwnotify.state.base import PENDING
 from dwnotify.tick import TICK_LEASE_S
 from emulators.tablestore import TablestoreEmulator
 from tests.conftest import CREDENTIALS, STATE_BACKENDS, ManualClock, World, open_world
-from tests.test_crash import CrashingStore, Killed
-from tests.test_tick import slack_text
+from tests.helpers import CrashingStore, Killed, slack_text
 
 ROOT = Path(__file__).resolve().parents[1]
 SOAK = bool(os.environ.get("DWNOTIFY_SOAK"))

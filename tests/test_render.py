@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -12,17 +12,11 @@ import pytest
 from dwnotify.channels import CHANNEL_TYPES
 from dwnotify.errors import TemplateError
 from dwnotify.model import (
-    CANCELED,
     EVENT_TYPES,
     FAIL,
     INIT,
     RUNNING,
     SUCCESS,
-    TERMINATED,
-    Event,
-    Run,
-    Stage,
-    run_key,
 )
 from dwnotify.render import (
     MessageContext,
@@ -36,60 +30,23 @@ from dwnotify.render import (
     truncate_bytes,
 )
 from dwnotify.samples import rule_samples, sample_context
-from dwnotify.settings import DEFAULT_CONSOLE_URL, ProjectSettings
+from dwnotify.settings import ProjectSettings
 from dwnotify.text import TRIM_MARKER
+from tests.helpers import (
+    CHECK_MESSAGE,
+    CONSOLE,
+    HEADLINES,
+    NOW,
+    PROJECT,
+    context,
+    event,
+    make_run,
+    one_event_context,
+    stage,
+    write,
+)
 
-NOW = datetime(2026, 5, 1, 8, 0, tzinfo=timezone.utc)
-PROJECT = ProjectSettings(id=10001, name="Finance DW", region="cn-shanghai", endpoint="dw.example")
 UNNAMED = ProjectSettings(id=10000, name=None, region="cn-shanghai", endpoint="dw.example")
-CONSOLE = DEFAULT_CONSOLE_URL.format(region="cn-shanghai", project_id=10001)
-DOC_RUN_ID = "a7ef0634-20ec-4a7c-a214-54020f91XXXX\n"  # the API doc's example, newline included
-CHECK_MESSAGE = "节点 dwd_order 的下游依赖检查未通过"
-
-
-def stage(
-    name: str = "生产发布检查", status: str = FAIL, message: str = CHECK_MESSAGE, step: int = 2
-) -> Stage:
-    return Stage(f"S{step}", step, "Check", name, "", status, message)
-
-
-def make_run(status: str = FAIL, stages: tuple[Stage, ...] = (), **fields: object) -> Run:
-    values: dict[str, object] = {
-        "id": DOC_RUN_ID,
-        "project_id": PROJECT.id,
-        "status": status,
-        "creator": "1379463177661024",
-        "description": "订单宽表上线",
-        "message": "发布检查未通过",
-        "create_time": NOW - timedelta(minutes=3, seconds=12),
-        "modify_time": NOW,
-        "stages": stages or (stage("发布包构建", SUCCESS, "", 1), stage()),
-    }
-    values.update(fields)
-    return Run(**values)  # type: ignore[arg-type]
-
-
-def event(type_: str, status: str, previous: str | None = RUNNING, on: Stage | None = None) -> Event:
-    return Event(
-        type=type_,
-        run_key=run_key(PROJECT.id, DOC_RUN_ID.strip()),
-        status=status,
-        previous=previous,
-        stage=on,
-    )
-
-
-def context(
-    run: Run, events: tuple[Event, ...], channel_type: str = "dingtalk", project: ProjectSettings = PROJECT
-) -> MessageContext:
-    return MessageContext(run, events, project, "failures", "ops", channel_type, CONSOLE, NOW)
-
-
-def write(folder: Path, relative: str, text: str) -> Path:
-    path = folder / relative
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 def render_source(
@@ -103,33 +60,6 @@ def render_source(
 
 
 # --- every event type x every channel type x every built-in template -------------------------
-
-_STATUS_OF = {"started": RUNNING, "succeeded": SUCCESS, "failed": FAIL, "terminated": TERMINATED}
-_STATUS_OF |= {"canceled": CANCELED, "changed": "Paused"}
-HEADLINES = {
-    "run.started": "发布开始",
-    "run.succeeded": "发布成功",
-    "run.failed": "发布失败",
-    "run.terminated": "发布已终止",
-    "run.canceled": "发布已取消",
-    "run.changed": "Paused",
-    "stage.started": "发布进行中",
-    "stage.succeeded": "发布进行中",
-    "stage.failed": "阶段失败",
-    "stage.terminated": "阶段已终止",
-    "stage.canceled": "阶段已取消",
-    "stage.changed": "发布进行中",
-}
-
-
-def one_event_context(event_type: str, channel_type: str) -> MessageContext:
-    subject, _, verb = event_type.partition(".")
-    status = _STATUS_OF[verb]
-    if subject == "run":
-        return context(make_run(status), (event(event_type, status),), channel_type)
-    changed = stage(status=status, message=CHECK_MESSAGE if status == FAIL else "")
-    run = make_run(RUNNING, (stage("发布包构建", SUCCESS, "", 1), changed), message="")
-    return context(run, (event(event_type, status, on=changed),), channel_type)
 
 
 @pytest.mark.parametrize("template", ["default", "failure"])

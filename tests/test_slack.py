@@ -114,6 +114,14 @@ def test_sections_keep_every_character_entity_and_link_of_a_long_text(text: str)
     assert re.sub(r"\s", "", "".join(texts)) == re.sub(r"\s", "", text)  # only whitespace goes at a cut
 
 
+def test_long_mrkdwn_is_split_into_sections_within_block_kit_limits() -> None:
+    blocks = sections("\n".join(f"line {i} " + "x" * 500 for i in range(400)))
+    assert len(blocks) <= MAX_BLOCKS
+    assert all(
+        len(block["text"]["text"]) <= MAX_SECTION_CHARS for block in blocks if block["type"] == "section"
+    )
+
+
 # --- fitting a template's blocks ------------------------------------------------------------------
 
 

@@ -17,8 +17,7 @@ import pytest
 
 from dwnotify.tick import TICK_LEASE_S
 from tests.conftest import ManualClock, World, open_world
-from tests.test_crash import CrashingStore, Killed
-from tests.test_tick import slack_text
+from tests.helpers import CrashingStore, Killed, slack_text
 
 SEEDS = range(40) if os.environ.get("DWNOTIFY_SOAK") else range(3)
 CODES = ["BUILD", "CHECK", "DEPLOY"]

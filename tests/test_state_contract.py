@@ -34,7 +34,7 @@ from dwnotify.state.base import (
 from dwnotify.state.sqlite import SqliteStateStore
 from emulators.tablestore import TablestoreEmulator
 from tests.conftest import STATE_BACKENDS, World
-from tests.test_cli import cli_env, dwnotify
+from tests.helpers import cli_env, dwnotify
 
 AK, SECRET, INSTANCE = "test-ak", "test-secret", "dwnotify"
 DAY = 86400.0

@@ -19,8 +19,7 @@ from dwnotify.render import Renderer, builtin_templates_dir
 from dwnotify.sandbox import Meter, OverLimit, RenderLimits
 from dwnotify.tick import Notifier
 from tests.conftest import CREDENTIALS, World
-from tests.test_render import context, event, make_run, stage, write
-from tests.test_tick import STAGES, slack_text
+from tests.helpers import STAGES, context, event, make_run, slack_text, stage, write
 
 
 class FakeClock:

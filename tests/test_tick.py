@@ -3,19 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from tests.conftest import World
-
-STAGES = [
-    {"code": "BUILD", "step": 1, "type": "Build", "name": "发布包构建"},
-    {"code": "CHECK", "step": 2, "type": "Check", "name": "发布检查"},
-    {"code": "DEPLOY", "step": 3, "type": "Deploy", "name": "发布到生产环境"},
-]
-
-
-def slack_text(message: Any) -> str:
-    return "\n".join(block["text"]["text"] for block in message["blocks"] if block.get("type") == "section")
+from tests.helpers import STAGES, slack_text
 
 
 def test_a_failing_run_is_announced_once_to_each_channel(world: World) -> None:
