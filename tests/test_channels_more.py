@@ -15,7 +15,6 @@ import httpx
 import pytest
 
 from dwnotify.channels import Channel, build_channel
-from dwnotify.channels.base import ChannelMessage
 from dwnotify.channels.lark import MAX_BODY_BYTES, build_payload
 from dwnotify.channels.webhook import MAX_BODY_BYTES as WEBHOOK_MAX_BODY_BYTES
 from dwnotify.channels.webhook import MAX_TEXT_BYTES
@@ -23,6 +22,7 @@ from dwnotify.channels.wecom import MAX_CONTENT_BYTES
 from dwnotify.config import parse
 from dwnotify.credentials import Secret
 from dwnotify.errors import ConfigError, DeliveryError
+from dwnotify.message import Message
 from dwnotify.model import EVENT_TYPES
 from dwnotify.render import Renderer
 from dwnotify.samples import sample_context
@@ -40,11 +40,11 @@ LARK_TOKEN = "0d5b2c1e-lark-token-9a7f"
 WECOM_KEY = "693a91f6-wecom-key-0ec2"
 HOOK = "/hooks/dwnotify-b41c9e"
 CONSOLE_LINE = "[打开 DataWorks 控制台 · Open DataWorks](https://dataworks.data.aliyun.com/x)"
-MESSAGE = ChannelMessage(
+MESSAGE = Message(
     "❌ 发布失败 · Deployment failed",
     f"### ❌ 发布失败 · Deployment failed\n\n- 运行 Run: `a7ef`\n\n#### 原因 Reason\n\n{CONSOLE_LINE}",
 )
-BIG = ChannelMessage("❌ 发布失败", "### ❌ 发布失败\n" + "节点依赖缺失，请检查。\n" * 3000 + CONSOLE_LINE)
+BIG = Message("❌ 发布失败", "### ❌ 发布失败\n" + "节点依赖缺失，请检查。\n" * 3000 + CONSOLE_LINE)
 
 
 @pytest.fixture
@@ -83,7 +83,7 @@ def channel(
     return build_channel(settings, http, 5.0, clock)
 
 
-def refused(chat: Channel, message: ChannelMessage = MESSAGE) -> DeliveryError:
+def refused(chat: Channel, message: Message = MESSAGE) -> DeliveryError:
     with pytest.raises(DeliveryError) as caught:
         chat.send(message)
     error = caught.value
@@ -112,7 +112,7 @@ def test_lark_sends_a_card_with_the_title_as_header(lark: LarkEmulator, http: ht
 
 
 def test_lark_digest_title_goes_to_the_header() -> None:
-    digest = ChannelMessage("DataWorks: 2 updates", "*DataWorks: 2 updates*\n\n---\n\nfirst\n\n---\n\nsecond")
+    digest = Message("DataWorks: 2 updates", "*DataWorks: 2 updates*\n\n---\n\nfirst\n\n---\n\nsecond")
     payload = build_payload(ChannelSettings("chat", "lark", Secret("u")), digest)
     assert payload["card"]["header"]["title"]["content"] == "DataWorks: 2 updates"
     assert payload["card"]["elements"][0]["content"].startswith("---\n\nfirst")
@@ -193,7 +193,7 @@ def test_lark_oversize_chinese_is_trimmed_and_accepted(lark: LarkEmulator, http:
 @pytest.mark.parametrize("kind", sorted(HOSTILE))
 def test_lark_body_is_measured_after_json_escaping(lark: LarkEmulator, http: httpx.Client, kind: str) -> None:
     text = "### ❌ 发布失败\n" + about(HOSTILE[kind], 19_000) + "\n" + CONSOLE_LINE
-    channel(http, "lark", lark_url(lark, "signed-bot-token"), secret=SECRET).send(ChannelMessage("t", text))
+    channel(http, "lark", lark_url(lark, "signed-bot-token"), secret=SECRET).send(Message("t", text))
     [body] = lark.messages("signed-bot-token")
     content = body["card"]["elements"][0]["content"]
     assert "…(truncated)" in content and content.endswith(CONSOLE_LINE)
@@ -273,7 +273,7 @@ def test_wecom_limit_is_on_the_content_not_its_json_escaping(
     text = about(HOSTILE[kind], 3_900) + "\n" + CONSOLE_LINE
     escaped = len(json.dumps(text, ensure_ascii=False).encode())
     assert len(text.encode()) <= MAX_CONTENT_BYTES < escaped
-    channel(http, "wecom", wecom_url(wecom)).send(ChannelMessage("t", text))
+    channel(http, "wecom", wecom_url(wecom)).send(Message("t", text))
     [body] = wecom.messages(WECOM_KEY)
     assert body["markdown"]["content"] == text
 
@@ -360,7 +360,7 @@ def test_webhook_body_stays_within_64_kib_after_json_escaping(
     hooks: GenericWebhookEmulator, http: httpx.Client, unit: str
 ) -> None:
     text = "### ❌ 发布失败\n" + about(unit, 31_000) + "\n" + CONSOLE_LINE
-    channel(http, "webhook", hooks.base_url + HOOK).send(ChannelMessage("t", text))  # before: HTTP 413
+    channel(http, "webhook", hooks.base_url + HOOK).send(Message("t", text))  # before: HTTP 413
     [attempt] = hooks.attempts
     [body] = hooks.messages(HOOK)
     assert len(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()) <= WEBHOOK_MAX_BODY_BYTES

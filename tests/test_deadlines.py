@@ -18,9 +18,9 @@ import httpx
 import pytest
 
 from dwnotify.channels import Channel, build_channel
-from dwnotify.channels.base import ChannelMessage
 from dwnotify.credentials import Secret
 from dwnotify.errors import DeliveryError
+from dwnotify.message import Message
 from dwnotify.settings import ChannelSettings
 from dwnotify.watchdog import Watchdog
 from emulators.dingtalk import DingTalkEmulator
@@ -33,7 +33,7 @@ from tests.helpers import fail_run
 
 DRIP_S = 0.1
 BUDGET_S = 0.5  # a send's timeout here; the answers below take 3 s and more to drip out
-MESSAGE = ChannelMessage("❌ 发布失败", "### ❌ 发布失败\n\n- 运行 Run: `a7ef`")
+MESSAGE = Message("❌ 发布失败", "### ❌ 发布失败\n\n- 运行 Run: `a7ef`")
 SLOW_OK = {
     "dingtalk": {"errcode": 0, "errmsg": "ok"},
     "slack": "ok" + " " * 60,  # Slack says "ok"; the padding makes it drip for a while

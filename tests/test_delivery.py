@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from dwnotify.channels.base import ChannelMessage
 from dwnotify.delivery import RETRY_CAP_S, Deliverer, pack, retry_delay
+from dwnotify.message import Message
 from dwnotify.state.base import TICK_LEASE, OutboxMessage
 from dwnotify.text import fit_text
 from tests.conftest import DING_TOKEN, World
@@ -207,7 +207,7 @@ class SlowChannel:
         self.deadline: float | None = None
         self.sent: list[str] = []
 
-    def send(self, message: ChannelMessage) -> None:
+    def send(self, message: Message) -> None:
         self.sent.append(message.text)
         self._clock.advance(self._meanwhile_at_s)
         self._meanwhile()

@@ -14,10 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dwnotify.channels import build_channel
-from dwnotify.channels.base import ChannelMessage
 from dwnotify.channels.dingtalk import MAX_BODY_BYTES, build_payload, sign
 from dwnotify.credentials import Secret
 from dwnotify.delivery import digest
+from dwnotify.message import Message
 from dwnotify.model import EVENT_TYPES
 from dwnotify.render import Renderer, builtin_templates_dir
 from dwnotify.samples import rule_samples, sample_context
@@ -67,7 +67,7 @@ def test_a_text_that_json_escaping_grows_past_the_limit_is_fitted_and_accepted(
     assert len(text.encode()) < MAX_BODY_BYTES < wire_size({"text": text})  # over only once encoded
     url = f"{ding.base_url}/robot/send?access_token={TOKEN}"
     chat = build_channel(settings_for(url, at_mobiles=("13800000000",)), http, 5.0, lambda: NOW)
-    chat.send(ChannelMessage("❌ 发布失败", text))  # before: errcode 460101, failed for good
+    chat.send(Message("❌ 发布失败", text))  # before: errcode 460101, failed for good
     [attempt] = ding.attempts
     assert attempt.result == "0"
     sent = attempt.body["markdown"]["text"]
@@ -82,7 +82,7 @@ def test_a_text_that_json_escaping_grows_past_the_limit_is_fitted_and_accepted(
 @settings(max_examples=80, deadline=None)
 def test_any_text_fits_the_body_limit(unit: str, times: int) -> None:
     body = unit * times + "\n" + CONSOLE_LINE
-    payload = build_payload(settings_for(keyword="发布", at_user_ids=("u1",)), ChannelMessage("t", body))
+    payload = build_payload(settings_for(keyword="发布", at_user_ids=("u1",)), Message("t", body))
     assert wire_size(payload) <= MAX_BODY_BYTES
     if wire_size({"text": body}) <= 15_000:
         assert payload["markdown"]["text"].startswith(body)  # nothing cut that fitted
@@ -92,7 +92,7 @@ def test_any_text_fits_the_body_limit(unit: str, times: int) -> None:
 
 def test_a_body_that_fits_is_not_trimmed() -> None:
     text = '"quoted" \\ back\nslash ' * 100
-    payload = build_payload(settings_for(), ChannelMessage("t", text))
+    payload = build_payload(settings_for(), Message("t", text))
     assert payload["markdown"]["text"] == text and TRIM_MARKER not in text
 
 
@@ -201,7 +201,7 @@ def ops_channel(**overrides: Any) -> ChannelSettings:
 def test_dingtalk_keyword_and_mentions() -> None:
     payload = build_payload(
         ops_channel(keyword="发布", at_mobiles=("13800000000",), at_user_ids=("u1",), at_all=False),
-        ChannelMessage("Deployment failed", "### Deployment failed\n\nbody"),
+        Message("Deployment failed", "### Deployment failed\n\nbody"),
     )
     text = payload["markdown"]["text"]
     assert "发布" in text and "@13800000000" in text and "@u1" in text
@@ -210,7 +210,7 @@ def test_dingtalk_keyword_and_mentions() -> None:
 
 def test_chinese_text_over_the_byte_limit_is_trimmed_on_a_character_boundary() -> None:
     body = "### 发布失败\n\n" + "节点依赖缺失" * 3000 + "\n[打开 DataWorks](https://console/link)"
-    payload = build_payload(ops_channel(), ChannelMessage("发布失败", body))
+    payload = build_payload(ops_channel(), Message("发布失败", body))
     text = payload["markdown"]["text"]
     assert len(json.dumps(payload, ensure_ascii=False).encode("utf-8")) < MAX_BODY_BYTES
     assert "…(truncated)" in text

@@ -16,8 +16,9 @@ import httpx
 import pytest
 
 from dwnotify.channels import build_channel, dingtalk, lark, webhook, wecom
-from dwnotify.channels.base import ChannelMessage, Markup
+from dwnotify.channels.base import Markup
 from dwnotify.credentials import Secret
+from dwnotify.message import Message
 from dwnotify.model import FAIL, Run
 from dwnotify.render import MessageContext, Renderer
 from dwnotify.settings import ChannelSettings
@@ -75,7 +76,7 @@ def http() -> Iterator[httpx.Client]:
         yield client
 
 
-Send = Callable[[ChannelMessage], dict[str, Any]]
+Send = Callable[[Message], dict[str, Any]]
 
 
 @pytest.fixture
@@ -86,7 +87,7 @@ def send_dingtalk(http: httpx.Client) -> Iterator[Send]:
             "chat", "dingtalk", Secret(f"{robot.base_url}/robot/send?access_token=robot")
         )
 
-        def send(message: ChannelMessage) -> dict[str, Any]:
+        def send(message: Message) -> dict[str, Any]:
             build_channel(settings, http, 5.0, lambda: NOW).send(message)
             [body] = robot.messages("robot")
             return {"text": body["markdown"]["text"], "at": body["at"]}
@@ -100,7 +101,7 @@ def send_lark(http: httpx.Client) -> Iterator[Send]:
         bot.set_time(NOW)
         settings = ChannelSettings("chat", "lark", Secret(f"{bot.base_url}/open-apis/bot/v2/hook/bot"))
 
-        def send(message: ChannelMessage) -> dict[str, Any]:
+        def send(message: Message) -> dict[str, Any]:
             build_channel(settings, http, 5.0, lambda: NOW).send(message)
             [body] = bot.messages("bot")
             card = body["card"]
@@ -116,7 +117,7 @@ def send_wecom(http: httpx.Client) -> Iterator[Send]:
         url = Secret(f"{robot.base_url}/cgi-bin/webhook/send?key=key")
         settings = ChannelSettings("chat", "wecom", url, at_user_ids=("ops-lead",))
 
-        def send(message: ChannelMessage) -> dict[str, Any]:
+        def send(message: Message) -> dict[str, Any]:
             build_channel(settings, http, 5.0, lambda: NOW).send(message)
             [body] = robot.messages("key")
             return {"text": body["markdown"]["content"], "mentions": robot.mentions("key")}
@@ -130,7 +131,7 @@ def send_webhook(http: httpx.Client) -> Iterator[Send]:
         hooks.set_time(NOW)
         settings = ChannelSettings("chat", "webhook", Secret(f"{hooks.base_url}/hook"))
 
-        def send(message: ChannelMessage) -> dict[str, Any]:
+        def send(message: Message) -> dict[str, Any]:
             build_channel(settings, http, 5.0, lambda: NOW).send(message)
             [body] = hooks.messages("/hook")
             return {"text": body["text"], "title": body["title"]}
@@ -169,7 +170,7 @@ def markdown_findings(text: str, hostile: str) -> list[str]:
 @pytest.mark.parametrize("name", sorted(HOSTILE))
 def test_dingtalk_values_stay_text(send_dingtalk: Send, name: str, template: str) -> None:
     rendered = Renderer(None).render("dingtalk", template, hostile_context("dingtalk", HOSTILE[name]))
-    sent = send_dingtalk(ChannelMessage(rendered.title, rendered.text))
+    sent = send_dingtalk(Message(rendered.title, rendered.text))
     assert markdown_findings(sent["text"], HOSTILE[name]) == []
     # A markdown @mention needs the mobile in at.atMobiles too: values never put one there.
     assert sent["at"] == {"atMobiles": [], "atUserIds": [], "isAtAll": False}
@@ -179,7 +180,7 @@ def test_dingtalk_values_stay_text(send_dingtalk: Send, name: str, template: str
 @pytest.mark.parametrize("name", sorted(HOSTILE))
 def test_webhook_values_stay_text(send_webhook: Send, name: str, template: str) -> None:
     rendered = Renderer(None).render("webhook", template, hostile_context("webhook", HOSTILE[name]))
-    sent = send_webhook(ChannelMessage(rendered.title, rendered.text))
+    sent = send_webhook(Message(rendered.title, rendered.text))
     assert markdown_findings(sent["text"], HOSTILE[name]) == []
 
 
@@ -190,7 +191,7 @@ _LARK_BLOCK_MARK = re.compile(r"(?m)^[ \t]*(?:#|[-+*][ \t]|\d{1,9}[.)][ \t]| ?--
 @pytest.mark.parametrize("name", sorted(HOSTILE))
 def test_lark_values_stay_text(send_lark: Send, name: str, template: str) -> None:
     rendered = Renderer(None).render("lark", template, hostile_context("lark", HOSTILE[name]))
-    sent = send_lark(ChannelMessage(rendered.title, rendered.text))
+    sent = send_lark(Message(rendered.title, rendered.text))
     text, value = sent["text"], HOSTILE[name]
     assert sent["mentions"] == []  # before: a stage named <at id=all></at> mentioned everyone
     assert "<" not in text and "](http://evil" not in text  # no tag (<at>, <a>, <font>), no link
@@ -206,7 +207,7 @@ def test_lark_values_stay_text(send_lark: Send, name: str, template: str) -> Non
 @pytest.mark.parametrize("name", sorted(HOSTILE))
 def test_wecom_values_stay_text(send_wecom: Send, name: str, template: str) -> None:
     rendered = Renderer(None).render("wecom", template, hostile_context("wecom", HOSTILE[name]))
-    sent = send_wecom(ChannelMessage(rendered.title, rendered.text))
+    sent = send_wecom(Message(rendered.title, rendered.text))
     text = sent["text"]
     assert sent["mentions"] == ["ops-lead"]  # the configured one only; before: also U0123ABCD
     template_tags = re.findall(r"<font color=\"\w+\">|</font>", rendered.text.replace(HOSTILE[name], ""))

@@ -11,6 +11,7 @@ import pytest
 
 from dwnotify.channels import CHANNEL_TYPES
 from dwnotify.errors import TemplateError
+from dwnotify.message import Message
 from dwnotify.model import (
     EVENT_TYPES,
     FAIL,
@@ -20,7 +21,6 @@ from dwnotify.model import (
 )
 from dwnotify.render import (
     MessageContext,
-    RenderedMessage,
     Renderer,
     builtin_templates_dir,
     format_datetime,
@@ -51,7 +51,7 @@ UNNAMED = ProjectSettings(id=10000, name=None, region="cn-shanghai", endpoint="d
 
 def render_source(
     tmp_path: Path, channel_type: str, source: str, ext: str, ctx: MessageContext | None = None
-) -> RenderedMessage:
+) -> Message:
     write(tmp_path, f"{channel_type}/t.{ext}.j2", source)
     run = make_run()
     return Renderer(tmp_path).render(

@@ -19,7 +19,6 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from dwnotify import cli, config
-from dwnotify.channels.base import ChannelMessage
 from dwnotify.channels.slack import (
     ELLIPSIS,
     MAX_BLOCKS,
@@ -33,6 +32,7 @@ from dwnotify.channels.slack import (
     sections,
     split_text,
 )
+from dwnotify.message import Message
 from dwnotify.text import TRIM_MARKER
 from tests.conftest import SLACK_HOOK, ManualClock, World, open_world
 
@@ -188,7 +188,7 @@ def test_empty_text_objects_are_left_out_and_a_block_left_empty_is_dropped() -> 
 
 
 def test_blocks_no_cut_can_repair_are_sent_in_the_mrkdwn_layout() -> None:
-    message = ChannelMessage("t", "*t*\nthe text", (text_block("header", "mrkdwn in a header"),))
+    message = Message("t", "*t*\nthe text", (text_block("header", "mrkdwn in a header"),))
     assert fit_blocks(message.blocks or ()).blocks is None
     assert build_payload(message)["blocks"] == sections("*t*\nthe text")
     assert layout_problems(message.blocks or ()) == [
@@ -200,7 +200,7 @@ def test_blocks_no_cut_can_repair_are_sent_in_the_mrkdwn_layout() -> None:
 def test_blocks_within_the_limits_are_sent_as_they_are() -> None:
     blocks = (text_block("header", "h", "plain_text"), {"type": "divider"}, text_block("section", "s"))
     assert fit_blocks(blocks).problems == []
-    assert build_payload(ChannelMessage("t", "t", blocks))["blocks"] == list(blocks)
+    assert build_payload(Message("t", "t", blocks))["blocks"] == list(blocks)
 
 
 # --- end to end: the emulator takes what the channel sends ----------------------------------------

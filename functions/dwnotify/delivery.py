@@ -19,7 +19,6 @@ until the clock catches up.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -27,10 +26,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .channels import CHANNEL_TYPES
-from .channels.base import Channel, ChannelMessage
+from .channels.base import Channel
 from .channels.kind import RateBudget
 from .errors import ConflictError, DeliveryError, StateError
 from .logs import mask
+from .message import Message
+from .outbox import message_of
 from .settings import ChannelSettings
 from .state.base import FAILED, SENT, Lease, OutboxMessage, StateStore, channel_lease, leased_channel
 from .timing import backoff
@@ -109,16 +110,14 @@ def retry_delay(attempts: int, retry_after: float | None, jitter: float) -> floa
     return min(RETRY_CAP_S, max(backoff(attempts, RETRY_BASE_S, RETRY_CAP_S, jitter), retry_after or 0.0))
 
 
-def digest(channel_type: str, messages: Sequence[OutboxMessage]) -> ChannelMessage:
+def digest(channel_type: str, messages: Sequence[OutboxMessage]) -> Message:
     """One message carrying several, in order."""
     if len(messages) == 1:
-        only = messages[0]
-        blocks = tuple(json.loads(only.blocks_json)) if only.blocks_json else None
-        return ChannelMessage(only.title, only.text, blocks)
+        return message_of(messages[0])
     rules = CHANNEL_TYPES[channel_type].digest
     title = f"DataWorks: {len(messages)} updates"
     header = rules.heading.format(title=title)
-    return ChannelMessage(title, rules.separator.join([header, *(m.text for m in messages)]))
+    return Message(title, rules.separator.join([header, *(m.text for m in messages)]))
 
 
 def pack(channel_type: str, messages: Sequence[OutboxMessage]) -> list[list[OutboxMessage]]:
@@ -195,7 +194,7 @@ class Deliverer:
         now = self._clock()
         if message.next_attempt_at > now + MAX_PAUSE_S:
             return True  # a retry time from a clock that has gone back since: to be brought back
-        return message.next_attempt_at <= now or now - message.created_at > self._max_age_s
+        return message.due(now) or message.expired(now, self._max_age_s)
 
     def _give_up(
         self, lease: Lease, messages: list[OutboxMessage], reason: str, stats: DeliveryStats
@@ -222,9 +221,9 @@ class Deliverer:
         waiting_runs: set[str] = set()
         waiting = 0
         for message in messages:
-            if message.unreadable or now - message.created_at > self._max_age_s:
+            if message.expired(now, self._max_age_s):
                 expired.append(message)
-            elif message.run_key in waiting_runs or message.next_attempt_at > now:
+            elif message.run_key in waiting_runs or not message.due(now):
                 waiting_runs.add(message.run_key)
                 waiting += 1
             else:

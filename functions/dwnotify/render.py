@@ -49,6 +49,7 @@ from jinja2 import meta
 from dwnotify.channels import CHANNEL_TYPES
 from dwnotify.channels.kind import TemplateFormat
 from dwnotify.errors import TemplateError, TemplateLimitError
+from dwnotify.message import Message
 from dwnotify.model import (
     CANCELED,
     FAIL,
@@ -90,15 +91,6 @@ class MessageContext:
     channel_type: str
     console_url: str
     now: datetime
-
-
-@dataclass(frozen=True)
-class RenderedMessage:
-    """A rendered message: a plain title for notifications, the text, and Block Kit blocks if any."""
-
-    title: str
-    text: str
-    blocks: tuple[dict[str, Any], ...] | None = None
 
 
 class Url(str):
@@ -357,7 +349,7 @@ class Renderer:
         """Load, check and cache template `name` for a channel type; TemplateError if missing or invalid."""
         self._template(channel_type, name)
 
-    def render(self, channel_type: str, name: str, ctx: MessageContext) -> RenderedMessage:
+    def render(self, channel_type: str, name: str, ctx: MessageContext) -> Message:
         """Render one message; TemplateError names the template file and line when anything fails.
 
         TemplateLimitError when the render goes past its limits.
@@ -389,7 +381,7 @@ class Renderer:
 
     def render_or_fall_back(
         self, channel_type: str, name: str, ctx: MessageContext
-    ) -> tuple[RenderedMessage, list[tuple[str, TemplateError]]]:
+    ) -> tuple[Message, list[tuple[str, TemplateError]]]:
         """Template `name`; if it fails, `default`, then plain text, with a note saying why. Never raises.
 
         Returns the message and the failures, (template name, error), for the caller to log.
@@ -478,8 +470,8 @@ def _describe(exc: Exception, compiled: _Compiled, what: str | None = None) -> s
     return f"{compiled.template.filename or compiled.path}: {what}"
 
 
-def _message(text: str, compiled: _Compiled) -> RenderedMessage:
-    """The RenderedMessage for a template's output: title from the first line, blocks parsed from JSON."""
+def _message(text: str, compiled: _Compiled) -> Message:
+    """The Message for a template's output: title from the first line, blocks parsed from JSON."""
     blocks = None
     if compiled.format.is_json:
         text, blocks = _parse_blocks(text, compiled)
@@ -489,7 +481,7 @@ def _message(text: str, compiled: _Compiled) -> RenderedMessage:
     title = markup.plain(first_line.strip(markup.title_marks))
     if not title:
         raise TemplateError(f"{compiled.path} rendered an empty message", template=compiled.path)
-    return RenderedMessage(title=title, text=text, blocks=blocks)
+    return Message(title=title, text=text, blocks=blocks)
 
 
 def _parse_blocks(output: str, compiled: _Compiled) -> tuple[str, tuple[dict[str, Any], ...]]:
@@ -543,7 +535,7 @@ def fallback_note(failures: Sequence[tuple[str, TemplateError]], stand_in: str) 
     )
 
 
-def with_note(message: RenderedMessage, note: str, channel_type: str) -> RenderedMessage:
+def with_note(message: Message, note: str, channel_type: str) -> Message:
     """`message` with `note` before its last line (and, for Block Kit, as its last block).
 
     The last line stays last: it is the console link, which the channels keep when they trim a message.
@@ -554,10 +546,10 @@ def with_note(message: RenderedMessage, note: str, channel_type: str) -> Rendere
         blocks = (*blocks, {"type": "context", "elements": [{"type": "mrkdwn", "text": escaped}]})
     body, newline, last = message.text.rstrip("\n").rpartition("\n")
     text = f"{body}\n\n{escaped}\n{last}" if newline else f"{escaped}\n{last}"
-    return RenderedMessage(title=message.title, text=text, blocks=blocks)
+    return Message(title=message.title, text=text, blocks=blocks)
 
 
-def plain_message(ctx: MessageContext, note: str, max_chars: int) -> RenderedMessage:
+def plain_message(ctx: MessageContext, note: str, max_chars: int) -> Message:
     """The last resort when templates fail: the run, its events and the console link; no template runs.
 
     Values are escaped for the channel as a template's would be, and cut short: it cannot fail or grow.
@@ -574,4 +566,4 @@ def plain_message(ctx: MessageContext, note: str, max_chars: int) -> RenderedMes
     if len(ctx.events) > _MAX_PLAIN_EVENTS:
         lines.append(f"- … {len(ctx.events) - _MAX_PLAIN_EVENTS} more")
     lines += [escape(note), value(ctx.console_url)]  # the link last: trimming keeps the last line
-    return RenderedMessage(title=trim_utf8(title, _MAX_PLAIN_VALUE_BYTES), text="\n".join(lines)[:max_chars])
+    return Message(title=trim_utf8(title, _MAX_PLAIN_VALUE_BYTES), text="\n".join(lines)[:max_chars])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -12,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from . import outbox
 from .diff import diff
 from .discovery import Discoverer, Observation, RunSource
 from .errors import ConflictError, NotifierError
@@ -23,7 +23,8 @@ from .state.base import TICK_LEASE, OutboxMessage, ProjectCursor, StateStore
 
 if TYPE_CHECKING:
     from .channels.base import Channel
-    from .render import MessageContext, RenderedMessage, Renderer
+    from .message import Message
+    from .render import MessageContext, Renderer
     from .settings import ChannelSettings
 
 log = logging.getLogger(__name__)
@@ -51,12 +52,6 @@ class TickSummary:
     def to_json(self) -> str:
         """The summary as one line of JSON."""
         return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
-
-
-def message_id(run_key: str, rule: str, channel: str, events: Sequence[Event]) -> str:
-    """A stable id: the same events routed the same way always make the same outbox row."""
-    material = "|".join([run_key, rule, channel, *(event.key for event in events)])
-    return hashlib.sha256(material.encode("utf-8")).hexdigest()[:32]
 
 
 def _cursor_moved(previous: ProjectCursor | None, cursor: ProjectCursor) -> bool:
@@ -231,24 +226,20 @@ class Notifier:
                 now=datetime.fromtimestamp(now, tz=timezone.utc),
             )
             rendered = self._render_safely(item.rule.template, context, summary)
-            blocks = json.dumps(list(rendered.blocks), ensure_ascii=False) if rendered.blocks else None
             messages.append(
-                OutboxMessage(
-                    id=message_id(run.key, item.rule.name, item.channel, item.events),
-                    channel=item.channel,
+                outbox.record(
+                    rendered,
                     run_key=run.key,
                     rule=item.rule.name,
-                    seq=int(now * 1000) * 1000 + index,
-                    title=rendered.title,
-                    text=rendered.text,
-                    created_at=now,
-                    blocks_json=blocks,
-                    event_types=tuple(event.type for event in item.events),
+                    channel=item.channel,
+                    events=item.events,
+                    now=now,
+                    index=index,
                 )
             )
         return messages
 
-    def _render_safely(self, template: str, context: MessageContext, summary: TickSummary) -> RenderedMessage:
+    def _render_safely(self, template: str, context: MessageContext, summary: TickSummary) -> Message:
         """The rule's template; if it fails on these events, `default`, then plain text, with a note.
 
         One broken or runaway template must not hold back every message behind it, tick after tick:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from . import dingtalk, lark, slack, webhook, wecom
-from .base import Channel, ChannelMessage
+from .base import Channel
 from .kind import ChannelType
 
 if TYPE_CHECKING:
@@ -37,4 +37,4 @@ def build_channel(
     return CHANNEL_TYPES[settings.type].build(settings, client, timeout_s, clock)
 
 
-__all__ = ["CHANNEL_TYPES", "Channel", "ChannelMessage", "ChannelType", "build_channel"]
+__all__ = ["CHANNEL_TYPES", "Channel", "ChannelType", "build_channel"]

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 from ..errors import DeliveryError
+from ..message import Message
 from ..settings import ChannelSettings
 from ..timing import time_left
 from ..watchdog import Watchdog
@@ -20,15 +21,6 @@ if TYPE_CHECKING:  # httpx is imported when the first message goes out, not on a
     import httpx
 
 MAX_ANSWER_BYTES = 64 * 1024  # of a service's answer; more is not read
-
-
-@dataclass(frozen=True)
-class ChannelMessage:
-    """What a channel sends: a plain title, the text in the service's markup, optional Block Kit."""
-
-    title: str
-    text: str
-    blocks: tuple[dict[str, Any], ...] | None = None
 
 
 def _as_is(text: str) -> str:
@@ -72,7 +64,7 @@ class Channel(Protocol):
     name: str
     deadline: float | None
 
-    def send(self, message: ChannelMessage) -> None:
+    def send(self, message: Message) -> None:
         """Deliver one message."""
         ...
 

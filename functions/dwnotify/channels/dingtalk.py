@@ -17,9 +17,10 @@ import urllib.parse
 from typing import Any
 
 from ..errors import DeliveryError
+from ..message import Message
 from ..settings import ChannelSettings
 from ..text import fit_encoded
-from .base import MARKDOWN, ChannelMessage, HttpChannel, encode_json, raise_for_transport
+from .base import MARKDOWN, HttpChannel, encode_json, raise_for_transport
 from .kind import ChannelType, DigestRules, RateBudget, TemplateFormat
 
 MAX_BODY_BYTES = 20_000
@@ -45,7 +46,7 @@ def sign(secret: str, timestamp_ms: int) -> str:
     return urllib.parse.quote_plus(base64.b64encode(digest).decode("ascii"))
 
 
-def build_payload(settings: ChannelSettings, message: ChannelMessage) -> dict[str, Any]:
+def build_payload(settings: ChannelSettings, message: Message) -> dict[str, Any]:
     """The markdown message with the keyword and @mentions the robot needs, its body within 20,000 bytes.
 
     DingTalk measures the request body, not the text: JSON escaping of quotes, backslashes and
@@ -91,7 +92,7 @@ class DingTalkChannel(HttpChannel):
         separator = "&" if "?" in url else "?"
         return f"{url}{separator}timestamp={timestamp_ms}&sign={signature}"
 
-    def send(self, message: ChannelMessage) -> None:
+    def send(self, message: Message) -> None:
         """Post the message; DingTalk's errcode decides success, not the HTTP status."""
         body = encode_json(build_payload(self._settings, message))
         response = self._post(self._url(), content=body, headers=_JSON)

@@ -33,12 +33,12 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DeliveryError
+from ..message import Message
 from ..settings import ChannelSettings
 from ..text import fit_encoded
 from .base import (
     MD_ENTITY,
     MD_UNDERSCORE,
-    ChannelMessage,
     HttpChannel,
     Markup,
     encode_json,
@@ -94,7 +94,7 @@ def body_size(payload: dict[str, Any]) -> int:
     return len(encode_json(payload))
 
 
-def _split_title(message: ChannelMessage) -> tuple[str, str]:
+def _split_title(message: Message) -> tuple[str, str]:
     """The card header and the markdown body, without the body's first line when it repeats the title."""
     title = message.title.strip().strip("*# \t") or "DataWorks"
     first, _, rest = message.text.strip("\n").partition("\n")
@@ -114,7 +114,7 @@ def _card(title: str, markdown: str) -> dict[str, Any]:
     }
 
 
-def build_payload(settings: ChannelSettings, message: ChannelMessage) -> dict[str, Any]:
+def build_payload(settings: ChannelSettings, message: Message) -> dict[str, Any]:
     """The card, trimmed to the 20 KB request limit, with the bot's keyword in the header if missing."""
     title, markdown = _split_title(message)
     title = title[:MAX_TITLE_CHARS]
@@ -131,7 +131,7 @@ def build_payload(settings: ChannelSettings, message: ChannelMessage) -> dict[st
 class LarkChannel(HttpChannel):
     """Sends cards to one Lark / Feishu custom bot."""
 
-    def send(self, message: ChannelMessage) -> None:
+    def send(self, message: Message) -> None:
         """Post the card; the `code` in the answer decides, whatever the HTTP status."""
         payload: dict[str, Any] = build_payload(self._settings, message)
         if self._settings.secret:

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import DeliveryError
+from ..message import Message
 from ..text import TRIM_MARKER, trim_utf8
-from .base import ChannelMessage, HttpChannel, Markup, retry_after_seconds
+from .base import HttpChannel, Markup, retry_after_seconds
 from .kind import ChannelType, DigestRules, RateBudget, TemplateFormat
 
 log = logging.getLogger(__name__)
@@ -262,7 +263,7 @@ def layout_problems(blocks: Sequence[Mapping[str, Any]]) -> list[str]:
 # --- the channel --------------------------------------------------------------------------------
 
 
-def build_payload(message: ChannelMessage, channel: str = "") -> dict[str, Any]:
+def build_payload(message: Message, channel: str = "") -> dict[str, Any]:
     """The webhook body: the message's own blocks fitted to Block Kit, else its mrkdwn layout."""
     blocks = None
     if message.blocks is not None:
@@ -281,7 +282,7 @@ def build_payload(message: ChannelMessage, channel: str = "") -> dict[str, Any]:
 class SlackChannel(HttpChannel):
     """Posts to one Slack incoming webhook."""
 
-    def send(self, message: ChannelMessage) -> None:
+    def send(self, message: Message) -> None:
         """Post the message; `ok` in a 200 answer is success."""
         response = self._post(self._settings.url.reveal(), build_payload(message, self.name))
         if response.status_code == 200:

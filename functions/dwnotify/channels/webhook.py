@@ -31,8 +31,9 @@ import hmac
 from urllib.parse import parse_qsl, urlsplit
 
 from ..errors import DeliveryError
+from ..message import Message
 from ..text import fit_encoded
-from .base import MARKDOWN, ChannelMessage, HttpChannel, encode_json, retry_after_seconds
+from .base import MARKDOWN, HttpChannel, encode_json, retry_after_seconds
 from .kind import ChannelType, DigestRules, RateBudget, TemplateFormat
 
 MAX_TEXT_BYTES = 32_000
@@ -49,7 +50,7 @@ def sign(secret: str, timestamp_s: int, body: bytes) -> str:
     return f"sha256={digest.hexdigest()}"
 
 
-def encode_body(message: ChannelMessage) -> bytes:
+def encode_body(message: Message) -> bytes:
     """The JSON body, its text within MAX_TEXT_BYTES and itself within MAX_BODY_BYTES; sent as returned."""
 
     def body(text: str) -> bytes:
@@ -82,7 +83,7 @@ class WebhookChannel(HttpChannel):
             headers[SIGNATURE_HEADER] = sign(self._settings.secret.reveal(), timestamp_s, body)
         return headers
 
-    def send(self, message: ChannelMessage) -> None:
+    def send(self, message: Message) -> None:
         """Post the message; any 2xx is success."""
         body = encode_body(message)
         url = self._settings.url.reveal()

@@ -26,9 +26,10 @@ import re
 from typing import Any
 
 from ..errors import DeliveryError
+from ..message import Message
 from ..settings import ChannelSettings
 from ..text import fit_text
-from .base import ChannelMessage, HttpChannel, Markup, markdown_url, raise_for_transport
+from .base import HttpChannel, Markup, markdown_url, raise_for_transport
 from .kind import ChannelType, DigestRules, RateBudget, TemplateFormat, url_must_contain
 
 MAX_CONTENT_BYTES = 4_096
@@ -57,7 +58,7 @@ def plain_wecom_markdown(markup: str) -> str:
 MARKUP = Markup(escape_wecom_markdown, plain_wecom_markdown, markdown_url)
 
 
-def build_payload(settings: ChannelSettings, message: ChannelMessage) -> dict[str, Any]:
+def build_payload(settings: ChannelSettings, message: Message) -> dict[str, Any]:
     """The markdown message with `<@userid>` mentions, trimmed to 4,096 bytes."""
     mentions = " ".join(f"<@{user_id}>" for user_id in settings.at_user_ids)
     room = MAX_CONTENT_BYTES - (len(mentions.encode("utf-8")) + 2 if mentions else 0)
@@ -70,7 +71,7 @@ def build_payload(settings: ChannelSettings, message: ChannelMessage) -> dict[st
 class WeComChannel(HttpChannel):
     """Sends markdown messages to one WeCom group robot."""
 
-    def send(self, message: ChannelMessage) -> None:
+    def send(self, message: Message) -> None:
         """Post the message; WeCom's errcode decides success, not the HTTP status."""
         payload = build_payload(self._settings, message)
         response = self._post(self._settings.url.reveal(), payload)

@@ -109,6 +109,14 @@ class OutboxMessage:
     finished_at: float | None = None
     unreadable: str = ""  # why the stored record could not be read; empty when it was
 
+    def due(self, now: float) -> bool:
+        """Whether its next attempt may be made at `now`."""
+        return self.next_attempt_at <= now
+
+    def expired(self, now: float, max_age_s: float) -> bool:
+        """Whether it can no longer be sent: older than `max_age_s`, or unreadable."""
+        return bool(self.unreadable) or now - self.created_at > max_age_s
+
 
 @dataclass(frozen=True)
 class Lease:

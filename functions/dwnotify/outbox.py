@@ -1,0 +1,53 @@
+"""Outbox records: what one routed, rendered message becomes in the state store, and back again.
+
+A record's id is stable (the same events routed the same way always make the same row, so a tick
+that repeats a commit stores nothing twice); its seq orders it within its channel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+
+from .message import Message
+from .model import Event
+from .state.base import OutboxMessage
+
+
+def message_id(run_key: str, rule: str, channel: str, events: Sequence[Event]) -> str:
+    """A stable id: the same events routed the same way always make the same outbox row."""
+    material = "|".join([run_key, rule, channel, *(event.key for event in events)])
+    return hashlib.sha256(material.encode("utf-8")).hexdigest()[:32]
+
+
+def record(
+    message: Message,
+    *,
+    run_key: str,
+    rule: str,
+    channel: str,
+    events: Sequence[Event],
+    now: float,
+    index: int,
+) -> OutboxMessage:
+    """The pending outbox record of `message`, the `index`-th one a tick makes at `now`."""
+    blocks = json.dumps(list(message.blocks), ensure_ascii=False) if message.blocks else None
+    return OutboxMessage(
+        id=message_id(run_key, rule, channel, events),
+        channel=channel,
+        run_key=run_key,
+        rule=rule,
+        seq=int(now * 1000) * 1000 + index,
+        title=message.title,
+        text=message.text,
+        created_at=now,
+        blocks_json=blocks,
+        event_types=tuple(event.type for event in events),
+    )
+
+
+def message_of(stored: OutboxMessage) -> Message:
+    """The message a record holds, as a channel sends it."""
+    blocks = tuple(json.loads(stored.blocks_json)) if stored.blocks_json else None
+    return Message(stored.title, stored.text, blocks)
