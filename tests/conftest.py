@@ -29,7 +29,7 @@ if str(ROOT) not in sys.path:
 from dwnotify import config  # noqa: E402
 from dwnotify.app import App, build_app  # noqa: E402
 from dwnotify.credentials import Credentials, Secret  # noqa: E402
-from dwnotify.state.base import TICK_LEASE, ProjectCursor  # noqa: E402
+from dwnotify.state.base import TICK_LEASE, ProjectCursor, StateStore  # noqa: E402
 from dwnotify.tick import TickSummary  # noqa: E402
 from emulators import DataWorksEmulator, DingTalkEmulator, SlackEmulator  # noqa: E402
 from emulators.tablestore import TablestoreEmulator  # noqa: E402
@@ -135,12 +135,15 @@ class World:
     def environ(self) -> dict[str, str]:
         return {"DING_TOKEN": DING_TOKEN, "DING_SECRET": DING_SECRET, "SLACK_HOOK": SLACK_HOOK}
 
-    def build(self) -> App:
-        return self._app_from(self.write_config())
+    def build(self, wrap_store: Callable[[StateStore], StateStore] | None = None) -> App:
+        """The app on the current config; `wrap_store` (a fault seam) wraps the store its notifier uses."""
+        return self._app_from(self.write_config(), wrap_store)
 
-    def _app_from(self, path: Path) -> App:
+    def _app_from(self, path: Path, wrap_store: Callable[[StateStore], StateStore] | None = None) -> App:
         settings = config.load(path, self.environ())
-        return build_app(settings, CREDENTIALS, clock=self.clock, sleep=self.clock.sleep)
+        return build_app(
+            settings, CREDENTIALS, clock=self.clock, sleep=self.clock.sleep, wrap_store=wrap_store
+        )
 
     def tick(self, advance: float = 60.0) -> TickSummary:
         """Move time on by `advance` seconds, then run one tick with the (reused) app."""

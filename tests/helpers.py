@@ -88,6 +88,23 @@ class Killed(BaseException):
     """The process died here: nothing after this point runs (not even `except Exception`)."""
 
 
+class StoreSwitch:
+    """A fault seam for `build_app(wrap_store=switch.wrap)`: the notifier's store is the real one,
+    or, while `armed` is set, a faulty stand-in wrapped around it (`switch.real`)."""
+
+    def __init__(self) -> None:
+        self.real: Any = None
+        self.armed: Any = None
+
+    def wrap(self, store: Any) -> Any:
+        """What `build_app` calls with the real store: the switch stands in for it."""
+        self.real = store
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.armed if self.armed is not None else self.real, name)
+
+
 class CrashingStore:
     """Forwards to a real store until call number `crash_at`, then dies and stays dead."""
 

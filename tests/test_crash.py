@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -35,9 +36,8 @@ def test_a_tick_killed_at_every_state_call_loses_nothing(tmp_path: Path, state_b
         workdir.mkdir()
         with open_world(workdir, clock, state_backend) as world:
             run_ids = {fail_run(world) for _ in range(3)}
-            app = world.build()
-            store = CrashingStore(app.notifier._store, crash_at)
-            app.notifier._store = store  # the same notifier, dying at one more point each round
+            # The same notifier each round, dying at one more point.
+            app = world.build(wrap_store=functools.partial(CrashingStore, crash_at=crash_at))
             clock.advance(60)
             try:
                 app.notifier.tick()

@@ -54,7 +54,7 @@ from dwnotify.state.base import PENDING
 from dwnotify.tick import TICK_LEASE_S
 from emulators.tablestore import TablestoreEmulator
 from tests.conftest import CREDENTIALS, STATE_BACKENDS, ManualClock, World, open_world
-from tests.helpers import CrashingStore, Killed, slack_text
+from tests.helpers import CrashingStore, Killed, StoreSwitch, slack_text
 
 ROOT = Path(__file__).resolve().parents[1]
 SOAK = bool(os.environ.get("DWNOTIFY_SOAK"))
@@ -290,6 +290,7 @@ class Soak:
     skew: float = 0.0
     skews: list[float] = field(default_factory=lambda: [0.0])
     app: App | None = None
+    switch: StoreSwitch = field(default_factory=StoreSwitch)  # the fault seam of `app`'s store
     runs: list[ModelRun] = field(default_factory=list)
     ticks: int = 0
     faults: Counter[str] = field(default_factory=Counter)
@@ -303,9 +304,16 @@ class Soak:
         """The notifier's clock: the emulators' manual clock plus the current step."""
         return self.world.clock.now + self.skew
 
-    def build(self) -> App:
+    def build(self, wrap_store: Callable[[Any], Any] | None = None) -> App:
+        """A fresh instance; its store goes through `wrap_store`, else through `self.switch`."""
         settings = config.load(self.world.write_config(), self.world.environ())
-        return build_app(settings, CREDENTIALS, clock=self.now, sleep=self.world.clock.sleep)
+        return build_app(
+            settings,
+            CREDENTIALS,
+            clock=self.now,
+            sleep=self.world.clock.sleep,
+            wrap_store=wrap_store or self.switch.wrap,
+        )
 
     def close(self) -> None:
         if self.app is not None:
@@ -350,8 +358,8 @@ class Soak:
     def crash(self) -> None:
         """A fresh instance whose process dies at a random state call, in discovery or delivery."""
         self.close()
-        app = self.build()
-        app.notifier._store = CrashingStore(app.notifier._store, self.rng.randint(0, 40))  # type: ignore[assignment]
+        crash_at = self.rng.randint(0, 40)
+        app = self.build(lambda store: CrashingStore(store, crash_at))
         try:
             self.run_tick(app)
             self.faults["crash (tick finished first)"] += 1
@@ -640,12 +648,11 @@ def _state_error(soak: Soak) -> Callable[[], None]:
     """One state call of the tick fails (a lock past SQLite's busy timeout, a full disk, an outage)."""
     if soak.app is None:
         soak.app = soak.build()
-    app = soak.app
-    store = FailingStore(app.store, soak.rng.randint(0, 40))
-    app.notifier._store = store  # type: ignore[assignment]
+    store = FailingStore(soak.switch.real, soak.rng.randint(0, 40))
+    soak.switch.armed = store
 
     def cleanup() -> None:
-        app.notifier._store = app.store
+        soak.switch.armed = None
         soak.faults[f"state_error ({store.failed})" if store.failed else "state_error (tick done first)"] += 1
 
     return cleanup
@@ -999,14 +1006,15 @@ class Walked:
     repeated: int
 
 
-def _walk(world: World, fail: Callable[[App, int], Callable[[], str | None]]) -> list[Walked]:
+def _walk(world: World, fail: Callable[[StoreSwitch, int], Callable[[], str | None]]) -> list[Walked]:
     """Tick after tick, two new runs and one failure at the next request or call; what each did.
 
     `fail(app, k)` arms the k-th failure and returns what it hit, once served; the walk ends at the
     first tick that made fewer requests than k.
     """
     _world_config(world, world.tmp)
-    world.app = app = world.build()
+    switch = StoreSwitch()
+    world.app = app = world.build(wrap_store=switch.wrap)
     world.tick()  # watching before the runs appear
     walked = []
     for k in range(300):
@@ -1015,7 +1023,7 @@ def _walk(world: World, fail: Callable[[App, int], Callable[[], str | None]]) ->
             world.dataworks.add_run(10000, status="Fail", stages=STAGES, stage_statuses=stages)
             for _ in range(2)
         }
-        hit = fail(app, k)
+        hit = fail(switch, k)
         world.clock.advance(60)
         with contextlib.suppress(NotifierError):
             app.notifier.tick()
@@ -1032,10 +1040,10 @@ def _walk(world: World, fail: Callable[[App, int], Callable[[], str | None]]) ->
     return walked
 
 
-def _fail_state_call(world: World) -> Callable[[App, int], Callable[[], str | None]]:
-    def fail(app: App, k: int) -> Callable[[], str | None]:
-        store = FailingStore(app.store, k)
-        app.notifier._store = store  # type: ignore[assignment]
+def _fail_state_call(world: World) -> Callable[[StoreSwitch, int], Callable[[], str | None]]:
+    def fail(switch: StoreSwitch, k: int) -> Callable[[], str | None]:
+        store = FailingStore(switch.real, k)
+        switch.armed = store
         return lambda: store.failed
 
     return fail
@@ -1043,11 +1051,11 @@ def _fail_state_call(world: World) -> Callable[[App, int], Callable[[], str | No
 
 def _fail_tablestore_request(
     world: World, code: str | None
-) -> Callable[[App, int], Callable[[], str | None]]:
+) -> Callable[[StoreSwitch, int], Callable[[], str | None]]:
     tablestore = world.tablestore
     assert tablestore is not None
 
-    def fail(app: App, k: int) -> Callable[[], str | None]:
+    def fail(switch: StoreSwitch, k: int) -> Callable[[], str | None]:
         tablestore.clear_faults()
         served = len(tablestore.faults_served)
         if code is None:

@@ -72,8 +72,8 @@ def _tick(world: World, rng: random.Random) -> bool:
     """One tick, which dies at a random state call now and then; True when it died."""
     world.clock.advance(60)
     if rng.random() < 0.15:
-        app = world.build()
-        app.notifier._store = CrashingStore(app.notifier._store, rng.randint(0, 25))  # type: ignore[assignment]
+        crash_at = rng.randint(0, 25)
+        app = world.build(wrap_store=lambda store: CrashingStore(store, crash_at))
         try:
             app.notifier.tick()
             return False

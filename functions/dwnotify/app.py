@@ -114,9 +114,13 @@ def build_app(
     *,
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], None] = time.sleep,
+    wrap_store: Callable[[StateStore], StateStore] | None = None,
 ) -> App:
     """Everything long-lived, wired: the DataWorks client, the state store, the renderer (built at
-    the first message), the channel factory and the Notifier that ticks with them."""
+    the first message), the channel factory and the Notifier that ticks with them.
+
+    `wrap_store` is the seam a test injects faults through: the Notifier uses what it returns.
+    """
     store = open_state(settings, credentials)
     client = DataWorksClient(settings.dataworks, credentials, sleep=sleep, clock=clock)
     channels = ChannelFactory(settings.delivery.timeout.total_seconds(), clock)
@@ -129,7 +133,7 @@ def build_app(
     notifier = Notifier(
         settings,
         source=client,
-        store=store,
+        store=wrap_store(store) if wrap_store else store,
         make_channel=channels,
         renderer=renderer,
         clock=clock,
