@@ -68,7 +68,7 @@ from dwnotify.text import trim_utf8
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 DEFAULT_DATETIME_FORMAT = "%Y-%m-%d %H:%M"
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent  # dwnotify/, not this sub-package
 _KEPT_GLOBALS = ("range", "dict", "namespace")  # the sandbox's metered range; nothing reaches the OS
 DEFAULT_LIMITS = RenderLimits()
 
