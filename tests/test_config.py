@@ -879,3 +879,41 @@ def test_a_huge_config_file_is_refused_before_it_is_read(tmp_path: Path) -> None
     assert caught.value.problems == [
         f"{path}: the config file is {path.stat().st_size:,} bytes; a config is at most 1 MiB"
     ]
+
+
+# --- a channel type the config has never heard of ----------------------------------------------------
+
+
+def test_a_new_channel_type_is_configured_from_its_own_declaration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A type without a webhook URL (a chat API with a bot token), declared only in its own TYPE:
+    # the config reads its options by their kinds, requires what it requires, and rejects the rest.
+    from dwnotify import channels
+    from dwnotify.app import secret_values
+    from dwnotify.channels.kind import ChannelType, DigestRules, RateBudget
+
+    api = ChannelType(
+        name="chat-api",
+        options={"token": "secret", "channel": "text", "api_url": "url", "notify": "flag"},
+        formats=channels.CHANNEL_TYPES["slack"].formats,
+        rate=RateBudget(1, 1.0),
+        digest=DigestRules(10_000),
+        sender=channels.CHANNEL_TYPES["slack"].sender,
+        required=frozenset({"token", "channel"}),
+    )
+    monkeypatch.setitem(channels.CHANNEL_TYPES, "chat-api", api)  # type: ignore[index]
+    bot = {"type": "chat-api", "token": "xoxb-0123456789-abcdef", "channel": "C0123", "notify": "true"}
+    settings = parse(changed({"channels.team": bot}), tmp_path, ENV)
+    team = settings.channels["team"]
+    assert (team.type, team.url, team.options["channel"], team.options["notify"]) == (
+        "chat-api",
+        None,
+        "C0123",
+        True,
+    )
+    assert team.options["token"] == Secret("xoxb-0123456789-abcdef") and team.options["api_url"] is None
+    assert "xoxb-0123456789-abcdef" in secret_values(settings, None)[0]  # masked like any token
+    missing = problems_of(changed({"channels.team": {"type": "chat-api", "url": TEAM_URL}}), tmp_path)
+    assert any("channels.team" in p and "token" in p for p in missing), missing
+    assert any("channels.team.url" in p for p in missing), missing  # not an option of this type

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .channels import CHANNEL_TYPES, Channel
-from .credentials import Credentials
+from .credentials import Credentials, Secret
 from .dataworks import DataWorksClient
 from .logs import register_secrets
 from .settings import ChannelSettings, Settings
@@ -78,16 +78,22 @@ def secret_values(settings: Settings, credentials: Credentials | None) -> tuple[
     tokens: list[str] = []
     whole: list[str] = []
     for channel in settings.channels.values():
-        url = channel.url.reveal()
-        parts = urllib.parse.urlsplit(url)
-        tokens += [value for _, value in urllib.parse.parse_qsl(parts.query) if len(value) >= 8]
-        tokens += [parts.password] if parts.password else []
-        for segment in (segment for segment in parts.path.split("/") if len(segment) >= 12):
-            (whole if _WORDS.fullmatch(segment) else tokens).append(segment)
-        whole.append(url)
-        whole += [parts.username] if parts.username else []
-        if channel.secret:
-            tokens.append(channel.secret.reveal())
+        values = {"url": channel.url, "secret": channel.secret, **channel.options}
+        for key, kind in CHANNEL_TYPES[channel.type].options.items():
+            value = values.get(key)
+            if not isinstance(value, Secret) or not value:
+                continue
+            if kind != "url":
+                tokens.append(value.reveal())
+                continue
+            url = value.reveal()
+            parts = urllib.parse.urlsplit(url)
+            tokens += [value for _, value in urllib.parse.parse_qsl(parts.query) if len(value) >= 8]
+            tokens += [parts.password] if parts.password else []
+            for segment in (segment for segment in parts.path.split("/") if len(segment) >= 12):
+                (whole if _WORDS.fullmatch(segment) else tokens).append(segment)
+            whole.append(url)
+            whole += [parts.username] if parts.username else []
     if credentials is not None:
         tokens.append(credentials.access_key_secret.reveal())
         if credentials.security_token:

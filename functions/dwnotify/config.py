@@ -8,9 +8,11 @@ from collections.abc import Collection, Mapping
 from datetime import timedelta
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 from dwnotify.addresses import host_problem, is_loopback, url_problem
 from dwnotify.channels import CHANNEL_TYPES
+from dwnotify.channels.kind import COMMON_KEYS
 from dwnotify.credentials import Secret
 from dwnotify.errors import ConfigError
 from dwnotify.interpolate import Loc, expand_tree
@@ -347,7 +349,7 @@ def _channels(c: Checker, value: object, loc: Loc) -> dict[str, ChannelSettings]
         channel = _channel(c, name, item, here)
         if channel is None:
             continue
-        twin = next((other for other in channels.values() if other.url == channel.url), None)
+        twin = next((o for o in channels.values() if channel.url and o.url == channel.url), None)
         if twin is not None:
             # Rate budgets are kept per channel: two channels on one robot would double its rate.
             c.add(
@@ -360,26 +362,47 @@ def _channels(c: Checker, value: object, loc: Loc) -> dict[str, ChannelSettings]
 def _channel(c: Checker, name: str, value: object, loc: Loc) -> ChannelSettings | None:
     raw_type = value.get("type") if isinstance(value, dict) else None
     known = CHANNEL_TYPES.get(raw_type) if isinstance(raw_type, str) else None
-    # An unknown type: the other keys are judged against every channel type's.
-    allowed = known.keys if known else frozenset().union(*(t.keys for t in CHANNEL_TYPES.values()))
-    f = c.section(value, loc, required=("type", "url"), optional=allowed - {"type", "url"})
+    # An unknown type: the other keys are judged, and read, as any channel type's would be.
+    options = (
+        dict(known.options) if known else {k: v for t in CHANNEL_TYPES.values() for k, v in t.options.items()}
+    )
+    required = sorted(known.required) if known else ["url"]
+    allowed = COMMON_KEYS | set(options)
+    f = c.section(value, loc, required=("type", *required), optional=allowed - {"type", *required})
     if f is None:
         return None
     kind = c.choice(*f.at("type"), sorted(CHANNEL_TYPES))
     allow_http = c.boolean(*f.at("allow_http"), False)
-    url = _webhook_url(c, *f.at("url"), allow_http=allow_http)
-    secret = _secret(c, *f.at("secret"))
+    values = {
+        key: _option(c, option_kind, *f.at(key), allow_http=allow_http)
+        for key, option_kind in options.items()
+    }
+    url, secret = values.pop("url", None), values.pop("secret", None)
     if kind is not None:
         revealed = (url.reveal() if url else None, secret.reveal() if secret else None)
         for key, problem in CHANNEL_TYPES[kind].check(*revealed):
             c.add(f.at(key)[1], problem)
-    keyword = c.text(*f.at("keyword"), empty_ok=True)
-    at_mobiles = c.strings(*f.at("at_mobiles"))
-    at_user_ids = c.strings(*f.at("at_user_ids"))
-    at_all = c.boolean(*f.at("at_all"), False)
-    if kind is None or url is None:
+    if kind is None or (url is None and "url" in required):
         return None
-    return ChannelSettings(name, kind, url, secret, keyword, at_mobiles, at_user_ids, at_all, allow_http)
+    common = {key: values.pop(key) for key in _COMMON_OPTION_FIELDS if key in values}
+    return ChannelSettings(name, kind, url, secret, allow_http=allow_http, options=values, **common)
+
+
+# Options that ChannelSettings has a field for; every other option goes into its `options`.
+_COMMON_OPTION_FIELDS = ("keyword", "at_mobiles", "at_user_ids", "at_all")
+
+
+def _option(c: Checker, option_kind: str, value: object, loc: Loc, *, allow_http: bool) -> Any:
+    """An option's value read by its kind (`channels.kind.OPTION_KINDS`)."""
+    if option_kind == "url":
+        return _webhook_url(c, value, loc, allow_http=allow_http)
+    if option_kind == "secret":
+        return _secret(c, value, loc)
+    if option_kind == "strings":
+        return c.strings(value, loc)
+    if option_kind == "flag":
+        return c.boolean(value, loc, False)
+    return c.text(value, loc, empty_ok=True)
 
 
 def _webhook_url(c: Checker, value: object, loc: Loc, *, allow_http: bool) -> Secret | None:

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from .credentials import Secret
 
@@ -80,13 +81,15 @@ class ChannelSettings:
 
     name: str
     type: str
-    url: Secret
+    url: Secret | None  # None for a type whose API is not one webhook URL
     secret: Secret | None = None
     keyword: str | None = None
     at_mobiles: tuple[str, ...] = ()
     at_user_ids: tuple[str, ...] = ()
     at_all: bool = False
     allow_http: bool = False  # plain http to a host that is not loopback: the token travels in clear
+    # A type's other options (its `TYPE.options`), read by their declared kind.
+    options: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)

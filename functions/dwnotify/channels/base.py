@@ -91,6 +91,12 @@ class HttpChannel:
         self._clock = clock
         self.deadline: float | None = None
 
+    def _hook_url(self) -> str:
+        """The webhook URL a type with a `url` option posts to (the config requires it)."""
+        if self._settings.url is None:
+            raise DeliveryError("the channel has no url", channel=self.name, retryable=False)
+        return self._settings.url.reveal()
+
     def _post(
         self,
         url: str,

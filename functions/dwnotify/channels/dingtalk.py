@@ -21,7 +21,7 @@ from ..message import Message
 from ..settings import ChannelSettings
 from ..text import fit_encoded
 from .base import MARKDOWN, HttpChannel, encode_json, raise_for_transport
-from .kind import ChannelType, DigestRules, RateBudget, TemplateFormat
+from .kind import WEBHOOK, ChannelType, DigestRules, RateBudget, TemplateFormat
 
 MAX_BODY_BYTES = 20_000
 # Kept free below the limit: how DingTalk counts (its own re-encoding, whitespace) is not documented.
@@ -84,7 +84,7 @@ class DingTalkChannel(HttpChannel):
     """Sends markdown messages to one DingTalk robot."""
 
     def _url(self) -> str:
-        url = self._settings.url.reveal()
+        url = self._hook_url()
         if not self._settings.secret:
             return url
         timestamp_ms = int(self._clock() * 1000)
@@ -121,7 +121,14 @@ def _check(url: str | None, secret: str | None) -> list[tuple[str, str]]:
 
 TYPE = ChannelType(
     name="dingtalk",
-    options=frozenset({"secret", "keyword", "at_mobiles", "at_user_ids", "at_all"}),
+    options={
+        **WEBHOOK,
+        "secret": "secret",
+        "keyword": "text",
+        "at_mobiles": "strings",
+        "at_user_ids": "strings",
+        "at_all": "flag",
+    },
     formats=(TemplateFormat("md", MARKUP),),
     # A robot is silenced for ten minutes after 20 messages in a minute: stay one below.
     rate=RateBudget(19, 60.0),

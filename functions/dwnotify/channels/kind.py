@@ -21,7 +21,12 @@ if TYPE_CHECKING:
     from .base import Channel
 
 # Keys every channel type accepts besides its own options.
-COMMON_KEYS = frozenset({"type", "url", "allow_http"})
+COMMON_KEYS = frozenset({"type", "allow_http"})
+# How the config reads an option's value: a secret (masked, never printed), a text, a list of
+# strings, a true/false flag, or an https URL (held as a secret: webhook URLs carry their token).
+OPTION_KINDS = frozenset({"secret", "text", "strings", "flag", "url"})
+# The options of a webhook: its URL, and no other required key.
+WEBHOOK = {"url": "url"}
 
 
 @dataclass(frozen=True)
@@ -74,25 +79,34 @@ def _no_problems(url: str | None, secret: str | None) -> Iterable[tuple[str, str
 class ChannelType:
     """One chat service's knowledge. `formats` are in lookup order within one template folder.
 
-    `check(url, secret)` gives the (option, problem) pairs of a configured channel beyond the
+    `options` maps each option key to its kind (OPTION_KINDS); `required` are the keys a channel must
+    set. `check(url, secret)` gives the (option, problem) pairs of a configured channel beyond the
     generic checks (a URL of the wrong service, a token where the signing secret belongs).
     `layout_problems(blocks)`, for a type whose templates may render JSON blocks, lists the service's
     limits that blocks break (what `dwnotify check` reports of a template's sample output).
     """
 
     name: str
-    options: frozenset[str]
+    options: Mapping[str, str]
     formats: tuple[TemplateFormat, ...]
     rate: RateBudget
     digest: DigestRules
     sender: Callable[..., Channel]
     check: OptionCheck = field(default=_no_problems)
     layout_problems: Callable[[Sequence[Mapping[str, Any]]], list[str]] | None = None
+    required: frozenset[str] = frozenset({"url"})
+
+    def __post_init__(self) -> None:
+        unknown = {kind for kind in self.options.values() if kind not in OPTION_KINDS}
+        if unknown or not self.required <= set(self.options):
+            raise ValueError(
+                f"channel type {self.name}: bad option kinds {unknown} or required {self.required}"
+            )
 
     @property
     def keys(self) -> frozenset[str]:
         """Every key a channel of this type accepts."""
-        return COMMON_KEYS | self.options
+        return COMMON_KEYS | set(self.options)
 
     @property
     def markup(self) -> Markup:

@@ -45,7 +45,7 @@ from .base import (
     markdown_url,
     raise_for_transport,
 )
-from .kind import ChannelType, DigestRules, RateBudget, TemplateFormat, url_must_contain
+from .kind import WEBHOOK, ChannelType, DigestRules, RateBudget, TemplateFormat, url_must_contain
 
 if TYPE_CHECKING:  # httpx is imported when the first message goes out (see base.HttpChannel)
     import httpx
@@ -138,7 +138,7 @@ class LarkChannel(HttpChannel):
             timestamp_s = int(self._clock())
             payload["timestamp"] = str(timestamp_s)
             payload["sign"] = sign(self._settings.secret.reveal(), timestamp_s)
-        response = self._post(self._settings.url.reveal(), payload)
+        response = self._post(self._hook_url(), payload)
         if response.status_code == 429 or response.status_code >= 500:
             raise_for_transport(self.name, response, _RATE_LIMIT_WAIT_S)
         code, text = _answer(response)
@@ -179,7 +179,7 @@ def _answer(response: httpx.Response) -> tuple[int | None, str]:
 
 TYPE = ChannelType(
     name="lark",
-    options=frozenset({"secret", "keyword"}),
+    options={**WEBHOOK, "secret": "secret", "keyword": "text"},
     formats=(TemplateFormat("md", MARKUP),),
     # 5 a second and 100 a minute per bot; a tick's 8 s of waiting caps it near 40 sends.
     rate=RateBudget(5, 1.1, inline_wait_s=8.0),

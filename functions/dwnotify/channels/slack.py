@@ -26,7 +26,7 @@ from ..errors import DeliveryError
 from ..message import Message
 from ..text import TRIM_MARKER, trim_utf8
 from .base import HttpChannel, Markup, retry_after_seconds
-from .kind import ChannelType, DigestRules, RateBudget, TemplateFormat
+from .kind import WEBHOOK, ChannelType, DigestRules, RateBudget, TemplateFormat
 
 log = logging.getLogger(__name__)
 
@@ -284,7 +284,7 @@ class SlackChannel(HttpChannel):
 
     def send(self, message: Message) -> None:
         """Post the message; `ok` in a 200 answer is success."""
-        response = self._post(self._settings.url.reveal(), build_payload(message, self.name))
+        response = self._post(self._hook_url(), build_payload(message, self.name))
         if response.status_code == 200:
             return
         reason = response.text.strip()[:200] or f"HTTP {response.status_code}"
@@ -315,7 +315,7 @@ MARKUP = Markup(escape_mrkdwn, url=escape_mrkdwn, link_syntax=_mrkdwn_link, titl
 
 TYPE = ChannelType(
     name="slack",
-    options=frozenset(),
+    options=WEBHOOK,
     # Within one folder a `blocks.json` template wins over a `mrkdwn` one.
     formats=(TemplateFormat("blocks.json", MARKUP, is_json=True), TemplateFormat("mrkdwn", MARKUP)),
     rate=RateBudget(1, 1.1, inline_wait_s=8.0),  # about one message a second per incoming webhook

@@ -34,7 +34,7 @@ from ..errors import DeliveryError
 from ..message import Message
 from ..text import fit_encoded
 from .base import MARKDOWN, HttpChannel, encode_json, retry_after_seconds
-from .kind import ChannelType, DigestRules, RateBudget, TemplateFormat
+from .kind import WEBHOOK, ChannelType, DigestRules, RateBudget, TemplateFormat
 
 MAX_TEXT_BYTES = 32_000
 MAX_BODY_BYTES = 64 * 1024
@@ -86,7 +86,7 @@ class WebhookChannel(HttpChannel):
     def send(self, message: Message) -> None:
         """Post the message; any 2xx is success."""
         body = encode_body(message)
-        url = self._settings.url.reveal()
+        url = self._hook_url()
         response = self._post(url, content=body, headers=self._headers(body))
         status = response.status_code
         if 200 <= status < 300:
@@ -101,7 +101,7 @@ class WebhookChannel(HttpChannel):
 
 TYPE = ChannelType(
     name="webhook",
-    options=frozenset({"secret"}),
+    options={**WEBHOOK, "secret": "secret"},
     formats=(TemplateFormat("md", MARKUP),),
     rate=RateBudget(60, 60.0),
     digest=DigestRules(30_000, separator="\n\n---\n\n"),

@@ -30,7 +30,7 @@ from ..message import Message
 from ..settings import ChannelSettings
 from ..text import fit_text
 from .base import HttpChannel, Markup, markdown_url, raise_for_transport
-from .kind import ChannelType, DigestRules, RateBudget, TemplateFormat, url_must_contain
+from .kind import WEBHOOK, ChannelType, DigestRules, RateBudget, TemplateFormat, url_must_contain
 
 MAX_CONTENT_BYTES = 4_096
 _RATE_LIMITED = 45009
@@ -74,7 +74,7 @@ class WeComChannel(HttpChannel):
     def send(self, message: Message) -> None:
         """Post the message; WeCom's errcode decides success, not the HTTP status."""
         payload = build_payload(self._settings, message)
-        response = self._post(self._settings.url.reveal(), payload)
+        response = self._post(self._hook_url(), payload)
         raise_for_transport(self.name, response, _RATE_LIMIT_WAIT_S)
         try:
             body = response.json()
@@ -97,7 +97,7 @@ class WeComChannel(HttpChannel):
 
 TYPE = ChannelType(
     name="wecom",
-    options=frozenset({"at_user_ids"}),  # markdown can only mention by userid, not by mobile
+    options={**WEBHOOK, "at_user_ids": "strings"},  # markdown can only mention by userid, not by mobile
     formats=(TemplateFormat("md", MARKUP),),
     rate=RateBudget(19, 60.0),  # 20 messages a minute per robot, then errcode 45009
     digest=DigestRules(3_800),
