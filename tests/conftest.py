@@ -230,3 +230,13 @@ def _no_real_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith(("ALIYUN_ACCESS_KEY", "ALIBABA_CLOUD_")):
             monkeypatch.delenv(name)
+
+
+import httpx  # noqa: E402  (appended with the fixture below, which the chat channel tests share)
+
+
+@pytest.fixture
+def http() -> Iterator[httpx.Client]:
+    """One real HTTP client for a test that builds channels by hand (modules may define their own)."""
+    with httpx.Client(timeout=5) as client:
+        yield client

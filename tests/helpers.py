@@ -12,13 +12,23 @@ import re
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
+
+from dwnotify.channels import Channel, build_channel
+from dwnotify.credentials import Secret
+from dwnotify.errors import DeliveryError
+from dwnotify.message import Message
 from dwnotify.model import CANCELED, FAIL, RUNNING, SUCCESS, TERMINATED, Event, Run, Stage, run_key
 from dwnotify.render import MessageContext
-from dwnotify.settings import DEFAULT_CONSOLE_URL, ProjectSettings
+from dwnotify.settings import DEFAULT_CONSOLE_URL, ChannelSettings, ProjectSettings
+from emulators.lark import LarkEmulator
+from emulators.wecom import WeComEmulator
 from tests.conftest import ROOT, World
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -253,3 +263,46 @@ HOSTILE = {
 def about(unit: str, size: int) -> str:
     """`unit` repeated to about `size` bytes of UTF-8."""
     return unit * (size // len(unit.encode()))
+
+
+# --- chat channels built by hand and sent to their emulators (Lark, WeCom, the generic webhook) ----------
+
+CHANNEL_NOW = 1_795_680_000.0  # epoch seconds, the emulators' and the channels' clock (NOW is a datetime)
+SECRET = "lark-or-hook-secret-7f3a"
+LARK_TOKEN = "0d5b2c1e-lark-token-9a7f"
+WECOM_KEY = "693a91f6-wecom-key-0ec2"
+HOOK = "/hooks/dwnotify-b41c9e"
+CONSOLE_LINE = "[打开 DataWorks 控制台 · Open DataWorks](https://dataworks.data.aliyun.com/x)"
+MESSAGE = Message(
+    "❌ 发布失败 · Deployment failed",
+    f"### ❌ 发布失败 · Deployment failed\n\n- 运行 Run: `a7ef`\n\n#### 原因 Reason\n\n{CONSOLE_LINE}",
+)
+BIG = Message("❌ 发布失败", "### ❌ 发布失败\n" + "节点依赖缺失，请检查。\n" * 3000 + CONSOLE_LINE)
+
+
+def channel(
+    http: httpx.Client, kind: str, url: str, clock: Callable[[], float] = lambda: CHANNEL_NOW, **extra: Any
+) -> Channel:
+    """A channel "chat" of `kind` from settings built by hand (config bypassed), sending through `http`."""
+    secret = extra.pop("secret", None)
+    settings = ChannelSettings("chat", kind, Secret(url), Secret(secret) if secret else None, **extra)
+    return build_channel(settings, http, 5.0, clock)
+
+
+def refused(chat: Channel, message: Message = MESSAGE) -> DeliveryError:
+    """The DeliveryError `chat` raises sending `message`: it names the channel and shows no secret."""
+    with pytest.raises(DeliveryError) as caught:
+        chat.send(message)
+    error = caught.value
+    assert error.channel == "chat"
+    for secret in (LARK_TOKEN, WECOM_KEY, HOOK, "signed-bot-token", "127.0.0.1", SECRET):
+        assert secret not in str(error) and secret not in repr(error.args)
+    return error
+
+
+def lark_url(lark: LarkEmulator, token: str = LARK_TOKEN) -> str:
+    return f"{lark.base_url}/open-apis/bot/v2/hook/{token}"
+
+
+def wecom_url(wecom: WeComEmulator, key: str = WECOM_KEY) -> str:
+    return f"{wecom.base_url}/cgi-bin/webhook/send?key={key}"
