@@ -72,9 +72,14 @@ class Outbox:
     def update(self, messages: Sequence[OutboxMessage]) -> None:
         """Store messages' delivery status (only rows that exist: a message is never created here)."""
         if messages:
-            self._table.write(
+            written = self._table.write(
                 [Write("put", rows.outbox_key(m), rows.message_cells(m), "EXPECT_EXIST") for m in messages]
             )
+            if not all(written):
+                # The rows exist (a message is only ever updated here): a refused condition is the
+                # service's, and the update must not pass for done. Repeating it is harmless.
+                refused = sum(1 for ok in written if not ok)
+                raise StateError(f"Tablestore refused {refused} outbox update(s) on their condition")
         for message in messages:
             reading = self._readings.get(message.channel)
             if reading is not None and message.status != PENDING:
