@@ -80,6 +80,19 @@ def _package() -> tuple[Path, Path | None]:
     return tmp / "code", tmp
 
 
+def _watch_once(config: Path) -> None:
+    """One tick on `config` in this process, before the measured one, so the store is not empty."""
+    from dwnotify import config as config_module
+    from dwnotify.app import build_app
+    from dwnotify.credentials import Credentials, Secret
+
+    app = build_app(config_module.load(config, {}), Credentials("test-ak", Secret("test-secret")))
+    try:
+        app.notifier.tick()
+    finally:
+        app.close()
+
+
 def _sample(package: Path, workdir: Path) -> dict[str, Any]:
     """One fresh interpreter: a new state file and a new failed run to announce."""
     dataworks = DataWorksEmulator({"projects": [10000]})
@@ -88,9 +101,6 @@ def _sample(package: Path, workdir: Path) -> dict[str, Any]:
     for emulator in (dataworks, dingtalk, slack):
         emulator.start()
     try:
-        dataworks.add_run(
-            10000, status="Fail", stage_statuses={"DEV_CHECK": "Success", "PROD_DEPLOY": "Fail"}
-        )
         workdir.mkdir(parents=True)
         config = workdir / "notifier.yaml"
         config.write_text(
@@ -117,6 +127,12 @@ def _sample(package: Path, workdir: Path) -> dict[str, Any]:
                 }
             ),
             encoding="utf-8",
+        )
+        # The store has watched the workspace before (an empty store records finished runs as history),
+        # then the run fails: the measured tick announces it.
+        _watch_once(config)
+        dataworks.add_run(
+            10000, status="Fail", stage_statuses={"DEV_CHECK": "Success", "PROD_DEPLOY": "Fail"}
         )
         child = subprocess.run(
             [sys.executable, "-I", "-S", "-c", CHILD, str(package), EVENT],
