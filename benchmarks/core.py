@@ -1,15 +1,18 @@
-"""The pure core's speed: diff and rendering, per call, on realistic runs."""
+"""The pure core's speed: diff and rendering per call, and discovery gathering a long list of pages."""
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import datetime, timezone
 from typing import Any
 
+from dwnotify.answers import RunPage
 from dwnotify.diff import diff
-from dwnotify.model import Run, Stage
+from dwnotify.discovery import Discoverer
+from dwnotify.model import Run, RunState, Stage
 from dwnotify.render import MessageContext, Renderer, builtin_templates_dir
-from dwnotify.settings import ProjectSettings
+from dwnotify.settings import DataWorksSettings, ProjectSettings
 
 
 def _run(status: str, stage_status: str) -> Run:
@@ -33,6 +36,50 @@ def _per_call_us(fn: Any, repeat: int) -> float:
     for _ in range(repeat):
         fn()
     return round((time.perf_counter() - started) / repeat * 1e6, 1)
+
+
+class _OldestFirstList:
+    """A workspace of `count` finished runs listed oldest first, 100 a page, with no latency."""
+
+    def __init__(self, count: int, now: float) -> None:
+        self.calls = 0
+        self._runs = [
+            Run(
+                f"run-{i:06d}",
+                10000,
+                "success",
+                create_time=datetime.fromtimestamp(now - count + i, timezone.utc),
+            )
+            for i in range(count)
+        ]
+
+    def list_runs(
+        self, project: ProjectSettings, page_number: int, *, deadline: float | None = None
+    ) -> RunPage:
+        self.calls += 1
+        return RunPage(len(self._runs), tuple(self._runs[(page_number - 1) * 100 : page_number * 100]))
+
+    def get_run(self, project: ProjectSettings, run_id: str, *, deadline: float | None = None) -> Run | None:
+        return None
+
+
+class _EmptyState:
+    def load_runs(self, keys: Any) -> dict[str, RunState]:
+        return {}
+
+
+def gather_ms(count: int) -> float:
+    """Milliseconds for a first discovery reading every page of one workspace of `count` runs (at most
+    MAX_PAGES_PER_TICK pages: 10,000 runs)."""
+    logging.getLogger("dwnotify").setLevel(logging.ERROR)  # the empty store's WARNING, once per sample
+    now = time.time()
+    project = ProjectSettings(10000, None, "cn-shanghai", "dataworks.cn-shanghai.aliyuncs.com")
+    settings = DataWorksSettings("cn-shanghai", project.endpoint, "https", (project,))
+    source = _OldestFirstList(count, now)
+    started = time.perf_counter()
+    Discoverer(settings, source, _EmptyState(), clock=lambda: now).discover({}, now)
+    assert source.calls == count // 100
+    return round((time.perf_counter() - started) * 1000, 1)
 
 
 def measure() -> dict[str, Any]:
@@ -59,4 +106,5 @@ def measure() -> dict[str, Any]:
         ),
         "render_slack_us": _per_call_us(lambda: renderer.render("slack", "default", contexts["slack"]), 2000),
         "template_compile_ms": compile_ms,
+        "discovery_gather_10000_runs_ms": gather_ms(10_000),
     }

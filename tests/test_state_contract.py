@@ -21,6 +21,7 @@ from dwnotify.errors import ConflictError, StateError
 from dwnotify.model import RunState
 from dwnotify.settings import StateSettings
 from dwnotify.state import open_store
+from dwnotify.state import sqlite as sqlite_store
 from dwnotify.state.base import (
     FAILED,
     PENDING,
@@ -777,3 +778,18 @@ def test_an_outbox_update_refused_on_its_condition_is_an_error_not_done() -> Non
         store.update_messages(held, [replace(pending, status=SENT, finished_at=NOW)])  # tried again
         assert store.pending_messages("ops") == []
         store.close()
+
+
+def test_sqlite_prunes_at_most_hourly_through_its_indexes(tmp_path: Path) -> None:
+    store = SqliteStateStore(tmp_path / "state.db", retention_s=DAY)
+    for minute in range(0, 120, 10):  # a commit every ten minutes for two hours
+        at = NOW + minute * 60
+        store.commit(tick_lease(store, now=at), [run(f"r{minute}")], [], [], at)
+    assert store.prunes == 2  # at the first commit, then an hour later
+    back = NOW - 3 * 3600  # a clock stepped back hours: prunes again
+    store.commit(tick_lease(store, now=back), [], [], [], back)
+    assert store.prunes == 3
+    for statement in (sqlite_store._PRUNE_OUTBOX, sqlite_store._PRUNE_RUNS):
+        plan = " ".join(str(row[-1]) for row in store._db.execute(f"EXPLAIN QUERY PLAN {statement}", (NOW,)))
+        assert "USING INDEX outbox_done" in plan or "USING INDEX runs_done" in plan, plan
+    store.close()

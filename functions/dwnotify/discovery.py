@@ -120,12 +120,17 @@ class _ProjectScan:
         """Whether a next page may still hold runs."""
         return not self.exhausted and self.pages_read < self.pages_total
 
-    def add(self, page: RunPage) -> None:
+    def add(self, page: RunPage) -> list[str]:
+        """Take in one page; the keys of the runs it brought that no earlier page had."""
         self.pages_read += 1
         self.total = page.total_count
         before = len(self.runs)
+        new = []
         for run in page.runs:
-            self.runs.setdefault(run.key, run)
+            key = run.key
+            if key not in self.runs:
+                self.runs[key] = run
+                new.append(key)
         for error in page.malformed:
             self.skip(error)
         if self.pages_read == 1:
@@ -141,6 +146,13 @@ class _ProjectScan:
         else:
             self.exhausted = len(page.runs) < self.page_size or len(self.runs) == before
         self.exhausted = self.exhausted or not page.runs
+        return new
+
+
+def _oldest(runs: Iterable[Run]) -> float:
+    """The earliest CreateTime among `runs` (epoch seconds); -inf when none has one."""
+    times = [run.create_time.timestamp() for run in runs if run.create_time is not None]
+    return min(times, default=float("-inf"))
 
 
 def _newest_first(runs: tuple[Run, ...]) -> bool:
@@ -153,11 +165,6 @@ def _newest_first(runs: tuple[Run, ...]) -> bool:
     if len(times) < MAX_PAGE_SIZE or len(times) != len(runs):
         return False
     return all(a >= b for a, b in pairwise(times))
-
-
-def _oldest(runs: dict[str, Run]) -> float:
-    times = [run.create_time.timestamp() for run in runs.values() if run.create_time is not None]
-    return min(times, default=float("-inf"))
 
 
 class Discoverer:
@@ -275,13 +282,16 @@ class Discoverer:
         if moved and _newest_first(first_page.runs):
             # News sits at the top: read on while a page still reaches back into the news window.
             reach = cursor.listed_at - LISTING_MARGIN_S if cursor else self._news_threshold(None, now)
-            while scan.more and _oldest(scan.runs) >= reach:
-                if not self._read_page(scan):
+            oldest = _oldest(scan.runs.values())
+            while scan.more and oldest >= reach:
+                new = self._read_page(scan)
+                if new is None:
                     return scan, None
+                oldest = min(oldest, _oldest(scan.runs[key] for key in new))
         elif moved:
             # No order to lean on: where the count moved, new runs can be on any page.
             while scan.more:
-                if not self._read_page(scan):
+                if self._read_page(scan) is None:
                     return scan, None
         self._fetch_missing_active(scan, cursor)
         moving = {run.id for run in scan.runs.values() if not run.final}
@@ -296,7 +306,7 @@ class Discoverer:
         active = cursor.active_run_ids if cursor else ()
         missing = [rid for rid in active if run_key(project.id, rid) not in scan.runs]
         if scan.more and len(missing) > scan.pages_total - scan.pages_read:
-            while scan.more and self._read_page(scan):
+            while scan.more and self._read_page(scan) is not None:
                 pass
             missing = [rid for rid in active if run_key(project.id, rid) not in scan.runs]
         for run_id in missing:
@@ -319,11 +329,12 @@ class Discoverer:
         if stored is not None and not stored.final:
             self._vanished.append(replace(stored, status=GONE))
 
-    def _read_page(self, scan: _ProjectScan) -> bool:
-        """Read the next page; False (and nothing read) when the tick is out of time or pages."""
+    def _read_page(self, scan: _ProjectScan) -> list[str] | None:
+        """Read the next page: the keys of the runs it brought; None (and nothing read) when the tick
+        is out of time or pages."""
         if self._out_of_time():
             log.warning("dataworks: out of time in workspace %s, the rest next tick", scan.project.id)
-            return False
+            return None
         if scan.pages_read >= MAX_PAGES_PER_TICK:
             log.warning(
                 "dataworks: workspace %s has more than %d pages of runs; read %d this tick, again next tick",
@@ -331,10 +342,11 @@ class Discoverer:
                 MAX_PAGES_PER_TICK,
                 scan.pages_read,
             )
-            return False
-        scan.add(self._source.list_runs(scan.project, scan.pages_read + 1, deadline=self._deadline))
-        self._load(scan.runs)
-        return True
+            return None
+        # Only the page's new runs are looked up: gathering pages must not rescan what came before.
+        new = scan.add(self._source.list_runs(scan.project, scan.pages_read + 1, deadline=self._deadline))
+        self._load(new)
+        return new
 
     def _track_configured_runs(self, result: Discovery, seen: dict[str, Run]) -> None:
         wanted = [

@@ -27,7 +27,7 @@ from .base import (
     shift_seqs,
 )
 
-_SCHEMA = """
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS runs (
     key TEXT PRIMARY KEY,
     project_id INTEGER NOT NULL,
@@ -60,7 +60,14 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_by_channel ON outbox (status, channel, seq);
 CREATE INDEX IF NOT EXISTS outbox_by_seq ON outbox (seq);
+CREATE INDEX IF NOT EXISTS outbox_done ON outbox (finished_at) WHERE status != '{PENDING}';
+CREATE INDEX IF NOT EXISTS runs_done ON runs (updated_at) WHERE final = 1;
 """
+# Pruning: what is past retention goes at most this often per process, through the two partial indexes
+# above (the statements name the indexed conditions literally, so that SQLite can use them).
+PRUNE_EVERY_S = 3600.0
+_PRUNE_OUTBOX = f"DELETE FROM outbox WHERE status != '{PENDING}' AND finished_at < ?"  # noqa: S608 - a constant
+_PRUNE_RUNS = "DELETE FROM runs WHERE final = 1 AND updated_at < ?"
 
 _MESSAGE_COLUMNS = ("id", "channel", "seq", "status", "next_attempt_at", "created_at", "finished_at")
 
@@ -92,6 +99,8 @@ class SqliteStateStore:
     def __init__(self, path: Path, retention_s: float = 30 * 86400) -> None:
         self._retention_s = retention_s
         self.round_trips = 0
+        self.prunes = 0
+        self._pruned_at: float | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
@@ -207,8 +216,9 @@ class SqliteStateStore:
         """Store run states, cursors and new messages in one transaction."""
         with self._write() as db:
             self._check_lease(db, lease, now)
-            top = db.execute("SELECT MAX(seq) FROM outbox").fetchone()[0]
-            messages = shift_seqs(messages, top)
+            if messages:
+                top = db.execute("SELECT MAX(seq) FROM outbox").fetchone()[0]
+                messages = shift_seqs(messages, top)
             for state in runs:
                 self._put_run(db, state, now)
             for cursor in cursors:
@@ -248,9 +258,14 @@ class SqliteStateStore:
         )
 
     def _prune(self, db: sqlite3.Connection, now: float) -> None:
+        """Forget finished runs and messages past retention, at most every PRUNE_EVERY_S."""
+        if self._pruned_at is not None and abs(now - self._pruned_at) < PRUNE_EVERY_S:
+            return  # abs: a clock stepped back must not hold pruning off for as long as it stepped
+        self._pruned_at = now
+        self.prunes += 1
         cutoff = now - self._retention_s
-        db.execute("DELETE FROM outbox WHERE status != ? AND finished_at < ?", (PENDING, cutoff))
-        db.execute("DELETE FROM runs WHERE final = 1 AND updated_at < ?", (cutoff,))
+        db.execute(_PRUNE_OUTBOX, (cutoff,))
+        db.execute(_PRUNE_RUNS, (cutoff,))
 
     def channels_with_pending(self) -> list[str]:
         """Channels that have pending messages."""
