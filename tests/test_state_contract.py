@@ -763,20 +763,24 @@ def test_the_sdk_is_imported_only_when_the_tablestore_backend_is_opened(tmp_path
     subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
 
 
-def test_an_outbox_update_refused_on_its_condition_is_an_error_not_done() -> None:
+@pytest.mark.parametrize(("refusals", "recorded"), [(1, True), (2, True), (3, False)])
+def test_an_outbox_update_refused_on_its_condition_is_written_again_and_never_passes_for_done(
+    refusals: int, recorded: bool
+) -> None:
     # Tablestore can answer a write with a condition failure it did not mean (the fault suite
-    # injects them): a status update that passed for done left the message to be sent again.
+    # injects them): a status update that passed for done left the message's row pending below a
+    # mark raised past it. Now the refused row is written again; refused every time, it stays pending
+    # and the mark stays below it, so the message is sent once more rather than never.
     with TablestoreEmulator(AK, SECRET, INSTANCE) as emulator:
         store = open_spec(Spec("tablestore", emulator.endpoint, retention_s=DAY))
         store.commit(tick_lease(store), [], [], [message("m1", 1)], NOW)
         held = store.acquire_lease("channel:ops", "a", 60, NOW)
         assert held is not None
         [pending] = store.pending_messages("ops")
-        emulator.inject("PutRow", "OTSConditionCheckFail")
-        with pytest.raises(StateError, match="refused 1 outbox update"):
-            store.update_messages(held, [replace(pending, status=SENT, finished_at=NOW)])
-        store.update_messages(held, [replace(pending, status=SENT, finished_at=NOW)])  # tried again
-        assert store.pending_messages("ops") == []
+        emulator.inject("PutRow", "OTSConditionCheckFail", times=refusals)
+        store.update_messages(held, [replace(pending, status=SENT, finished_at=NOW)])
+        store.release_lease(held)
+        assert store.pending_messages("ops") == ([] if recorded else [pending])
         store.close()
 
 

@@ -11,6 +11,7 @@ seqs above it (an index row written before `top` existed gains it with the next 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,8 @@ from . import tablestore_rows as rows
 from .base import FAILED, PENDING, OutboxMessage
 from .tablestore_client import Table, Write
 from .tablestore_rows import IDLE, Cells, Key
+
+log = logging.getLogger(__name__)
 
 MARK_ATTEMPTS = 5
 
@@ -31,6 +34,10 @@ class _Reading:
     mark: int
     version: int
     pending: dict[str, int] = field(default_factory=dict)  # message id -> seq
+
+
+# How often an outbox status update refused on its condition is written again, in all.
+UPDATE_ATTEMPTS = 3
 
 
 class Outbox:
@@ -70,19 +77,30 @@ class Outbox:
         return messages
 
     def update(self, messages: Sequence[OutboxMessage]) -> None:
-        """Store messages' delivery status (only rows that exist: a message is never created here)."""
-        if messages:
+        """Store messages' delivery status (only rows that exist: a message is never created here).
+
+        The rows exist, so a refused condition is the service's: the refused rows are written again,
+        up to UPDATE_ATTEMPTS times in all. A row still refused stays as it was (pending: its message
+        may go out once more) and keeps the channel's mark below it, so it is never skipped.
+        """
+        refused = list(messages)
+        for _ in range(UPDATE_ATTEMPTS):
+            if not refused:
+                break
             written = self._table.write(
-                [Write("put", rows.outbox_key(m), rows.message_cells(m), "EXPECT_EXIST") for m in messages]
+                [Write("put", rows.outbox_key(m), rows.message_cells(m), "EXPECT_EXIST") for m in refused]
             )
-            if not all(written):
-                # The rows exist (a message is only ever updated here): a refused condition is the
-                # service's, and the update must not pass for done. Repeating it is harmless.
-                refused = sum(1 for ok in written if not ok)
-                raise StateError(f"Tablestore refused {refused} outbox update(s) on their condition")
+            refused = [message for message, ok in zip(refused, written, strict=True) if not ok]
+        if refused:
+            log.warning(
+                "state: Tablestore refused %d outbox update(s) %d times; left pending",
+                len(refused),
+                UPDATE_ATTEMPTS,
+            )
+        left = {message.id for message in refused}
         for message in messages:
             reading = self._readings.get(message.channel)
-            if reading is not None and message.status != PENDING:
+            if reading is not None and message.status != PENDING and message.id not in left:
                 reading.pending.pop(message.id, None)
 
     def settle(self, channel: str) -> None:
