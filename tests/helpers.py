@@ -22,7 +22,7 @@ import pytest
 
 from dwnotify.channels import Channel, build_channel
 from dwnotify.credentials import Secret
-from dwnotify.errors import DeliveryError
+from dwnotify.errors import DeliveryError, StateError
 from dwnotify.message import Message
 from dwnotify.model import CANCELED, FAIL, RUNNING, SUCCESS, TERMINATED, Event, Run, Stage, run_key
 from dwnotify.render import MessageContext
@@ -115,13 +115,15 @@ class StoreSwitch:
         return getattr(self.armed if self.armed is not None else self.real, name)
 
 
-class CrashingStore:
-    """Forwards to a real store until call number `crash_at`, then dies and stays dead."""
+class StateInterposer:
+    """Forwards every state call to a real store, counting them; `_before(name)` may fault one."""
 
-    def __init__(self, inner: Any, crash_at: int) -> None:
+    def __init__(self, inner: Any) -> None:
         self._inner = inner
-        self._crash_at = crash_at
         self.calls = 0
+
+    def _before(self, name: str) -> None:
+        """Runs before call number `self.calls` (from 1) of method `name` reaches the store."""
 
     def __getattr__(self, name: str) -> Any:
         target = getattr(self._inner, name)
@@ -130,11 +132,37 @@ class CrashingStore:
 
         def call(*args: Any, **kwargs: Any) -> Any:
             self.calls += 1
-            if self.calls > self._crash_at:
-                raise Killed(f"killed at state call {self._crash_at} ({name})")
+            self._before(name)
             return target(*args, **kwargs)
 
         return call
+
+
+class CrashingStore(StateInterposer):
+    """Forwards to a real store until call number `crash_at`, then dies and stays dead."""
+
+    def __init__(self, inner: Any, crash_at: int) -> None:
+        super().__init__(inner)
+        self._crash_at = crash_at
+
+    def _before(self, name: str) -> None:
+        if self.calls > self._crash_at:
+            raise Killed(f"killed at state call {self._crash_at} ({name})")
+
+
+class FailingStore(StateInterposer):
+    """Forwards to a real store, but the call number `fail_at` raises a StateError (as a lock past the
+    busy timeout, a full disk or a store outage would); every other call goes through."""
+
+    def __init__(self, inner: Any, fail_at: int) -> None:
+        super().__init__(inner)
+        self._fail_at = fail_at
+        self.failed: str | None = None
+
+    def _before(self, name: str) -> None:
+        if self.calls == self._fail_at + 1:
+            self.failed = name
+            raise StateError(f"database is locked (injected at state call {self._fail_at}, {name})")
 
 
 # --- the command line in a real process ---------------------------------------------------------------

@@ -54,7 +54,7 @@ from dwnotify.state.base import PENDING
 from dwnotify.tick import TICK_LEASE_S
 from emulators.tablestore import TablestoreEmulator
 from tests.conftest import CREDENTIALS, STATE_BACKENDS, ManualClock, World, open_world
-from tests.helpers import CrashingStore, Killed, StoreSwitch, slack_text
+from tests.helpers import CrashingStore, FailingStore, Killed, StoreSwitch, slack_text
 
 ROOT = Path(__file__).resolve().parents[1]
 SOAK = bool(os.environ.get("DWNOTIFY_SOAK"))
@@ -971,31 +971,6 @@ def test_every_expected_event_is_announced_once_under_faults(
 
 
 # ------------------------------------------------- one failure at each request or call of a tick, walked
-class FailingStore:
-    """Forwards to a real store, but the call number `fail_at` raises a StateError (as a lock past the
-    busy timeout, a full disk or a store outage would); every other call goes through."""
-
-    def __init__(self, inner: Any, fail_at: int) -> None:
-        self._inner = inner
-        self._fail_at = fail_at
-        self.calls = 0
-        self.failed: str | None = None
-
-    def __getattr__(self, name: str) -> Any:
-        target = getattr(self._inner, name)
-        if not callable(target) or name == "close":
-            return target
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            self.calls += 1
-            if self.calls == self._fail_at + 1:
-                self.failed = name
-                raise StateError(f"database is locked (injected at state call {self._fail_at}, {name})")
-            return target(*args, **kwargs)
-
-        return call
-
-
 @dataclass(frozen=True)
 class Walked:
     """What one failure, at request or call number `at` of a tick, did to that tick's announcements."""
