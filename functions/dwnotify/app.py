@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .channels import CHANNEL_TYPES, Channel
+from .channels import CHANNEL_TYPES, Channel, build_channel
 from .credentials import Credentials, Secret
 from .dataworks import DataWorksClient
 from .logs import register_secrets
@@ -55,7 +55,7 @@ class ChannelFactory:
             import httpx
 
             self._client = httpx.Client(timeout=self._timeout_s)
-        return CHANNEL_TYPES[settings.type].build(settings, self._client, self._timeout_s, self._clock)
+        return build_channel(settings, self._client, self._timeout_s, self._clock)
 
     def close(self) -> None:
         """Close the shared client's connections, if it was ever opened."""
@@ -88,10 +88,11 @@ def secret_values(settings: Settings, credentials: Credentials | None) -> tuple[
                 continue
             url = value.reveal()
             parts = urllib.parse.urlsplit(url)
-            tokens += [value for _, value in urllib.parse.parse_qsl(parts.query) if len(value) >= 8]
+            tokens += [query for _, query in urllib.parse.parse_qsl(parts.query) if len(query) >= 8]
             tokens += [parts.password] if parts.password else []
-            for segment in (segment for segment in parts.path.split("/") if len(segment) >= 12):
-                (whole if _WORDS.fullmatch(segment) else tokens).append(segment)
+            for segment in parts.path.split("/"):
+                if len(segment) >= 12:
+                    (whole if _WORDS.fullmatch(segment) else tokens).append(segment)
             whole.append(url)
             whole += [parts.username] if parts.username else []
     if credentials is not None:

@@ -367,7 +367,7 @@ def _channel(c: Checker, name: str, value: object, loc: Loc) -> ChannelSettings 
         dict(known.options) if known else {k: v for t in CHANNEL_TYPES.values() for k, v in t.options.items()}
     )
     required = sorted(known.required) if known else ["url"]
-    allowed = COMMON_KEYS | set(options)
+    allowed = known.keys if known else COMMON_KEYS | set(options)
     f = c.section(value, loc, required=("type", *required), optional=allowed - {"type", *required})
     if f is None:
         return None

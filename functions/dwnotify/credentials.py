@@ -44,22 +44,25 @@ class Credentials:
     security_token: Secret | None = None
 
 
-def credentials_from_env(environ: Mapping[str, str]) -> Credentials | None:
-    """Credentials from `ALIBABA_CLOUD_ACCESS_KEY_ID/SECRET` (and `_SECURITY_TOKEN`), if set."""
-    key_id = environ.get("ALIBABA_CLOUD_ACCESS_KEY_ID", "").strip()
-    secret = environ.get("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "").strip()
+def _credentials(key_id: object, secret: object, token: object) -> Credentials | None:
+    """Credentials from raw values (None or "" mean unset); None without a key id and secret."""
+    key_id, secret, token = (str(value or "").strip() for value in (key_id, secret, token))
     if not key_id or not secret:
         return None
-    token = environ.get("ALIBABA_CLOUD_SECURITY_TOKEN", "").strip()
     return Credentials(key_id, Secret(secret), Secret(token) if token else None)
+
+
+def credentials_from_env(environ: Mapping[str, str]) -> Credentials | None:
+    """Credentials from `ALIBABA_CLOUD_ACCESS_KEY_ID/SECRET` (and `_SECURITY_TOKEN`), if set."""
+    names = ("ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET", "ALIBABA_CLOUD_SECURITY_TOKEN")
+    return _credentials(*(environ.get(name) for name in names))
 
 
 def credentials_from_context(context: Any) -> Credentials | None:
-    """The function role's STS credentials from `context.credentials` (python3.10; 3.12 has none)."""
+    """The function role's STS credentials from `context.credentials` (python3.10; 3.12 has none).
+
+    FC may pass "" as the token: no token.
+    """
     given = getattr(context, "credentials", None)
-    key_id = str(getattr(given, "access_key_id", "") or "").strip()
-    secret = str(getattr(given, "access_key_secret", "") or "").strip()
-    if not key_id or not secret:
-        return None
-    token = str(getattr(given, "security_token", "") or "").strip()  # FC may pass "": no token
-    return Credentials(key_id, Secret(secret), Secret(token) if token else None)
+    names = ("access_key_id", "access_key_secret", "security_token")
+    return _credentials(*(getattr(given, name, None) for name in names))

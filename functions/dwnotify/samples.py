@@ -151,7 +151,7 @@ def _context(
         rule_name=rule_name,
         channel_name=channel[0],
         channel_type=channel[1],
-        console_url=console_url.format(region=project.region, project_id=project.id, run_id=SAMPLE_RUN_ID),
+        console_url=project.console_url(console_url, SAMPLE_RUN_ID),
         now=now,
     )
 
