@@ -917,3 +917,15 @@ def test_a_new_channel_type_is_configured_from_its_own_declaration(
     missing = problems_of(changed({"channels.team": {"type": "chat-api", "url": TEAM_URL}}), tmp_path)
     assert any("channels.team" in p and "token" in p for p in missing), missing
     assert any("channels.team.url" in p for p in missing), missing  # not an option of this type
+
+
+def test_a_run_id_in_a_console_link_is_percent_encoded() -> None:
+    from dwnotify.settings import ProjectSettings
+
+    project = ProjectSettings(10000, None, "cn-shanghai", "dataworks.cn-shanghai.aliyuncs.com")
+    pattern = "https://console.test/{region}/{project_id}?run={run_id}"
+    assert project.console_url(pattern, "a7ef-01") == "https://console.test/cn-shanghai/10000?run=a7ef-01"
+    assert (
+        project.console_url(pattern, "x&admin=1#y")
+        == "https://console.test/cn-shanghai/10000?run=x%26admin%3D1%23y"
+    )

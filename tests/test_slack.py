@@ -294,3 +294,10 @@ def test_check_accepts_a_blocks_template_within_the_limits(tmp_path: Path) -> No
     )
     settings = config.load(check_config(tmp_path, source), {})
     assert cli.check_templates(settings) == []
+
+
+def test_a_pipe_in_a_link_target_is_encoded_so_it_cannot_end_the_url() -> None:
+    from dwnotify.channels.slack import MARKUP
+
+    assert MARKUP.url("https://x.test/a|b?c=<d>") == "https://x.test/a%7Cb?c=&lt;d&gt;"
+    assert MARKUP.link("https://x.test/a|b", "run|1") == "<https://x.test/a%7Cb|run/1>"

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from .credentials import Secret
 
@@ -28,8 +29,11 @@ class ProjectSettings:
         return self.name or str(self.id)
 
     def console_url(self, pattern: str, run_id: str) -> str:
-        """The DataWorks console link for a run (no documented URL opens one run: the workspace's)."""
-        return pattern.format(region=self.region, project_id=self.id, run_id=run_id)
+        """The DataWorks console link for a run (no documented URL opens one run: the workspace's).
+
+        The run Id comes from DataWorks: percent-encoded, it cannot add a query or a fragment.
+        """
+        return pattern.format(region=self.region, project_id=self.id, run_id=quote(run_id, safe=""))
 
 
 @dataclass(frozen=True)

@@ -307,11 +307,16 @@ def escape_mrkdwn(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def mrkdwn_url(url: str) -> str:
+    """A URL as the target of a `<url|text>` link: escaped, and a `|` (which would end it) encoded."""
+    return escape_mrkdwn(url).replace("|", "%7C")
+
+
 def _mrkdwn_link(url: str, label: str) -> str:
-    return f"<{escape_mrkdwn(url)}|{escape_mrkdwn(label.replace('|', '/'))}>"
+    return f"<{mrkdwn_url(url)}|{escape_mrkdwn(label.replace('|', '/'))}>"
 
 
-MARKUP = Markup(escape_mrkdwn, url=escape_mrkdwn, link_syntax=_mrkdwn_link, title_marks="*# \t")
+MARKUP = Markup(escape_mrkdwn, url=mrkdwn_url, link_syntax=_mrkdwn_link, title_marks="*# \t")
 
 TYPE = ChannelType(
     name="slack",
