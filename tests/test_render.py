@@ -462,3 +462,15 @@ def test_running_run_has_no_duration(tmp_path: Path) -> None:
     ).text
     assert text == "### True False"
     assert json.dumps(text)  # plain str, not a wrapper type
+
+
+@pytest.mark.parametrize("channel_type", sorted(CHANNEL_TYPES))
+def test_the_plain_fallback_keeps_the_console_link_a_link_target(channel_type: str) -> None:
+    from dwnotify.render.context import Url
+    from dwnotify.render.fallback import plain_message
+
+    link = "https://dataworks.test/cn-shanghai/datastudio?defaultProjectId=10000&tab=[ops]"
+    ctx = replace(one_event_context("run.failed", channel_type), console_url=Url(link))
+    message = plain_message(ctx, "note", 10_000)
+    # Escaped as the templates escape a link target, not as text (Lark made `[` an entity, Slack `&` one).
+    assert message.text.splitlines()[-1] == CHANNEL_TYPES[channel_type].markup.url(link)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from dwnotify.channels import CHANNEL_TYPES
+from dwnotify.channels.base import Markup
 from dwnotify.errors import TemplateError, TemplateLimitError
 from dwnotify.message import Message
 from dwnotify.text import trim_utf8
@@ -15,9 +16,9 @@ _MAX_PLAIN_EVENTS = 50
 _MAX_PLAIN_VALUE_BYTES = 300
 
 
-def _escape_for(channel_type: str) -> Callable[[str], str]:
+def _markup(channel_type: str) -> Markup:
     known = CHANNEL_TYPES.get(channel_type)
-    return known.markup.escape if known else str
+    return known.markup if known else Markup(str)
 
 
 def fallback_note(failures: Sequence[tuple[str, TemplateError]], stand_in: str) -> str:
@@ -39,7 +40,7 @@ def with_note(message: Message, note: str, channel_type: str) -> Message:
 
     The last line stays last: it is the console link, which the channels keep when they trim a message.
     """
-    escaped = _escape_for(channel_type)(note)
+    escaped = _markup(channel_type).escape(note)
     blocks = message.blocks
     if blocks is not None:
         blocks = (*blocks, {"type": "context", "elements": [{"type": "mrkdwn", "text": escaped}]})
@@ -53,7 +54,8 @@ def plain_message(ctx: MessageContext, note: str, max_chars: int) -> Message:
 
     Values are escaped for the channel as a template's would be, and cut short: it cannot fail or grow.
     """
-    escape = _escape_for(ctx.channel_type)
+    markup = _markup(ctx.channel_type)
+    escape = markup.escape
 
     def value(text: object) -> str:
         return escape(trim_utf8("" if text is None else str(text).strip(), _MAX_PLAIN_VALUE_BYTES))
@@ -64,5 +66,6 @@ def plain_message(ctx: MessageContext, note: str, max_chars: int) -> Message:
         lines.append(f"- {value(event.type)}: {value(event.stage.name if event.stage else ctx.run.id)}")
     if len(ctx.events) > _MAX_PLAIN_EVENTS:
         lines.append(f"- … {len(ctx.events) - _MAX_PLAIN_EVENTS} more")
-    lines += [escape(note), value(ctx.console_url)]  # the link last: trimming keeps the last line
+    # The link last, escaped as a link target (as a template's is): trimming keeps the last line.
+    lines += [escape(note), markup.url(ctx.console_url.strip())]
     return Message(title=trim_utf8(title, _MAX_PLAIN_VALUE_BYTES), text="\n".join(lines)[:max_chars])
