@@ -100,18 +100,14 @@ def copy_project(out: Path) -> None:
 # A value for each `${NAME}` the packaged config needs and this shell does not set, so that `check`
 # can load it: one URL of every chat type's shape (a Lark hook path, a WeCom key, a DingTalk token).
 _PLACEHOLDER_URL = "https://placeholder.invalid/open-apis/bot/v2/hook/{name}?key={name}&access_token={name}"
-_REQUIRED_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def placeholder(name: str) -> str:
     """A stand-in value that passes the config's checks for a variable of this name."""
-    if "URL" in name or "ENDPOINT" in name:
-        # One URL per variable: two channels on one webhook are a config error.
-        return (
-            _PLACEHOLDER_URL.format(name=name)
-            if "URL" in name
-            else "https://placeholder.cn-shanghai.ots.aliyuncs.com"
-        )
+    if "URL" in name:  # one URL per variable: two channels on one webhook are a config error
+        return _PLACEHOLDER_URL.format(name=name)
+    if "ENDPOINT" in name:
+        return "https://placeholder.cn-shanghai.ots.aliyuncs.com"
     return "SECplaceholder" if "SECRET" in name else "placeholder"
 
 
@@ -121,7 +117,9 @@ def check_config(out: Path) -> None:
     Variables the shell sets are used as they are; the others get placeholders (`placeholder`).
     """
     config = out / "notifier.yaml"
-    needed = set(_REQUIRED_VARIABLE.findall(config.read_text(encoding="utf-8")))
+    from dwnotify.interpolate import expand  # the config's own reading of `${NAME}`, `$$` and defaults
+
+    needed = set(expand(config.read_text(encoding="utf-8"), {}).missing)
     environ = {**os.environ, **{name: placeholder(name) for name in needed if not os.environ.get(name)}}
     command = [sys.executable, "-m", "dwnotify", "check", "--config", str(config)]
     answer = subprocess.run(command, env=environ, capture_output=True, text=True, check=False)  # noqa: S603

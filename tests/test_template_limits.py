@@ -321,7 +321,7 @@ def test_a_slow_template_costs_one_time_budget_per_tick(world: World, tmp_path: 
         source=world.app.client,
         store=world.app.store,
         make_channel=world.app.channels,
-        renderer=Renderer(settings.templates, builtin_templates_dir(), clock=render_clock),
+        renderer=lambda: Renderer(settings.templates, builtin_templates_dir(), clock=render_clock),
         clock=world.clock,
         sleep=world.clock.sleep,
     )

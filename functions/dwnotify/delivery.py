@@ -166,12 +166,10 @@ class Deliverer:
         self._lease_s = channel_lease_s(send_timeout_s)
         self._jitter = jitter
         self._built: dict[str, Channel] = {}
-        self._deadline: float | None = None  # the current pass's (epoch seconds)
 
     def deliver(self, deadline: float | None = None) -> DeliveryStats:
         """One pass over every channel that has pending messages; `stats.pending` is what is left."""
         stats = DeliveryStats()
-        self._deadline = deadline
         for name in self._store.channels_with_pending():
             pending = self._store.pending_messages(name)
             out_of_time = deadline is not None and self._clock() >= deadline
@@ -306,7 +304,7 @@ class Deliverer:
                 if renewed is None:
                     return
                 lease = renewed
-            if not self._send_unit(settings, lease, budget, unit, stats):
+            if not self._send_unit(settings, lease, budget, unit, stats, deadline):
                 return
 
     def _send_unit(
@@ -316,11 +314,12 @@ class Deliverer:
         budget: _Budget,
         unit: list[OutboxMessage],
         stats: DeliveryStats,
+        deadline: float | None,
     ) -> bool:
         """Send one message or digest; False when the channel should not be tried again this tick."""
         channel = self._built.get(settings.name) or self._make_channel(settings)
         self._built[settings.name] = channel
-        channel.deadline = self._deadline  # the send's own budget ends there at the latest
+        channel.deadline = deadline  # the send's own budget ends there at the latest
         budget.sent_at.append(self._clock())  # every attempt counts: a timed-out one may have landed
         try:
             channel.send(digest(settings.type, unit))

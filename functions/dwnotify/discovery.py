@@ -264,11 +264,9 @@ class Discoverer:
         old = run.final if created is None else created < threshold
         if old and run.final:
             return  # history that finished before we watched: nothing to record or announce
-        if history_if_final and run.final:
-            # Inside the news window, so recorded: unstored, the next tick would take it as news.
-            result.observations.append(Observation(run, None, silent=True))
-            return
-        result.observations.append(Observation(run, None, silent=old))
+        # On an empty store a finished run inside the news window is recorded silently: unstored, the
+        # next tick would take it as news.
+        result.observations.append(Observation(run, None, silent=old or (history_if_final and run.final)))
 
     def _scan_project(
         self, project: ProjectSettings, cursor: ProjectCursor | None, now: float

@@ -84,7 +84,7 @@ class Notifier:
         source: RunSource,
         store: StateStore,
         make_channel: Callable[[ChannelSettings], Channel],
-        renderer: Renderer | Callable[[], Renderer],
+        renderer: Callable[[], Renderer],
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -92,15 +92,16 @@ class Notifier:
         self._source = source
         self._store = store
         self._make_channel = make_channel
-        self._renderer = renderer
+        self._make_renderer = renderer
+        self._renderer: Renderer | None = None
         self._clock = clock
         self._sleep = sleep
 
     @property
     def renderer(self) -> Renderer:
-        """The template renderer; given as a factory, built (and Jinja2 imported) on first use."""
-        if callable(self._renderer):
-            self._renderer = self._renderer()
+        """The template renderer, built (and Jinja2 imported) at the first message."""
+        if self._renderer is None:
+            self._renderer = self._make_renderer()
         return self._renderer
 
     def tick(self, *, deadline: float | None = None, dry_run: bool = False) -> TickSummary:

@@ -50,12 +50,10 @@ from dwnotify.errors import TemplateError, TemplateLimitError
 from dwnotify.message import Message
 from dwnotify.sandbox import Meter, RenderLimits, metered
 
-from .context import MessageContext, RunView, Url, headline, template_context
+from .context import MessageContext, template_context
 from .environment import _Environment, _formats, builtin_templates_dir, template_loader
 from .fallback import fallback_note, plain_message, with_note
 from .filters import (
-    DEFAULT_DATETIME_FORMAT,
-    DEFAULT_TIMEZONE,
     format_datetime,
     format_duration,
     status_emoji,
@@ -63,25 +61,15 @@ from .filters import (
     truncate_bytes,
 )
 
-__all__ = [
-    "DEFAULT_DATETIME_FORMAT",
-    "DEFAULT_LIMITS",
-    "DEFAULT_TIMEZONE",
+__all__ = [  # what the rest of dwnotify and the tests import from here
     "MessageContext",
     "Renderer",
-    "RunView",
-    "Url",
     "builtin_templates_dir",
-    "fallback_note",
     "format_datetime",
     "format_duration",
-    "headline",
-    "plain_message",
     "status_emoji",
     "status_label",
-    "template_context",
     "truncate_bytes",
-    "with_note",
 ]
 
 DEFAULT_LIMITS = RenderLimits()
