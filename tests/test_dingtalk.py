@@ -40,12 +40,6 @@ def ding() -> Iterator[DingTalkEmulator]:
         yield emulator
 
 
-@pytest.fixture
-def http() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=5) as client:
-        yield client
-
-
 def settings_for(
     url: str = "https://oapi.dingtalk.com/robot/send?access_token=t", **extra: object
 ) -> ChannelSettings:

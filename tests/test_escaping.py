@@ -70,12 +70,6 @@ def hostile_context(channel_type: str, value: str) -> MessageContext:
 # --- sending to each service ------------------------------------------------------------------------
 
 
-@pytest.fixture
-def http() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=5) as client:
-        yield client
-
-
 Send = Callable[[Message], dict[str, Any]]
 
 

@@ -50,6 +50,7 @@ from dwnotify import config
 from dwnotify.app import App, build_app
 from dwnotify.delivery import RECORD_ATTEMPTS
 from dwnotify.errors import NotifierError, StateError
+from dwnotify.model import GONE, run_key
 from dwnotify.state.base import PENDING
 from dwnotify.tick import TICK_LEASE_S
 from emulators.tablestore import TablestoreEmulator
@@ -1126,7 +1127,10 @@ def _said_not_found_then_listed_again(world: World, status: str, stages: dict[st
     shown = world.dataworks.add_run(
         10000, status="Running", stages=STAGES, stage_statuses={"BUILD": "Running"}
     )
-    hidden = world.dataworks.add_run(10000, status=status, stages=STAGES, stage_statuses=stages)
+    hidden = world.dataworks.add_run(  # older than `shown`: not the one the short page 1 holds
+        10000, status=status, stages=STAGES, stage_statuses=stages,
+        created=world.dataworks.scenario_offset() - 1,
+    )  # fmt: skip
     world.tick()
     world.dataworks.set_run_status(shown, stages={"BUILD": "Success", "CHECK": "Running"})  # moves the count
     world.dataworks.serve_page_size = world.dataworks.claim_total = 1  # page 1 holds the newest only
@@ -1134,6 +1138,8 @@ def _said_not_found_then_listed_again(world: World, status: str, stages: dict[st
     world.tick()
     world.dataworks.serve_page_size = world.dataworks.claim_total = None
     assert world.dataworks.call_count("GetPipelineRun") == 1
+    assert world.app is not None
+    assert world.app.store.load_runs([run_key(10000, hidden)])[run_key(10000, hidden)].status == GONE
     world.tick()
     world.tick()
     return [key for channel in posts(world).values() for post in channel for key in post if key[0] == hidden]

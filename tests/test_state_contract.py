@@ -35,7 +35,7 @@ from dwnotify.state.base import (
 from dwnotify.state.sqlite import SqliteStateStore
 from emulators.tablestore import TablestoreEmulator
 from tests.conftest import STATE_BACKENDS, World
-from tests.helpers import cli_env, dwnotify
+from tests.helpers import Killed, cli_env, dwnotify
 
 AK, SECRET, INSTANCE = "test-ak", "test-secret", "dwnotify"
 DAY = 86400.0
@@ -583,10 +583,6 @@ def test_a_sqlite_state_that_cannot_be_created_is_a_state_error(tmp_path: Path) 
 
 
 # -- Tablestore only: intents, chunks, errors -----------------------------------------------------
-class Killed(BaseException):
-    """The process died here (not even `except Exception` runs)."""
-
-
 @pytest.fixture
 def tablestore() -> Iterator[TablestoreEmulator]:
     emulator = TablestoreEmulator(AK, SECRET, INSTANCE)
@@ -793,7 +789,10 @@ def test_sqlite_prunes_at_most_hourly_through_its_indexes(tmp_path: Path) -> Non
     back = NOW - 3 * 3600  # a clock stepped back hours: prunes again
     store.commit(tick_lease(store, now=back), [], [], [], back)
     assert store.prunes == 3
-    for statement in (sqlite_store._PRUNE_OUTBOX, sqlite_store._PRUNE_RUNS):
+    for statement, index in (
+        (sqlite_store._PRUNE_OUTBOX, "outbox_done"),
+        (sqlite_store._PRUNE_RUNS, "runs_done"),
+    ):
         plan = " ".join(str(row[-1]) for row in store._db.execute(f"EXPLAIN QUERY PLAN {statement}", (NOW,)))
-        assert "USING INDEX outbox_done" in plan or "USING INDEX runs_done" in plan, plan
+        assert f"USING INDEX {index}" in plan, plan
     store.close()
