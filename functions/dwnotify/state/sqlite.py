@@ -98,7 +98,8 @@ class SqliteStateStore:
 
     def __init__(self, path: Path, retention_s: float = 30 * 86400) -> None:
         self._retention_s = retention_s
-        self.round_trips = 0
+        self.round_trips = 0  # transactions, and statements outside one
+        self.write_round_trips = 0  # write transactions
         self.prunes = 0
         self._pruned_at: float | None = None
         try:
@@ -120,6 +121,7 @@ class SqliteStateStore:
         other error raised inside pass through unchanged, after the rollback.
         """
         self.round_trips += 1
+        self.write_round_trips += 1
         try:
             self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as error:

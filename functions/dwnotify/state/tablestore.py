@@ -83,6 +83,11 @@ class TablestoreStateStore:
         """SDK calls made so far (each is one request, plus the SDK's own retries)."""
         return self._table.round_trips
 
+    @property
+    def write_round_trips(self) -> int:
+        """SDK calls made so far that write."""
+        return self._table.write_round_trips
+
     # -- reads -------------------------------------------------------------------------------
     def load_runs(self, keys: Collection[str]) -> dict[str, RunState]:
         """The stored states of these runs (BatchGetRow, 100 a call)."""

@@ -97,8 +97,12 @@ def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
+_WRITE_APIS = frozenset({"PutRow", "UpdateRow", "DeleteRow", "BatchWriteRow", "CreateTable"})
+
+
 class Table:
-    """One Tablestore table through the SDK; `round_trips` counts SDK calls (the benchmark reports it)."""
+    """One Tablestore table through the SDK; `round_trips` counts SDK calls, `write_round_trips` those that
+    write (tests and the benchmark report both)."""
 
     def __init__(
         self,
@@ -114,6 +118,7 @@ class Table:
     ) -> None:
         self.name = name
         self.round_trips = 0
+        self.write_round_trips = 0
         self._ttl_s = ttl_s
         self._secrets = [value for value in (access_key_secret, sts_token) if value]
         self._ready = False
@@ -150,6 +155,8 @@ class Table:
 
     def _raw_call(self, api: str, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         self.round_trips += 1
+        if api in _WRITE_APIS:
+            self.write_round_trips += 1
         try:
             return method(*args, **kwargs)
         except ots.OTSServiceError as error:
