@@ -28,7 +28,7 @@ from dwnotify.settings import (
     StateSettings,
     TrackedRun,
 )
-from dwnotify.yamlcheck import NAME, Checker, Fields, kind, read_yaml, suggest
+from dwnotify.yamlcheck import NAME, Checker, Fields, format_seconds, kind, read_yaml, suggest
 
 CONFIG_ENV = "DWNOTIFY_CONFIG"
 DEFAULT_CONFIG_PATH = Path("notifier.yaml")
@@ -38,6 +38,11 @@ DEFAULT_CONFIG_PATH = Path("notifier.yaml")
 MIN_QPS, MAX_QPS = 0.2, 1000.0  # one request per 5 s at the slowest; Enterprise edition reads allow 50
 MAX_ATTEMPTS = 10
 MAX_REQUEST_TIMEOUT = timedelta(seconds=30)
+# poll_every: a poll of ten workspaces at the Basic edition's 5 QPS takes 2 s itself, so polling more often
+# than every 5 s would mostly wait on the rate limiter; past 10 minutes the 1-minute FC timer polls sooner.
+MIN_POLL_EVERY, MAX_POLL_EVERY = timedelta(seconds=5), timedelta(minutes=10)
+# More calls than any rate limit could serve in a day (1000 QPS), and small enough to stay exact as a float.
+MAX_DAILY_CALL_BUDGET = 100_000_000
 _REGION = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)+")
 _HOST = re.compile(r"[A-Za-z0-9.-]+(?::[0-9]+)?")
 _TABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
@@ -51,6 +56,8 @@ _DATAWORKS_OPTIONAL = (
     "max_attempts",
     "timeout",
     "console_url",
+    "poll_every",
+    "daily_call_budget",
 )
 _EVENT_UNKNOWN = "is not an event type, 'run.*', 'stage.*' or '*'"
 
@@ -148,9 +155,12 @@ def _dataworks(c: Checker, value: object, loc: Loc) -> DataWorksSettings | None:
         max_attempts=c.integer(*f.at("max_attempts"), maximum=MAX_ATTEMPTS) or defaults.max_attempts,
         timeout=c.duration(*f.at("timeout"), defaults.timeout, maximum=MAX_REQUEST_TIMEOUT),
         console_url=_console_url(c, *f.at("console_url")),
+        poll_every=_poll_every(c, *f.at("poll_every")),
+        daily_call_budget=c.integer(*f.at("daily_call_budget"), maximum=MAX_DAILY_CALL_BUDGET),
     )
     if settings.protocol == "http":
         _check_clear_text(c, settings, f.at("protocol")[1])
+    _check_budget_covers_a_poll(c, settings, f.at("daily_call_budget")[1])
     return settings if region and projects else None
 
 
@@ -160,6 +170,30 @@ def _check_clear_text(c: Checker, settings: DataWorksSettings, loc: Loc) -> None
     if public or not is_loopback(settings.endpoint):
         hosts = ", ".join(public or [settings.endpoint])
         c.add(loc, f"http sends the STS token in clear; it is only for loopback endpoints (not {hosts})")
+
+
+def _poll_every(c: Checker, value: object, loc: Loc) -> timedelta | None:
+    if value is None:
+        return None
+    # Zero is never valid, so the default that `duration` falls back to after a problem says "invalid".
+    every = c.duration(value, loc, timedelta(0), maximum=MAX_POLL_EVERY)
+    if not every:
+        return None
+    if every < MIN_POLL_EVERY:
+        c.add(loc, f"must be at least {format_seconds(int(MIN_POLL_EVERY.total_seconds()))}", value)
+        return None
+    return every
+
+
+def _check_budget_covers_a_poll(c: Checker, settings: DataWorksSettings, loc: Loc) -> None:
+    # Every poll reads page 1 of every workspace: a smaller budget could never poll at all.
+    workspaces = len(settings.projects)
+    if settings.daily_call_budget is not None and settings.daily_call_budget < workspaces:
+        c.add(
+            loc,
+            f"is {settings.daily_call_budget} but one poll costs at least {workspaces} calls "
+            "(one per workspace in dataworks.projects)",
+        )
 
 
 def _default_endpoint(region: str) -> str:

@@ -58,6 +58,8 @@ class DataWorksSettings:
     max_attempts: int = 4
     timeout: timedelta = timedelta(seconds=10)
     console_url: str = DEFAULT_CONSOLE_URL
+    poll_every: timedelta | None = None  # None: one poll per invocation
+    daily_call_budget: int | None = None  # None: no daily cap on DataWorks calls
 
     def project(self, project_id: int) -> ProjectSettings:
         """The settings of a watched workspace, or defaults for one only named in `runs`."""
