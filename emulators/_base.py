@@ -232,15 +232,22 @@ class ThreadServed:
 
 
 class Emulator(ThreadServed):
-    """Base of every HTTP/JSON emulator: a drivable clock, dropped connections, slow answers."""
+    """Base of every HTTP/JSON emulator: a drivable clock, dropped connections, slow answers.
 
-    def __init__(self, clock: Callable[[], float] | None = None, *, verbose: bool = False) -> None:
+    `latency_s` (`response_delay_s`, settable at any time) delays every service request's answer, as a
+    network between client and service would; the control API under `/_emulator` is never delayed.
+    """
+
+    def __init__(
+        self, clock: Callable[[], float] | None = None, *, verbose: bool = False, latency_s: float = 0.0
+    ) -> None:
         super().__init__()
         self.clock = Clock(clock)
         self.verbose = verbose
         self._lock = threading.RLock()
         self._drops = 0
-        self.response_delay_s = 0.0
+        # Every service request is answered this much later (a network round trip); 0: at once.
+        self.response_delay_s = latency_s
         self.hang_ups = 0  # dripping answers the client gave up on
 
     def make_server(self, address: tuple[str, int]) -> ThreadingHTTPServer:

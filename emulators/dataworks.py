@@ -98,7 +98,10 @@ class _Answer:
 
 
 class DataWorksEmulator(Emulator):
-    """DataWorks RPC endpoint: signature checks, scripted runs, faults, limits and a call log."""
+    """DataWorks RPC endpoint: signature checks, scripted runs, faults, limits and a call log.
+
+    `latency_s` delays every answer (a network round trip, for benchmarks); default 0.
+    """
 
     service = "dataworks"
 
@@ -118,8 +121,9 @@ class DataWorksEmulator(Emulator):
         throttle_status: int = 400,
         region: str = "cn-shanghai",
         verbose: bool = False,
+        latency_s: float = 0.0,
     ) -> None:
-        super().__init__(clock, verbose=verbose)
+        super().__init__(clock, verbose=verbose, latency_s=latency_s)
         created_at = self.clock.now()
         if isinstance(scenario, Scenario):
             self.scenario = scenario

@@ -101,8 +101,10 @@ class TablestoreEmulator(ThreadServed):
         *,
         sts_token: str | None = None,
         clock: Callable[[], float] | None = None,
+        latency_s: float = 0.0,
     ) -> None:
         super().__init__()
+        self.latency_s = latency_s
         self.credentials = Credentials(access_key_id, access_key_secret, instance, sts_token)
         self.clock = _Clock(clock or time.time)
         self.store = Store(self.clock)
@@ -206,6 +208,8 @@ class TablestoreEmulator(ThreadServed):
         operation = path.rstrip("/").rsplit("/", 1)[-1]
         with self._lock:
             self._counts[operation] += 1
+        if self.latency_s > 0:
+            time.sleep(self.latency_s)  # a network between client and service: the answer comes later
         now = datetime.now(timezone.utc)
         key: bytes | None = None
         try:
