@@ -1,0 +1,130 @@
+"""The plain-text table of a bench run's main figures (what a README section quotes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+WORKLOADS = ("first_tick", "unchanged", "changed", "idle")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.1f}" if value >= 10 or value == int(value) else f"{value:.2f}"
+    return str(value)
+
+
+def _rows(header: list[str], rows: list[list[Any]]) -> list[str]:
+    cells = [header, *([_cell(value) for value in row] for row in rows)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = ["  ".join(text.rjust(width) for text, width in zip(row, widths, strict=True)) for row in cells]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return lines
+
+
+def _workloads(section: dict[str, Any]) -> list[str]:
+    header = ["state", "grid", "workload", "calls", "trips", "writes", "sent", "wall ms", "floor ms"]
+    header += ["wall/floor", "naive calls", "naive trips", "naive wall ms", "calls P/N", "wall P/N"]
+    rows = []
+    for state in ("sqlite", "tablestore"):
+        for grid, figures in section.get(state, {}).items():
+            for name in WORKLOADS:
+                if name not in figures:
+                    continue
+                product, naive = figures[name]["product"], figures[name]["naive"]
+                ratios = figures[name]["product_over_naive"]
+                rows.append(
+                    [
+                        state,
+                        grid,
+                        name,
+                        product["dataworks_calls"],
+                        product["state_round_trips"],
+                        product["state_write_round_trips"],
+                        product["messages_sent"],
+                        product["wall_ms"],
+                        product["network_floor_ms"],
+                        product["wall_over_floor"],
+                        naive["dataworks_calls"],
+                        naive["state_round_trips"],
+                        naive["wall_ms"],
+                        ratios["dataworks_calls"],
+                        ratios["wall"],
+                    ]
+                )
+    title = (
+        f"Ticks ({section.get('latency_ms')} ms a request on DataWorks and Tablestore, max_qps "
+        f"{section.get('max_qps')}; naive figures scaled from {section.get('naive_sample_runs')} runs polled)"
+    )
+    return [title, *_rows(header, rows)]
+
+
+def _history(section: dict[str, Any]) -> list[str]:
+    header = ["state", "trips empty", "trips history", "wall ms empty", "wall ms history", "wall ratio"]
+    rows = []
+    for state in ("sqlite", "tablestore"):
+        if state in section:
+            empty, full = section[state]["empty_store"], section[state]["with_history"]
+            rows.append(
+                [
+                    state,
+                    empty["state_round_trips"],
+                    full["state_round_trips"],
+                    empty["wall_ms"],
+                    full["wall_ms"],
+                    section[state]["history_over_empty"]["wall"],
+                ]
+            )
+    title = (
+        f"Unchanged tick ({section.get('workspaces')} workspaces, {section.get('active_runs')} running runs) "
+        f"with {section.get('history_runs')} finished runs and {section.get('history_messages')} sent "
+        "messages stored, against none"
+    )
+    return [title, *_rows(header, rows)]
+
+
+def _detection(section: dict[str, Any]) -> list[str]:
+    timer = f"{section.get('state')}, {section.get('timer_s')} s timer"
+    lines = [f"Detection latency, a failure to its DingTalk message ({timer})"]
+    for name in ("timer", "poll_every_15s"):
+        figures = section.get(name, {})
+        if "skipped" in figures:
+            lines.append(f"  {name}: skipped: {figures['skipped']}")
+        else:
+            median, worst = _cell(figures.get("median_s")), _cell(figures.get("worst_s"))
+            lines.append(f"  {name}: median {median} s, worst {worst} s over {figures.get('trials')} trials")
+    return lines
+
+
+def _cold(section: dict[str, Any]) -> list[str]:
+    quota = section.get("tablestore_under_quota", {})
+    tablestore = section.get("tablestore", {})
+    if quota.get("measured"):
+        quarter = f"{_cell(quota['first_tick_ms'])} ms first tick, measured ({quota['how']})"
+    else:
+        estimate = _cell(tablestore.get("estimate_under_quota", {}).get("first_tick_ms"))
+        quarter = f"not measured ({quota.get('why')}); ESTIMATE CPU/{quota.get('cpus')}: {estimate} ms"
+    big = section.get("first_tick_at_scale", {})
+    return [
+        "Cold start (fresh python -I -S on the built package)",
+        f"  import index: {_cell(section.get('import_index_ms'))} ms; first tick SQLite "
+        f"{_cell(section.get('first_tick_ms'))} ms, Tablestore {_cell(tablestore.get('first_tick_ms'))} ms",
+        f"  Tablestore under a {quota.get('cpus')} CPU quota: {quarter}",
+        f"  peak RSS, first tick over {big.get('runs')} runs: {_cell(big.get('peak_rss_mb'))} MB",
+    ]
+
+
+def table(results: dict[str, Any]) -> str:
+    """The main figures of `results` as plain text."""
+    lines = [f"make bench at {results.get('commit')} ({results.get('wall_s')} s)", ""]
+    parts = {"workloads": _workloads, "history": _history, "detection": _detection, "cold_start": _cold}
+    for key, render in parts.items():
+        section = results.get(key)
+        if not isinstance(section, dict):
+            continue
+        if "error" in section:
+            lines += [f"{key}: {section['error']}", ""]
+            continue
+        lines += [*render(section), ""]
+    return "\n".join(lines)
