@@ -60,7 +60,7 @@ class NaivePoller:
         assert lease is not None, "the naive poller's store is its own"
         client, calls = w.app.client, w.app.client.calls
         trips, writes = round_trips(self.store)
-        slept, events = w.clock.slept_s, 0
+        jumped, events = w.clock.jumped_s, 0
         started = time.perf_counter()
         for project, run_id in self.tracked:
             key = run_key(project, run_id)
@@ -80,7 +80,7 @@ class NaivePoller:
             "state_write_round_trips": round_trips(self.store)[1] - writes,
             "events": events,
             "wall_ms": wall_ms,
-            "slept_ms": (w.clock.slept_s - slept) * 1000,
+            "waits_jumped_ms": (w.clock.jumped_s - jumped) * 1000,
         }
         self.store.release_lease(lease)
         counts = ("dataworks_calls", "state_round_trips", "state_write_round_trips", "events")
@@ -89,5 +89,5 @@ class NaivePoller:
             "sampled_runs": len(self.tracked),
             "scaled_from_sample": self.scale != 1,
             **{name: round(measured[name] * self.scale) for name in counts},
-            **{name: round(measured[name] * self.scale, 1) for name in ("wall_ms", "slept_ms")},
+            **{name: round(measured[name] * self.scale, 1) for name in ("wall_ms", "waits_jumped_ms")},
         }

@@ -96,7 +96,8 @@ def measure(
         "grid": [f"{workspaces}x{runs}" for workspaces, runs in grid],
         "naive_sample_runs": scale.sample,
         "notes": [
-            "wall_ms leaves out the product's own waits (its rate limiter, chat rate budgets): slept_ms",
+            "wall_ms includes the product's waits of up to 50 ms (its rate limiter's spacing); longer ones"
+            " (a chat's rate budget, backoff) jump the clock instead: waits_jumped_ms, summed over threads",
             "network_floor_ms: latency x (most requests to one workspace + state round trips on Tablestore)",
             "naive: per tracked run not yet final, a state read, GetPipelineRun and a state write (commit);"
             " it lists nothing, renders and delivers nothing",

@@ -52,24 +52,31 @@ def supports(option: str) -> bool:
 class SimClock:
     """Real time plus jumps: time flows during a tick as it does, and `sleep` or `advance` jump ahead.
 
-    The product's own waits (its rate limiter, a channel's rate budget, polling again) become jumps,
-    counted in `slept_s`; actions scheduled with `at` run as the clock passes their time.
+    The product's short waits (its rate limiter's spacing at `max_qps` 50) are slept for real, so wall
+    times include them; longer ones (a chat's rate budget, a retry's backoff, polling again) become
+    jumps, counted in `jumped_s`. Actions scheduled with `at` run as the clock passes their time.
     """
+
+    REAL_SLEEP_MAX_S = 0.05
 
     def __init__(self) -> None:
         self._offset = 0.0
         self._lock = threading.Lock()
         self._due: list[tuple[float, int, Callable[[], None]]] = []
         self._order = itertools.count()
-        self.slept_s = 0.0
+        self.jumped_s = 0.0
 
     def __call__(self) -> float:
         return time.time() + self._offset
 
     def sleep(self, seconds: float) -> None:
-        """What the product calls to wait: a jump, counted."""
+        """What the product calls to wait: a real sleep if short, else a jump (counted)."""
+        if seconds <= self.REAL_SLEEP_MAX_S:
+            time.sleep(max(0.0, seconds))
+            self.run_due()
+            return
         with self._lock:
-            self.slept_s += max(0.0, seconds)
+            self.jumped_s += seconds
         self.advance(seconds)
 
     def advance(self, seconds: float) -> None:
@@ -246,7 +253,7 @@ def product_tick(w: World, advance_s: float = 60.0) -> dict[str, Any]:
     w.clock.advance(advance_s)
     store, since = w.app.store, len(w.dataworks.calls)
     trips, writes = round_trips(store)
-    slept = w.clock.slept_s
+    jumped = w.clock.jumped_s
     started = time.perf_counter()
     summary = w.app.notifier.tick()
     wall_ms = (time.perf_counter() - started) * 1000
@@ -262,7 +269,7 @@ def product_tick(w: World, advance_s: float = 60.0) -> dict[str, Any]:
         "wall_ms": round(wall_ms, 1),
         "network_floor_ms": floor,
         "wall_over_floor": ratio(wall_ms, floor),
-        "slept_ms": round((w.clock.slept_s - slept) * 1000, 1),
+        "waits_jumped_ms": round((w.clock.jumped_s - jumped) * 1000, 1),
     }
 
 
