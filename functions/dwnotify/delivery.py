@@ -15,13 +15,21 @@ stored time can lie no further ahead than dwnotify itself ever waits: a send tim
 channel's pause at most MAX_PAUSE_S, a message's retry at most RETRY_CAP_S after now (or the pause);
 one further ahead is brought back to that bound and stored so, instead of stalling the channel
 until the clock catches up.
+
+Channels are independent, so they send in parallel: each channel's pass (lease, sends in order,
+records, release) runs in a thread of its own, at most MAX_PARALLEL_CHANNELS at once, and a pass
+that raises stops only its own channel. Only the sends overlap: the state stores are not safe for
+concurrent use, so every store call goes through one lock (`_SerialStore`). A tick with one
+channel to serve sends from the calling thread, starting none.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import threading
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -47,6 +55,8 @@ MAX_PAUSE_S = 600.0  # the longest a channel is left alone: DingTalk silences a 
 # left pending (and sent again): the pauses fit in LEASE_MARGIN_S.
 RECORD_ATTEMPTS = 3
 RECORD_PAUSE_S = 1.0
+# Channels sending at once: each is a thread mostly waiting on its webhook's answer.
+MAX_PARALLEL_CHANNELS = 8
 
 
 def channel_lease_s(send_timeout_s: float) -> float:
@@ -62,6 +72,47 @@ class DeliveryStats:
     failed: int = 0
     posts: int = 0
     pending: int = 0
+
+    def add(self, other: DeliveryStats) -> None:
+        """Count what another pass did too."""
+        self.sent += other.sent
+        self.failed += other.failed
+        self.posts += other.posts
+        self.pending += other.pending
+
+
+class _SerialStore:
+    """The store calls delivery makes, one at a time: no state store is safe for concurrent use
+    (SQLite's one connection runs explicit transactions, Tablestore keeps per-lease bookkeeping)."""
+
+    def __init__(self, store: StateStore) -> None:
+        self._store = store
+        self._lock = threading.Lock()
+
+    def channels_with_pending(self) -> list[str]:
+        """See StateStore."""
+        with self._lock:
+            return self._store.channels_with_pending()
+
+    def pending_messages(self, channel: str) -> list[OutboxMessage]:
+        """See StateStore."""
+        with self._lock:
+            return self._store.pending_messages(channel)
+
+    def acquire_lease(self, name: str, owner: str, ttl_s: float, now: float) -> Lease | None:
+        """See StateStore."""
+        with self._lock:
+            return self._store.acquire_lease(name, owner, ttl_s, now)
+
+    def release_lease(self, lease: Lease) -> None:
+        """See StateStore."""
+        with self._lock:
+            self._store.release_lease(lease)
+
+    def update_messages(self, lease: Lease, messages: Sequence[OutboxMessage]) -> None:
+        """See StateStore."""
+        with self._lock:
+            self._store.update_messages(lease, messages)
 
 
 @dataclass
@@ -155,7 +206,7 @@ class Deliverer:
         send_timeout_s: float = 10.0,
         jitter: Callable[[], float] = random.random,
     ) -> None:
-        self._store = store
+        self._store = _SerialStore(store)
         self._channels = channels
         self._make_channel = make_channel
         self._owner = owner
@@ -166,27 +217,77 @@ class Deliverer:
         self._lease_s = channel_lease_s(send_timeout_s)
         self._jitter = jitter
         self._built: dict[str, Channel] = {}
+        self._building = threading.Lock()
 
     def deliver(self, deadline: float | None = None) -> DeliveryStats:
-        """One pass over every channel that has pending messages; `stats.pending` is what is left."""
+        """One pass over every channel that has pending messages; `stats.pending` is what is left.
+
+        Channels with something due are served in parallel. One whose pass raises stops only
+        itself: the others finish, then its error is raised (the first channel's, by name order,
+        and a BaseException such as SystemExit before any Exception; the others are logged).
+        """
         stats = DeliveryStats()
+        ready: list[tuple[str, int]] = []
         for name in self._store.channels_with_pending():
             pending = self._store.pending_messages(name)
-            out_of_time = deadline is not None and self._clock() >= deadline
-            if out_of_time or not any(self._actionable(m) for m in pending):
+            if self._out_of_time(deadline) or not any(self._actionable(m) for m in pending):
                 stats.pending += len(pending)
                 continue  # nothing due: no lease taken, no write made
-            lease = self._store.acquire_lease(channel_lease(name), self._owner, self._lease_s, self._clock())
-            if lease is None:
-                stats.pending += len(pending)
-                continue  # another tick is sending to this channel right now
-            try:
-                self._deliver_channel(name, lease, stats, deadline)
-            except ConflictError as error:
-                log.warning("delivery: lost the lease of channel %s: %s", name, error)
-                continue
-            self._store.release_lease(lease)
+            ready.append((name, len(pending)))
+        if len(ready) <= 1:  # a quiet or single-channel tick starts no thread
+            passes = [self._deliver_pass(name, count, deadline) for name, count in ready]
+        else:
+            passes = self._deliver_in_parallel(ready, deadline)
+        for done in passes:
+            stats.add(done)
         return stats
+
+    def _deliver_in_parallel(
+        self, ready: list[tuple[str, int]], deadline: float | None
+    ) -> list[DeliveryStats]:
+        """Each channel's pass in a thread of its own; what they did, once every one has ended."""
+        stopping = threading.Event()
+
+        def one_pass(name: str, count: int) -> DeliveryStats:
+            if stopping.is_set():  # a pass raised a BaseException: the process is going down
+                return DeliveryStats(pending=count)
+            try:
+                return self._deliver_pass(name, count, deadline)
+            except BaseException as error:
+                if not isinstance(error, Exception):
+                    stopping.set()
+                raise
+
+        workers = min(MAX_PARALLEL_CHANNELS, len(ready))
+        # Leaving the block waits for every pass: no thread outlives delivery (FC freezes an idle
+        # instance). Nothing is cancelled: a cancelled future would never be reported done.
+        with ThreadPoolExecutor(workers, thread_name_prefix="dwnotify-delivery") as pool:
+            passes = [(name, pool.submit(one_pass, name, count)) for name, count in ready]
+        errors = {name: error for name, future in passes if (error := future.exception()) is not None}
+        if errors:
+            _raise_first(errors)
+        return [future.result() for _, future in passes]
+
+    def _deliver_pass(self, name: str, pending: int, deadline: float | None) -> DeliveryStats:
+        """One channel's pass: take its lease, send what is due in order, give the lease back."""
+        stats = DeliveryStats()
+        if self._out_of_time(deadline):  # checked again: a pass may have waited for a free thread
+            stats.pending += pending
+            return stats
+        lease = self._store.acquire_lease(channel_lease(name), self._owner, self._lease_s, self._clock())
+        if lease is None:
+            stats.pending += pending
+            return stats  # another tick is sending to this channel right now
+        try:
+            self._deliver_channel(name, lease, stats, deadline)
+        except ConflictError as error:
+            log.warning("delivery: lost the lease of channel %s: %s", name, error)
+            return stats
+        self._store.release_lease(lease)
+        return stats
+
+    def _out_of_time(self, deadline: float | None) -> bool:
+        return deadline is not None and self._clock() >= deadline
 
     def _actionable(self, message: OutboxMessage) -> bool:
         now = self._clock()
@@ -317,8 +418,9 @@ class Deliverer:
         deadline: float | None,
     ) -> bool:
         """Send one message or digest; False when the channel should not be tried again this tick."""
-        channel = self._built.get(settings.name) or self._make_channel(settings)
-        self._built[settings.name] = channel
+        with self._building:  # the factory opens its one shared HTTP client at the first call
+            channel = self._built.get(settings.name) or self._make_channel(settings)
+            self._built[settings.name] = channel
         channel.deadline = deadline  # the send's own budget ends there at the latest
         budget.sent_at.append(self._clock())  # every attempt counts: a timed-out one may have landed
         try:
@@ -382,3 +484,11 @@ class Deliverer:
         self._store.update_messages(replace(lease, data=budget.dump()), waiting)
         log.warning("delivery: %s will retry %d message(s): %s", error.channel, len(unit), reason)
         return False
+
+
+def _raise_first(errors: Mapping[str, BaseException]) -> None:
+    """Raise the error of the first channel by name, a BaseException before an Exception; log the rest."""
+    names = sorted(errors, key=lambda name: (isinstance(errors[name], Exception), name))
+    for name in names[1:]:
+        log.error("delivery: channel %s stopped: %s", name, errors[name], exc_info=errors[name])
+    raise errors[names[0]]
