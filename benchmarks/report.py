@@ -115,10 +115,28 @@ def _cold(section: dict[str, Any]) -> list[str]:
     ]
 
 
+def _workday(section: dict[str, Any]) -> list[str]:
+    """benchmarks/workday.py's strategies, each by its calls and median latency, as far as it has them."""
+    budget = section.get("budget_calls_a_day", "?")
+    lines = [f"Simulated working day at {budget} calls a day (benchmarks/workday.py)"]
+    for name, figures in section.items():
+        if isinstance(figures, dict) and "calls" in figures and isinstance(figures.get("latency_s"), dict):
+            latency = figures["latency_s"]
+            median, worst = _cell(latency.get("median")), _cell(latency.get("max"))
+            lines.append(f"  {name}: {figures['calls']} calls, median {median} s, worst {worst} s")
+    return lines
+
+
 def table(results: dict[str, Any]) -> str:
     """The main figures of `results` as plain text."""
     lines = [f"make bench at {results.get('commit')} ({results.get('wall_s')} s)", ""]
-    parts = {"workloads": _workloads, "history": _history, "detection": _detection, "cold_start": _cold}
+    parts = {
+        "workloads": _workloads,
+        "history": _history,
+        "detection": _detection,
+        "cold_start": _cold,
+        "workday": _workday,
+    }
     for key, render in parts.items():
         section = results.get(key)
         if not isinstance(section, dict):

@@ -89,5 +89,7 @@ def test_a_cpu_quota_either_limits_a_child_or_says_why_not() -> None:
 
 
 def test_the_table_names_every_section(figures: dict[str, object]) -> None:
-    text = report.table({"commit": "abc", "workloads": figures, "history": {"error": "x"}})
-    assert "abc" in text and "1x10" in text and "history: x" in text
+    workday = {"budget": {"calls": 97, "latency_s": {"median": 150}}}
+    results = {"commit": "abc", "workloads": figures, "history": {"error": "x"}, "workday": workday}
+    text = report.table(results)
+    assert "abc" in text and "1x10" in text and "history: x" in text and "budget: 97 calls" in text
