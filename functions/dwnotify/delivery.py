@@ -260,7 +260,8 @@ class Deliverer:
 
         workers = min(MAX_PARALLEL_CHANNELS, len(ready))
         # Leaving the block waits for every pass: no thread outlives delivery (FC freezes an idle
-        # instance). Nothing is cancelled: a cancelled future would never be reported done.
+        # instance). Passes not yet started are skipped through `stopping` rather than cancelled, so
+        # every future ends with a result or an error.
         with ThreadPoolExecutor(workers, thread_name_prefix="dwnotify-delivery") as pool:
             passes = [(name, pool.submit(one_pass, name, count)) for name, count in ready]
         errors = {name: error for name, future in passes if (error := future.exception()) is not None}
