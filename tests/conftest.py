@@ -41,7 +41,15 @@ CREDENTIALS = Credentials("test-ak", Secret("test-secret"))
 STATE_BACKENDS = ("sqlite", "tablestore")
 # Modules whose `world` tests also run with state in Tablestore (the others stay on SQLite only).
 TABLESTORE_MODULES = frozenset(
-    {"test_tick", "test_delivery", "test_concurrency", "test_discovery", "test_crash", "test_cli"}
+    {
+        "test_tick",
+        "test_tick_cost",
+        "test_delivery",
+        "test_concurrency",
+        "test_discovery",
+        "test_crash",
+        "test_cli",
+    }
 )
 
 
@@ -162,7 +170,7 @@ class World:
 def prime(app: App, now: float) -> None:
     """Store an empty listing of every watched workspace, as a tick before the test would have."""
     projects = app.notifier.settings.dataworks.projects
-    cursors = [ProjectCursor(project.id, 0, now, (), now) for project in projects]
+    cursors = [ProjectCursor(project.id, 0, now, (), now, fingerprints={}) for project in projects]
     lease = app.store.acquire_lease(TICK_LEASE, "world-prime", 90.0, now)
     assert lease is not None
     app.store.commit(lease, [], cursors, [], now)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -227,21 +228,48 @@ def test_sts_credentials_sign_with_the_token(clock: ManualClock, monkeypatch: py
         assert client.list_runs(project, 1).total_count == 0
 
 
-def test_client_side_qps_limit_spaces_calls(emulator: DataWorksEmulator, clock: ManualClock) -> None:
+def test_client_side_qps_limit_allows_a_second_its_calls(
+    emulator: DataWorksEmulator, clock: ManualClock
+) -> None:
     client, project = make_client(emulator, clock, max_qps=2.0)
+    for _ in range(5):
+        client.list_runs(project, 1)
+    assert clock.slept == [1.0, 1.0]  # two at once, then two a second later, then the fifth
+
+
+def test_client_side_qps_limit_spaces_calls_below_one_a_second(
+    emulator: DataWorksEmulator, clock: ManualClock
+) -> None:
+    client, project = make_client(emulator, clock, max_qps=0.5)
     for _ in range(3):
         client.list_runs(project, 1)
-    assert clock.slept == [0.5, 0.5]
+    assert clock.slept == [2.0, 2.0]
+
+
+class _HeldClock(ManualClock):
+    """A clock that stands still while the code sleeps: every waiter reserves from the same instant."""
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+
+
+def test_threads_share_the_limit(emulator: DataWorksEmulator) -> None:
+    clock = _HeldClock(emulator.clock.now())
+    client, project = make_client(emulator, clock, max_qps=3.0)
+    with ThreadPoolExecutor(max_workers=7) as pool:
+        list(pool.map(lambda _: client.list_runs(project, 1), range(7)))
+    # Three start at once; the next three wait one window, the seventh two.
+    assert sorted(clock.slept) == [1.0, 1.0, 1.0, 2.0] and client.calls == 7
 
 
 def test_a_clock_stepped_back_waits_one_interval_not_an_hour(
     emulator: DataWorksEmulator, clock: ManualClock
 ) -> None:
-    client, project = make_client(emulator, clock, max_qps=2.0)
+    client, project = make_client(emulator, clock, max_qps=1.0)
     client.list_runs(project, 1)
     clock.advance(-3600)  # the host's clock steps back an hour
     client.list_runs(project, 1)
-    assert clock.slept == [0.5]  # one interval, as between any two calls
+    assert clock.slept == [1.0]  # one interval, as between any two calls
 
 
 def test_timeout_setting_reaches_the_sdk(emulator: DataWorksEmulator, clock: ManualClock) -> None:

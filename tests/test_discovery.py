@@ -95,12 +95,15 @@ def test_configured_runs_are_polled_until_final(world: World) -> None:
 
 
 def test_a_failing_workspace_does_not_stop_the_others(world: World) -> None:
-    world.dataworks.add_run(10001, status="Running", stages=STAGES, stage_statuses={"BUILD": "Running"})
+    for project in (10000, 10001):
+        world.dataworks.add_run(project, status="Running", stages=STAGES, stage_statuses={"BUILD": "Running"})
     world.config_overrides["dataworks.max_attempts"] = 1
+    # Workspaces are read at once: whichever asks first is refused, the other is announced.
     world.dataworks.inject("ListPipelineRuns", "Forbidden.Access", 403, times=1)
     summary = world.tick()
     assert summary.events == 2
     assert len(summary.errors) == 1 and "Forbidden.Access" in summary.errors[0]
+    assert world.tick().events == 2  # the refused one, next tick
 
 
 def test_workspaces_past_the_deadline_are_left_for_the_next_tick(world: World) -> None:

@@ -95,12 +95,15 @@ def test_a_malformed_page_fails_its_workspace_only_and_the_outbox_still_goes_out
 
 
 def test_a_malformed_page_in_one_workspace_leaves_the_others_alone(world: World) -> None:
-    good = failed_run(world, 10001)
+    runs = {project: failed_run(world, project) for project in (10000, 10001)}
     answers: list[Any] = [{"RequestId": "x", "PagingInfo": "page"}]
-    world.dataworks.inject_answer("ListPipelineRuns", answers[0], times=1)  # the first listing: 10000
+    world.dataworks.inject_answer("ListPipelineRuns", answers[0], times=1)  # whichever listing is first
     summary = world.tick()
-    assert [error for error in summary.errors if error.startswith("workspace 10000")], summary.errors
-    assert good in "\n".join(message["markdown"]["text"] for message in world.ding())
+    assert len(summary.errors) == 1 and "without a PagingInfo" in summary.errors[0], summary.errors
+    broken = int(summary.errors[0].split(":")[0].removeprefix("workspace "))
+    good = runs[20001 - broken]
+    texts = "\n".join(message["markdown"]["text"] for message in world.ding())
+    assert good in texts and runs[broken] not in texts
 
 
 def test_a_lying_total_count_costs_two_calls(world: World) -> None:

@@ -175,9 +175,52 @@ def test_commit_round_trips_runs_cursors_and_messages(backend: Backend) -> None:
     assert set(states) == {"10000/r1", "10000/r2"}
     assert states["10000/r1"] == run("r1", version=1)
     assert states["10000/r2"].final and states["10000/r2"].version == 1
-    assert again.load_cursors([10000, 10001]) == {10000: cursor}
+    assert again.load_cursors([10000, 10001]) == {10000: replace(cursor, version=1)}
     assert again.pending_messages("ops") == [sent]
     again.close()
+
+
+def test_a_cursor_is_written_only_over_the_version_it_was_made_from(backend: Backend) -> None:
+    store, other = backend.store, backend.open()
+    prints = {"r1": "00ff", "r2": "abcd"}
+    first = ProjectCursor(10000, 1, NOW, ("r1",), NOW, prints)
+    store.commit(tick_lease(store), [], [first], [], NOW)
+    stored = other.load_cursors([10000])[10000]
+    assert stored == replace(first, version=1) and stored.fingerprints == prints
+    # A slower tick that read the workspace before that commit must not put its older cursor back,
+    # with or without runs and messages beside it; the current version goes in.
+    with pytest.raises(ConflictError):
+        other.commit(
+            tick_lease(other, "tick-b", NOW + 100), [], [replace(first, total_count=0)], [], NOW + 100
+        )
+    with pytest.raises(ConflictError):
+        other.commit(
+            tick_lease(other, "tick-b", NOW + 100), [run("r9")], [first], [message("m9", 1)], NOW + 100
+        )
+    assert other.load_runs(["10000/r9"]) == {} and other.pending_messages("ops") == []
+    newer = replace(stored, total_count=2, active_run_ids=())
+    other.commit(tick_lease(other, "tick-b", NOW + 100), [run("r9")], [newer], [], NOW + 100)
+    assert store.load_cursors([10000]) == {10000: replace(newer, version=2)}
+    other.close()
+
+
+def test_open_tick_reads_cursors_and_the_tick_lease_in_one_round_trip_and_writes_nothing(
+    backend: Backend,
+) -> None:
+    store = backend.store
+    cursor = ProjectCursor(10000, 3, NOW, ("r1",), NOW, {"r1": "aa"})
+    lease = tick_lease(store, "tick-a")
+    store.commit(lease, [], [cursor], [], NOW)
+    reader = backend.open()
+    reader.load_runs(["10000/warm"])  # a new Tablestore client first describes its table
+    trips, writes = reader.round_trips, reader.write_round_trips
+    start = reader.open_tick([10000, 10001], NOW + 1)
+    assert (reader.round_trips - trips, reader.write_round_trips - writes) == (1, 0)
+    assert start.cursors == {10000: replace(cursor, version=1)}
+    assert start.busy("tick-b", NOW + 1) and not start.busy("tick-a", NOW + 1)
+    store.release_lease(lease)
+    assert not reader.open_tick([10000], NOW + 2).busy("tick-b", NOW + 2)
+    reader.close()
 
 
 def test_a_stale_version_is_a_conflict_and_writes_nothing(backend: Backend) -> None:
@@ -400,7 +443,7 @@ def test_unreadable_rows_are_warned_about_and_read_as_well_as_they_can_be(
         "10000/r1": RunState(10000, "r1", "running", {}, frozenset(), None, version=1),
         "10000/r2": run("r2", version=1),
     }
-    assert found == {10001: cursors[1]}
+    assert found == {10001: replace(cursors[1], version=1)}
     assert ids(pending) == ["m1", "m2"] and pending[0].unreadable and not pending[1].unreadable
     assert held is not None and held.data == {}
     assert [s.run_id for s in report.runs] == ["r1", "r2"] and report.runs[0].stage_statuses == {}
@@ -617,9 +660,15 @@ def test_a_commit_killed_at_each_write_is_finished_exactly_once_by_the_next_tick
             except Killed:
                 pass
 
-            for owner, at in (("tick-b", NOW + 100), ("tick-c", NOW + 300)):  # the second finds nothing to do
+            # The first successor only reads at its start (a tick that may find nothing new): seeing the
+            # lease left held, it finishes the commit; the second takes the lease and finds nothing to do.
+            for owner, at in (("tick-b", NOW + 100), ("tick-c", NOW + 300)):
                 successor = open_spec(spec)
-                successor.release_lease(tick_lease(successor, owner, at))
+                if owner == "tick-b":
+                    start = successor.open_tick([10000], at)
+                    assert not start.busy(owner, at)
+                else:
+                    successor.release_lease(tick_lease(successor, owner, at))
                 states = successor.load_runs(["10000/r1", "10000/r2"])
                 if crash_at == 1:  # died before its intent was stored: nothing happened
                     assert states == {"10000/r1": run("r1", version=1)}
@@ -629,7 +678,7 @@ def test_a_commit_killed_at_each_write_is_finished_exactly_once_by_the_next_tick
                         "10000/r1": run("r1", "fail", version=2),
                         "10000/r2": run("r2", version=1),
                     }
-                    assert successor.load_cursors([10000]) == {10000: cursor}
+                    assert successor.load_cursors([10000]) == {10000: replace(cursor, version=1)}
                     assert ids(successor.pending_messages("ops")) == ["m1"]
                     assert ids(successor.pending_messages("team")) == ["m2"]
                 assert intents(successor) == []

@@ -13,7 +13,9 @@ import functools
 import json
 import logging
 import random
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -43,26 +45,48 @@ _SDK_NO_ANSWER = "SDK.NoAnswer"
 
 
 class _RateLimiter:
-    """Spaces request starts at least 1/qps apart (the API's limits are per account)."""
+    """At most `max(1, floor(qps))` request starts in any window of that many / qps seconds (5 a second
+    at 5 QPS), for every thread that shares it: the API's limits are per account and region, counted
+    over a second, so a burst up to the limit goes at once and the rest waits for the window to pass.
+    """
 
     def __init__(self, qps: float, clock: Callable[[], float], sleep: Callable[[float], None]) -> None:
-        self._interval = 1.0 / qps
+        self._burst = max(1, int(qps))
+        self._window = self._burst / qps
         self._clock = clock
         self._sleep = sleep
-        self._next_start = 0.0
+        self._starts: deque[float] = deque(maxlen=self._burst)  # the latest starts, some reserved ahead
+        self._waiting = 0
+        self._lock = threading.Lock()
 
     def wait(self) -> None:
-        now = self._clock()
-        # A clock stepped back must not turn the last start into an hour-long wait.
-        self._next_start = min(self._next_start, now + self._interval)
-        if now < self._next_start:
-            self._sleep(self._next_start - now)
-            now = self._next_start
-        self._next_start = now + self._interval
+        """Wait for this caller's turn: reserve the next start under the lock, sleep outside it."""
+        with self._lock:
+            now = self._clock()
+            # Each waiting caller reserves at most one window ahead: a start further off was taken on a
+            # clock that has stepped back since, and must not turn into an hour-long wait.
+            horizon = now + self._window * (self._waiting + 1)
+            if self._starts and self._starts[-1] > horizon:
+                self._starts = deque((min(start, now) for start in self._starts), maxlen=self._burst)
+            start = now
+            if len(self._starts) == self._burst:
+                start = max(now, self._starts[0] + self._window)
+            self._starts.append(start)
+            self._waiting += start > now
+        if start > now:
+            try:
+                self._sleep(start - now)
+            finally:
+                with self._lock:
+                    self._waiting -= 1
 
 
 class DataWorksClient:
-    """Lists and gets pipeline runs, with retries, a QPS limit and a call count."""
+    """Lists and gets pipeline runs, with retries, a QPS limit per region and a call count.
+
+    Safe to call from several threads at once (discovery reads workspaces in parallel): the workspaces
+    of one region share its limiter, and every request is counted.
+    """
 
     def __init__(
         self,
@@ -77,9 +101,10 @@ class DataWorksClient:
         self._credentials = credentials
         self._sleep = sleep
         self._jitter = jitter
-        self._limiter = _RateLimiter(settings.max_qps, clock, sleep)
+        self._limiters: dict[str, _RateLimiter] = {}
         self._sdk_clients: dict[str, Any] = {}
         self._clock = clock
+        self._lock = threading.Lock()
         self.legacy_api = False
         self.calls = 0
 
@@ -162,7 +187,7 @@ class DataWorksClient:
         request.set_method("GET")
         for name, value in params.items():
             request.add_query_param(name, str(value))
-        self._limiter.wait()
+        self._limiter(project.region).wait()
         budget = time_left(self._settings.timeout.total_seconds(), deadline, self._clock)
         if budget <= 0:
             raise DataWorksError(f"{action} not sent: the tick's deadline has passed", retryable=True)
@@ -170,7 +195,8 @@ class DataWorksClient:
         request.set_connect_timeout(min(budget, _CONNECT_TIMEOUT_S))
         request.set_read_timeout(budget)
         sdk = self._sdk_client(project.region)
-        self.calls += 1
+        with self._lock:
+            self.calls += 1
         watchdog = Watchdog(budget)
         try:
             with watchdog:
@@ -189,12 +215,22 @@ class DataWorksClient:
             raise DataWorksError(f"{action} returned JSON that is not an object")
         return body
 
+    def _limiter(self, region: str) -> _RateLimiter:
+        with self._lock:
+            limiter = self._limiters.get(region)
+            if limiter is None:
+                limiter = self._limiters[region] = _RateLimiter(
+                    self._settings.max_qps, self._clock, self._sleep
+                )
+            return limiter
+
     def _sdk_client(self, region: str) -> Any:
-        client = self._sdk_clients.get(region)
-        if client is None:
-            client = _make_sdk_client(self._credentials, region, self._settings.timeout.total_seconds())
-            self._sdk_clients[region] = client
-        return client
+        with self._lock:
+            client = self._sdk_clients.get(region)
+            if client is None:
+                timeout_s = self._settings.timeout.total_seconds()
+                client = self._sdk_clients[region] = _make_sdk_client(self._credentials, region, timeout_s)
+            return client
 
 
 def _converted(action: str, project: ProjectSettings, error: Exception, watchdog: Watchdog) -> DataWorksError:

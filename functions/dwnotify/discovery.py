@@ -18,6 +18,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Collection, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from typing import Protocol
@@ -37,6 +38,8 @@ LISTING_MARGIN_S = 600.0
 # A bound on the list calls one workspace may cost a tick (10,000 runs at 100 a page), whatever the
 # server claims: the Basic edition allows 100 calls a day.
 MAX_PAGES_PER_TICK = 100
+# Workspaces scanned at once (also never more than `max_qps`): threads waiting on the network, not CPU.
+MAX_PARALLEL_WORKSPACES = 16
 
 
 class RunSource(Protocol):
@@ -92,7 +95,11 @@ class _ProjectScan:
     """
 
     project: ProjectSettings
+    cursor: ProjectCursor | None = None  # as stored before this tick
+    threshold: float = 0.0  # a never-stored run created before this is history (`_news_threshold`)
     runs: dict[str, Run] = field(default_factory=dict)
+    vanished: list[str] = field(default_factory=list)  # keys of active runs DataWorks no longer knows
+    listed: ProjectCursor | None = None  # the cursor to store; None when time ran out mid-scan
     total: int = 0
     pages_read: int = 0
     page_size: int = 0  # runs on page 1: the size the server serves, whatever PageSize asked for
@@ -188,6 +195,7 @@ class Discoverer:
         self._configured = {run_key(tracked.project, tracked.id) for tracked in settings.runs}
         self._states: dict[str, RunState] = {}
         self._looked_up: set[str] = set()  # keys read from the store, found or not
+        self._prints: dict[str, str] = {}  # run key -> fingerprint of its stored state, from the cursors
         self._vanished: list[RunState] = []
 
     def _load(self, keys: Iterable[str]) -> None:
@@ -214,33 +222,75 @@ class Discoverer:
                 "lookback (%d min) are announced as first sight",
                 self._settings.lookback.total_seconds() // 60,
             )
-        for project in self._settings.projects:
-            if self._out_of_time():
-                log.warning("dataworks: out of time, workspace %s is left for the next tick", project.id)
-                result.errors.append(f"workspace {project.id}: out of time, left for the next tick")
-                continue
-            cursor = cursors.get(project.id)
-            try:
-                scan, new_cursor = self._scan_project(project, cursor, now)
-            except DataWorksError as error:
-                log.error("dataworks: workspace %s skipped this tick: %s", project.id, error)
-                result.errors.append(f"workspace {project.id}: {error}")
-                continue
-            except Exception as error:  # an answer no parser foresaw: this workspace waits, the rest go on
-                log.error("dataworks: workspace %s skipped this tick", project.id, exc_info=error)
-                result.errors.append(f"workspace {project.id}: unexpected answer: {type(error).__name__}")
-                continue
-            if new_cursor is not None:
-                result.cursors.append(new_cursor)
-            threshold = self._news_threshold(cursor, now)
+        for known in cursors.values():
+            for run_id, print_ in (known.fingerprints or {}).items():
+                self._prints[run_key(known.project_id, run_id)] = print_
+        scans = self._scan_all(cursors, now, result)
+        # One batched read of the states the diffs need, for every workspace at once.
+        self._load(
+            [
+                key
+                for scan in scans
+                for key in self._worth_reading(scan.runs.values(), scan.cursor, scan.threshold)
+            ]
+            + [key for scan in scans for key in scan.vanished]
+            + sorted(self._configured)
+        )
+        for scan in scans:
+            for key in scan.vanished:
+                self._vanish(key)
+            stored: dict[str, str] = {}  # the fingerprints of this workspace's runs stored after the tick
             for key, run in scan.runs.items():
                 if key not in seen:
                     seen[key] = run
-                    self._observe(result, run, threshold, history_if_final=empty_store)
+                    if self._observe(result, run, scan.threshold, history_if_final=empty_store):
+                        stored[run.id] = run.fingerprint
+            if scan.listed is not None:
+                result.cursors.append(replace(scan.listed, fingerprints=stored))
         self._track_configured_runs(result, seen)
         result.runs_fetched = len(seen)
         result.vanished = self._vanished
         return result
+
+    def _scan_all(
+        self, cursors: dict[int, ProjectCursor], now: float, result: Discovery
+    ) -> list[_ProjectScan]:
+        """Scan every workspace, several at once (threads sharing the client's rate limit), in the
+        config's order; a workspace that fails is left out with its error."""
+        projects = self._settings.projects
+        workers = min(len(projects), max(1, math.ceil(self._settings.max_qps)), MAX_PARALLEL_WORKSPACES)
+
+        def scan(project: ProjectSettings) -> _ProjectScan | str:
+            return self._scan_safely(project, cursors.get(project.id), now)
+
+        if workers <= 1:
+            outcomes = [scan(project) for project in projects]
+        else:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dwnotify-discovery") as pool:
+                outcomes = list(pool.map(scan, projects))
+        scans = []
+        for outcome in outcomes:
+            if isinstance(outcome, str):
+                result.errors.append(outcome)
+            else:
+                scans.append(outcome)
+        return scans
+
+    def _scan_safely(
+        self, project: ProjectSettings, cursor: ProjectCursor | None, now: float
+    ) -> _ProjectScan | str:
+        """One workspace's scan, or the error that left it for the next tick."""
+        if self._out_of_time():
+            log.warning("dataworks: out of time, workspace %s is left for the next tick", project.id)
+            return f"workspace {project.id}: out of time, left for the next tick"
+        try:
+            return self._scan_project(project, cursor, self._news_threshold(cursor, now), now)
+        except DataWorksError as error:
+            log.error("dataworks: workspace %s skipped this tick: %s", project.id, error)
+            return f"workspace {project.id}: {error}"
+        except Exception as error:  # an answer no parser foresaw: this workspace waits, the rest go on
+            log.error("dataworks: workspace %s skipped this tick", project.id, exc_info=error)
+            return f"workspace {project.id}: unexpected answer: {type(error).__name__}"
 
     def _news_threshold(self, cursor: ProjectCursor | None, now: float) -> float:
         """A never-stored run created at or after this is news; an older one is history.
@@ -251,31 +301,66 @@ class Discoverer:
         since = cursor.watched_since if cursor and cursor.watched_since is not None else now
         return max(since - self._settings.lookback.total_seconds(), now - self._retention_s)
 
+    @staticmethod
+    def _finished_history(run: Run, threshold: float) -> bool:
+        """A run that finished and was created before the news threshold (or without a usable
+        CreateTime, which cannot show it to be news): never worth recording, unless it was stored."""
+        created = run.create_time.timestamp() if run.create_time else None
+        return run.final and (created is None or created < threshold)
+
+    def _unchanged(self, run: Run) -> bool:
+        """Whether the run is stored with exactly the statuses it shows now (its cursor's fingerprint)."""
+        return run.key not in self._configured and self._prints.get(run.key) == run.fingerprint
+
+    def _worth_reading(
+        self, runs: Iterable[Run], cursor: ProjectCursor | None, threshold: float
+    ) -> list[str]:
+        """The keys of the runs whose stored state a diff needs.
+
+        Not a run whose fingerprint says it is stored unchanged. With fingerprints to go by, not a
+        finished history run either: a stored run still moving is in the cursor's fingerprints (its
+        active runs are fetched when no page shows them), so one that is not was never stored, or is
+        stored finished, and then has nothing left to announce.
+        """
+        fingerprinted = cursor is not None and cursor.fingerprints is not None
+        return [
+            run.key
+            for run in runs
+            if not self._unchanged(run)
+            and (
+                run.key in self._configured
+                or not fingerprinted
+                or run.key in self._prints
+                or not self._finished_history(run, threshold)
+            )
+        ]
+
     def _observe(
         self, result: Discovery, run: Run, threshold: float, *, history_if_final: bool = False
-    ) -> None:
+    ) -> bool:
+        """Add the run to the observations if it needs a diff; whether its state is stored after the tick."""
+        if self._unchanged(run):
+            return True
         previous = self._states.get(run.key)
         if previous is not None or run.key in self._configured:
             # Known runs, and runs the config names, are always diffed and recorded.
             result.observations.append(Observation(run, previous, silent=False))
-            return
-        created = run.create_time.timestamp() if run.create_time else None
-        # Without a usable CreateTime a finished run cannot be shown to be news: it is history.
-        old = run.final if created is None else created < threshold
-        if old and run.final:
-            return  # history that finished before we watched: nothing to record or announce
+            return True
+        if self._finished_history(run, threshold):
+            return False  # history that finished before we watched: nothing to record or announce
+        old = run.final if run.create_time is None else run.create_time.timestamp() < threshold
         # On an empty store a finished run inside the news window is recorded silently: unstored, the
         # next tick would take it as news.
         result.observations.append(Observation(run, None, silent=old or (history_if_final and run.final)))
+        return True
 
     def _scan_project(
-        self, project: ProjectSettings, cursor: ProjectCursor | None, now: float
-    ) -> tuple[_ProjectScan, ProjectCursor | None]:
-        """Read the pages that can hold news; None for the cursor when time ran out mid-scan."""
-        scan = _ProjectScan(project)
+        self, project: ProjectSettings, cursor: ProjectCursor | None, threshold: float, now: float
+    ) -> _ProjectScan:
+        """Read the pages that can hold news (no state: it is read for every workspace at once after)."""
+        scan = _ProjectScan(project, cursor, threshold)
         first_page = self._source.list_runs(project, 1, deadline=self._deadline)
         scan.add(first_page)
-        self._load(scan.runs)
         moved = cursor is None or first_page.total_count != cursor.total_count
         if moved and _newest_first(first_page.runs):
             # News sits at the top: read on while a page still reaches back into the news window.
@@ -284,24 +369,27 @@ class Discoverer:
             while scan.more and oldest >= reach:
                 new = self._read_page(scan)
                 if new is None:
-                    return scan, None
+                    return scan
                 oldest = min(oldest, _oldest(scan.runs[key] for key in new))
         elif moved:
             # No order to lean on: where the count moved, new runs can be on any page.
             while scan.more:
                 if self._read_page(scan) is None:
-                    return scan, None
-        self._fetch_missing_active(scan, cursor)
+                    return scan
+        self._fetch_missing_active(scan)
         moving = {run.id for run in scan.runs.values() if not run.final}
         still_moving = tuple(sorted(moving | (scan.skipped - {run.id for run in scan.runs.values()})))
         watched_since = cursor.watched_since if cursor else now
+        version = cursor.version if cursor else 0
         # The count as page 1 gave it: a run created while the pages were read moves it next tick.
-        return scan, ProjectCursor(project.id, first_page.total_count, now, still_moving, watched_since)
+        listed = ProjectCursor(project.id, first_page.total_count, now, still_moving, watched_since)
+        scan.listed = replace(listed, version=version)
+        return scan
 
-    def _fetch_missing_active(self, scan: _ProjectScan, cursor: ProjectCursor | None) -> None:
+    def _fetch_missing_active(self, scan: _ProjectScan) -> None:
         """Runs still moving that no page showed: by id, or by the remaining pages when cheaper."""
         project = scan.project
-        active = cursor.active_run_ids if cursor else ()
+        active = scan.cursor.active_run_ids if scan.cursor else ()
         missing = [rid for rid in active if run_key(project.id, rid) not in scan.runs]
         if scan.more and len(missing) > scan.pages_total - scan.pages_read:
             while scan.more and self._read_page(scan) is not None:
@@ -314,14 +402,13 @@ class Discoverer:
                 scan.skip(MalformedRun(str(error), run_id))
                 continue
             if fetched is None:
-                self._vanish(run_key(project.id, run_id))
+                log.warning("dataworks: run %s no longer exists", run_key(project.id, run_id))
+                scan.vanished.append(run_key(project.id, run_id))
                 continue
             scan.runs[fetched.key] = fetched
-        self._load(scan.runs)
 
     def _vanish(self, key: str) -> None:
         """A stored run DataWorks no longer knows: remembered as gone, so nobody waits for it."""
-        log.warning("dataworks: run %s no longer exists", key)
         self._load([key])
         stored = self._states.get(key)
         if stored is not None and not stored.final:
@@ -341,10 +428,7 @@ class Discoverer:
                 scan.pages_read,
             )
             return None
-        # Only the page's new runs are looked up: gathering pages must not rescan what came before.
-        new = scan.add(self._source.list_runs(scan.project, scan.pages_read + 1, deadline=self._deadline))
-        self._load(new)
-        return new
+        return scan.add(self._source.list_runs(scan.project, scan.pages_read + 1, deadline=self._deadline))
 
     def _track_configured_runs(self, result: Discovery, seen: dict[str, Run]) -> None:
         wanted = [
@@ -364,6 +448,7 @@ class Discoverer:
                 result.errors.append(f"run {tracked.id}: {error}")
                 continue
             if run is None:
+                log.warning("dataworks: run %s no longer exists", key)
                 self._vanish(key)
                 continue
             seen[key] = run

@@ -55,13 +55,8 @@ class TickSummary:
 
 
 def _cursor_moved(previous: ProjectCursor | None, cursor: ProjectCursor) -> bool:
-    """Whether a cursor is worth writing: an unchanged count and active set need no write.
-
-    Keeping the older `listed_at` only widens the window in which unseen runs count as new.
-    """
-    if previous is None:
-        return True
-    return (previous.total_count, previous.active_run_ids) != (cursor.total_count, cursor.active_run_ids)
+    """Whether a cursor is worth writing: one that says what the stored one says needs no write."""
+    return previous is None or not previous.same_listing(cursor)
 
 
 def _changed(previous: RunState | None, state: RunState) -> bool:
@@ -105,29 +100,30 @@ class Notifier:
         return self._renderer
 
     def tick(self, *, deadline: float | None = None, dry_run: bool = False) -> TickSummary:
-        """Run one tick; `deadline` (epoch seconds) stops new work so the next tick can take it."""
+        """Run one tick; `deadline` (epoch seconds) stops new work so the next tick can take it.
+
+        Discovery takes no lease: a tick that finds nothing new writes nothing at all. One that has
+        something to store takes the tick lease for its commit only; run states and cursors are
+        compare-and-set, so of two ticks that discovered the same change one commits it and the other
+        commits nothing. A tick that finds the lease held (a commit under way, or an invocation polling
+        in a loop) leaves discovery to its holder and only delivers.
+        """
         started = self._clock()
         calls_before = self._source.calls
         owner = uuid.uuid4().hex
         summary = TickSummary()
-        if dry_run:  # reads only: no lease taken, nothing stored or sent
-            self._discover_and_commit(None, summary, deadline)
-            return self._finish(summary, started, calls_before)
         failure: NotifierError | None = None
-        lease = self._store.acquire_lease(TICK_LEASE, owner, TICK_LEASE_S, started)
-        if lease is None:
-            summary.discovery_skipped = True
-            log.info("tick: another tick is discovering; only delivering")
-        else:
-            try:
-                self._discover_and_commit(lease.owner, summary, deadline)
-            except NotifierError as error:
-                failure = error  # what is already in the outbox still goes out
-            except Exception as error:  # an answer no parser foresaw, or a bug: the outbox still goes out
-                log.error("tick: discovery failed unexpectedly", exc_info=error)
-                failure = NotifierError(f"discovery failed ({type(error).__name__}; see the log)")
-            finally:
-                self._store.release_lease(lease)
+        try:
+            self._discover_and_commit(owner, summary, deadline, dry_run=dry_run)
+        except NotifierError as error:
+            failure = error  # what is already in the outbox still goes out
+        except Exception as error:  # an answer no parser foresaw, or a bug: the outbox still goes out
+            log.error("tick: discovery failed unexpectedly", exc_info=error)
+            failure = NotifierError(f"discovery failed ({type(error).__name__}; see the log)")
+        if dry_run:  # reads only: nothing stored or sent
+            if failure is not None:
+                raise failure
+            return self._finish(summary, started, calls_before)
         self._deliver(owner, summary, deadline)
         if failure is not None:
             raise failure
@@ -140,11 +136,18 @@ class Notifier:
         summary.duration_ms = int((self._clock() - started) * 1000)
         return summary
 
-    def _discover_and_commit(self, owner: str | None, summary: TickSummary, deadline: float | None) -> None:
-        """Discover, diff, route and render; store it all unless this is a dry run (`owner` None)."""
+    def _discover_and_commit(
+        self, owner: str, summary: TickSummary, deadline: float | None, *, dry_run: bool
+    ) -> None:
+        """Discover, diff, route and render; store it all unless this is a dry run."""
         now = self._clock()
         ids = [project.id for project in self.settings.dataworks.projects]
-        cursors = self._store.load_cursors(ids)
+        start = self._store.open_tick(ids, now)
+        if start.busy(owner, now) and not dry_run:
+            summary.discovery_skipped = True
+            log.info("tick: another tick holds the tick lease; only delivering")
+            return
+        cursors = start.cursors
         discoverer = Discoverer(
             self.settings.dataworks,
             self._source,
@@ -158,6 +161,8 @@ class Notifier:
         summary.runs_checked = found.runs_fetched
         states: list[RunState] = list(found.vanished)
         messages: list[OutboxMessage] = []
+        events_found = 0
+        undiffed: set[int] = set()  # workspaces with a run that could not be compared
         for observation in found.observations:
             try:
                 events, state = diff(observation.previous, observation.run)
@@ -170,31 +175,43 @@ class Notifier:
                     extra={"run_id": observation.run.id, "project_id": observation.run.project_id},
                 )
                 summary.errors.append(f"run {observation.run.key}: cannot be compared")
+                undiffed.add(observation.run.project_id)
                 continue
             if _changed(observation.previous, state):
                 states.append(state)
             if observation.silent or not events:
                 continue
-            summary.events += len(events)
+            events_found += len(events)
             self._log_events(observation, events)
             routes = route(events, observation.run.project_id, self.settings.rules)
             messages.extend(self._render(observation.run, routes, now, len(messages), summary))
-        summary.messages_queued = len(messages)
-        if owner is None:
+        if dry_run:
+            summary.events, summary.messages_queued = events_found, len(messages)
             for message in messages:
                 log.info("dry run: would send to %s: %s", message.channel, message.title)
             return
+        # The cursor of a workspace with a run left uncompared stays as it was: its old fingerprints
+        # and active runs make the next tick read that run again.
+        moved = [
+            c
+            for c in found.cursors
+            if c.project_id not in undiffed and _cursor_moved(cursors.get(c.project_id), c)
+        ]
+        if not (states or moved or messages):
+            return
         lease = self._store.acquire_lease(TICK_LEASE, owner, TICK_LEASE_S, self._clock())
         if lease is None:
-            summary.errors.append("another tick took over before this one could commit")
+            summary.errors.append("another tick was committing; nothing committed, the next tick tries again")
             return
         try:
-            moved = [c for c in found.cursors if _cursor_moved(cursors.get(c.project_id), c)]
-            if states or moved or messages:
-                self._store.commit(lease, states, moved, messages, self._clock())
+            self._store.commit(lease, states, moved, messages, self._clock())
+            # Counted once stored: of ticks that found the same change, only the one that commits it.
+            summary.events, summary.messages_queued = events_found, len(messages)
         except ConflictError as error:
             log.warning("tick: nothing committed, another tick got there first: %s", error)
             summary.errors.append(str(error))
+        finally:
+            self._store.release_lease(lease)
 
     @staticmethod
     def _log_events(observation: Observation, events: Sequence[Event]) -> None:

@@ -29,6 +29,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from ..errors import ConflictError
 from ..model import RunState
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,12 @@ class ProjectCursor:
 
     `watched_since` is when dwnotify first listed the workspace: a run created after it (less the
     lookback) that was never stored is news whenever it turns up, however late.
+
+    `fingerprints` holds, for every run of the last listing whose state is stored, the fingerprint of
+    that state (`model.fingerprint`): a run listed again with the same fingerprint has not changed, so
+    its stored state need not be read. None for a cursor stored before fingerprints existed (every
+    listed run is then read, as it was). `version` is the stored row's (0: none stored); a commit
+    writes the cursor only while it is still that version, so a slower tick cannot put back an older one.
     """
 
     project_id: int
@@ -64,28 +71,71 @@ class ProjectCursor:
     listed_at: float
     active_run_ids: tuple[str, ...] = ()
     watched_since: float | None = None
+    fingerprints: Mapping[str, str] | None = None
+    version: int = 0
 
     def to_data(self) -> dict[str, Any]:
         """The cursor as plain JSON-able data (without its project id, the record's key)."""
-        return {
+        data: dict[str, Any] = {
             "total_count": self.total_count,
             "listed_at": self.listed_at,
             "active_run_ids": list(self.active_run_ids),
             "watched_since": self.watched_since,
+            "version": self.version,
         }
+        if self.fingerprints is not None:
+            data["fingerprints"] = dict(self.fingerprints)
+        return data
+
+    def stored_data(self) -> dict[str, Any]:
+        """What a commit writes: the data at the next version."""
+        return {**self.to_data(), "version": self.version + 1}
+
+    def same_listing(self, other: ProjectCursor) -> bool:
+        """Whether `other` says what this one says about the workspace (a write would change nothing).
+
+        Keeping the older `listed_at` only widens the window in which unseen runs count as new.
+        """
+        return (self.total_count, self.active_run_ids, self.fingerprints) == (
+            other.total_count,
+            other.active_run_ids,
+            other.fingerprints,
+        )
 
     @classmethod
     def from_data(cls, project_id: int, data: Mapping[str, Any]) -> ProjectCursor:
         """The cursor `to_data` wrote (a cursor stored before `watched_since` existed: its listing)."""
         listed_at = float(data["listed_at"])
         since = data.get("watched_since")
+        prints = data.get("fingerprints")
         return cls(
             project_id=int(project_id),
             total_count=int(data["total_count"]),
             listed_at=listed_at,
             active_run_ids=tuple(data["active_run_ids"]),
             watched_since=float(since) if since is not None else listed_at,
+            fingerprints={str(k): str(v) for k, v in prints.items()} if prints is not None else None,
+            version=int(data.get("version", 0)),
         )
+
+
+def check_cursor(cursor: ProjectCursor, stored: ProjectCursor | None) -> None:
+    """Raise ConflictError unless the stored cursor is still the version `cursor` was made from."""
+    version = stored.version if stored is not None else 0
+    if version != cursor.version:
+        raise ConflictError(f"the cursor of workspace {cursor.project_id} changed since it was read")
+
+
+@dataclass(frozen=True)
+class TickStart:
+    """What a tick reads before it calls DataWorks: the cursors and the tick lease as stored."""
+
+    cursors: dict[int, ProjectCursor]
+    tick_lease: Lease | None = None
+
+    def busy(self, owner: str, now: float) -> bool:
+        """Whether another tick holds the tick lease (it is committing, or polling in a loop)."""
+        return self.tick_lease is not None and self.tick_lease.bars(owner, now)
 
 
 @dataclass(frozen=True)
@@ -279,6 +329,15 @@ class StateStore(Protocol):
         """The stored cursors of these workspaces."""
         ...
 
+    def open_tick(self, project_ids: Collection[int], now: float) -> TickStart:
+        """The cursors of these workspaces and the tick lease, read together (one round trip when all is
+        well), writing nothing.
+
+        A backend whose commits can be cut short (Tablestore's intents) first finishes a commit that a
+        stopped tick left: it then takes and gives back the tick lease, and reads the cursors after.
+        """
+        ...
+
     def acquire_lease(self, name: str, owner: str, ttl_s: float, now: float) -> Lease | None:
         """Take or renew the lease `name` for `owner`; None while another owner holds it.
 
@@ -299,10 +358,10 @@ class StateStore(Protocol):
         messages: Sequence[OutboxMessage],
         now: float,
     ) -> None:
-        """Atomically store run states (compare-and-set on `version`), cursors and new messages.
+        """Atomically store run states and cursors (compare-and-set on `version`) and new messages.
 
         Raises ConflictError, writing nothing, when `lease` is no longer held by its owner or a
-        run's stored version differs from the one given. Messages whose id exists are left as
+        run's or cursor's stored version differs from the one given. Messages whose id exists are left as
         they are. New messages keep their order but are stored with seqs above every seq stored
         before (`shift_seqs`), so they are delivered after every earlier commit's messages.
         """

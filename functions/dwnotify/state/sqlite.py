@@ -14,10 +14,13 @@ from ..model import RunState, run_key
 from .base import (
     FAILED,
     PENDING,
+    TICK_LEASE,
     Lease,
     OutboxMessage,
     ProjectCursor,
     StatusReport,
+    TickStart,
+    check_cursor,
     message_data,
     read_cursor,
     read_lease_data,
@@ -163,17 +166,44 @@ class SqliteStateStore:
 
     def load_cursors(self, project_ids: Collection[int]) -> dict[int, ProjectCursor]:
         """The stored cursors of these workspaces."""
+        self.round_trips += 1
+        try:
+            return self._cursors(self._db, project_ids)
+        except sqlite3.Error as error:
+            raise StateError(f"SQLite read failed: {error}") from None
+
+    @staticmethod
+    def _cursors(db: sqlite3.Connection, project_ids: Collection[int]) -> dict[int, ProjectCursor]:
         ids = list(project_ids)
         if not ids:
             return {}
         marks = ",".join("?" * len(ids))
-        rows = self._read(f"SELECT * FROM cursors WHERE project_id IN ({marks})", ids)  # noqa: S608
+        rows = db.execute(f"SELECT * FROM cursors WHERE project_id IN ({marks})", ids).fetchall()  # noqa: S608
         cursors = {}
         for row in rows:
             cursor = read_cursor(row["project_id"], row["data"])
             if cursor is not None:
                 cursors[row["project_id"]] = cursor
         return cursors
+
+    def open_tick(self, project_ids: Collection[int], now: float) -> TickStart:
+        """The cursors and the tick lease, in one read transaction (one snapshot, no write lock)."""
+        self.round_trips += 1
+        try:
+            self._db.execute("BEGIN")
+            try:
+                cursors = self._cursors(self._db, project_ids)
+                row = self._db.execute("SELECT * FROM leases WHERE name = ?", (TICK_LEASE,)).fetchone()
+            finally:
+                self._db.execute("COMMIT")
+        except sqlite3.Error as error:
+            self._rollback()
+            raise StateError(f"SQLite read failed: {error}") from None
+        lease = None
+        if row is not None:
+            data = read_lease_data(TICK_LEASE, row["data"])
+            lease = Lease(TICK_LEASE, row["owner"] or "", row["expires_at"], data)
+        return TickStart(cursors, lease)
 
     def acquire_lease(self, name: str, owner: str, ttl_s: float, now: float) -> Lease | None:
         """Take or renew a lease when it is free, expired or already ours."""
@@ -223,10 +253,12 @@ class SqliteStateStore:
                 messages = shift_seqs(messages, top)
             for state in runs:
                 self._put_run(db, state, now)
+            stored = self._cursors(db, [cursor.project_id for cursor in cursors])
             for cursor in cursors:
+                check_cursor(cursor, stored.get(cursor.project_id))
                 db.execute(
                     "INSERT OR REPLACE INTO cursors (project_id, data) VALUES (?, ?)",
-                    (cursor.project_id, json.dumps(cursor.to_data())),
+                    (cursor.project_id, json.dumps(cursor.stored_data())),
                 )
             for message in messages:
                 db.execute(

@@ -31,6 +31,8 @@ from .base import (
     OutboxMessage,
     ProjectCursor,
     StatusReport,
+    TickStart,
+    check_cursor,
     leased_channel,
     shift_seqs,
 )
@@ -39,6 +41,9 @@ from .tablestore_outbox import Outbox, cas
 from .tablestore_rows import Cells, Intent, Key
 
 log = logging.getLogger(__name__)
+
+# How long the read at a tick's start holds the tick lease while it finishes a stopped tick's commit.
+_RECOVERY_LEASE_S = 60.0
 
 
 @dataclass
@@ -49,6 +54,7 @@ class _Held:
     version: int
     data: dict[str, Any]
     failed: list[str] = field(default_factory=list)
+    unfinished: bool = False  # a commit under it stopped after its intent may have been stored
 
 
 class TablestoreStateStore:
@@ -97,9 +103,25 @@ class TablestoreStateStore:
 
     def load_cursors(self, project_ids: Collection[int]) -> dict[int, ProjectCursor]:
         """The stored cursors of these workspaces."""
-        found = self._table.get_many(rows.cursor_key(project_id) for project_id in project_ids)
-        cursors = (rows.cursor_from_cells(row, cells) for row, cells in found.items())
-        return {cursor.project_id: cursor for cursor in cursors if cursor is not None}
+        return _cursors_of(self._table.get_many(rows.cursor_key(project_id) for project_id in project_ids))
+
+    def open_tick(self, project_ids: Collection[int], now: float) -> TickStart:
+        """The tick lease row and the cursors in one BatchGetRow.
+
+        A lease row still naming an owner after it expired is a tick that stopped while it held the
+        lease, perhaps mid-commit: the lease is taken (which finishes any intent it left) and given
+        back, and the cursors read again.
+        """
+        lease_row = rows.lease_key(TICK_LEASE)
+        found = self._table.get_many([lease_row, *(rows.cursor_key(pid) for pid in project_ids)])
+        cells = found.pop(lease_row, None)
+        lease = rows.lease_from_cells(TICK_LEASE, cells) if cells is not None else None
+        if lease is not None and lease.owner and lease.expires_at <= now:
+            recovery = self.acquire_lease(TICK_LEASE, f"recovery-{uuid.uuid4().hex}", _RECOVERY_LEASE_S, now)
+            if recovery is not None:
+                self.release_lease(recovery)
+                return TickStart(self.load_cursors(project_ids), None)
+        return TickStart(_cursors_of(found), lease)
 
     # -- leases ------------------------------------------------------------------------------
     def acquire_lease(self, name: str, owner: str, ttl_s: float, now: float) -> Lease | None:
@@ -151,7 +173,12 @@ class TablestoreStateStore:
         channel = leased_channel(lease.name)
         if channel is not None and lease.name in self._held:
             self._outbox.settle(channel)
-        self._held.pop(lease.name, None)
+        held = self._held.pop(lease.name, None)
+        if held is not None and held.owner == lease.owner and held.unfinished:
+            # Expired but still naming its owner: the next tick's first read sees a holder that stopped,
+            # takes the lease and so finishes the commit (this process may not live to retry it).
+            self._table.write([_owned(lease, {"expires_at": 0.0})])
+            return
         self._table.write([_owned(lease, {"owner": "", "expires_at": 0.0})])
 
     def _check_lease(self, lease: Lease, cells: Cells | None, now: float) -> None:
@@ -170,22 +197,27 @@ class TablestoreStateStore:
     ) -> None:
         """Store run states (version compare-and-set), cursors and new messages through an intent."""
         unique = _first_of_each_id(messages)
+        lease_row = rows.lease_key(lease.name)
+        cursor_rows = [rows.cursor_key(cursor.project_id) for cursor in cursors]
         if not runs and not unique:  # cursors alone need no intent: each row stands on its own
-            self._check_lease(lease, self._table.get(rows.lease_key(lease.name)), now)
+            known = self._table.get_many([lease_row, *cursor_rows])
+            self._check_lease(lease, known.get(lease_row), now)
+            self._check_cursors(cursors, known)
             self._table.write(
                 [Write("put", rows.cursor_key(c.project_id), rows.cursor_cells(c)) for c in cursors]
             )
             return
-        lease_row = rows.lease_key(lease.name)
         known = self._table.get_many(
             [
                 lease_row,
+                *cursor_rows,
                 *(rows.run_row_key(key) for key in rows.run_keys(runs)),
                 *(rows.message_id_key(message.id) for message in unique),
                 *(rows.index_key(message.channel) for message in unique),
             ]
         )
         self._check_lease(lease, known.get(lease_row), now)
+        self._check_cursors(cursors, known)
         for state, key in zip(runs, rows.run_keys(runs), strict=True):
             stored = known.get(rows.run_row_key(key))
             version = int(stored["version"]) if stored is not None else 0
@@ -195,18 +227,34 @@ class TablestoreStateStore:
         new = shift_seqs(new, rows.highest_seq(known.get(rows.index_key(m.channel)) for m in new))
         intent = Intent(uuid.uuid4().hex, lease.owner, now, list(runs), list(cursors), new)
         chunks = intent.chunks()
-        self._table.write(
-            [
-                Write(
-                    "put", rows.intent_key(intent.commit_id, index), _chunk_cells(chunk, len(chunks), intent)
-                )
-                for index, chunk in enumerate(chunks)
-            ]
-        )
-        lost = self._apply(intent, len(chunks), known)
+        try:
+            self._table.write(
+                [
+                    Write(
+                        "put",
+                        rows.intent_key(intent.commit_id, index),
+                        _chunk_cells(chunk, len(chunks), intent),
+                    )
+                    for index, chunk in enumerate(chunks)
+                ]
+            )
+            lost = self._apply(intent, len(chunks), known)
+        except BaseException:
+            held = self._held.get(lease.name)
+            if held is not None and held.owner == lease.owner:
+                held.unfinished = True
+            raise
         if lost:
             raise ConflictError(
                 f"run(s) {', '.join(lost)} changed during the commit; their messages were dropped"
+            )
+
+    @staticmethod
+    def _check_cursors(cursors: Sequence[ProjectCursor], known: dict[Key, Cells]) -> None:
+        for cursor in cursors:
+            cells = known.get(rows.cursor_key(cursor.project_id))
+            check_cursor(
+                cursor, rows.cursor_from_cells(rows.cursor_key(cursor.project_id), cells) if cells else None
             )
 
     def _apply(self, intent: Intent, chunks: int, known: dict[Key, Cells] | None = None) -> list[str]:
@@ -311,6 +359,11 @@ class TablestoreStateStore:
     def close(self) -> None:
         """Drop the client's pooled connections."""
         self._table.close()
+
+
+def _cursors_of(found: dict[Key, Cells]) -> dict[int, ProjectCursor]:
+    cursors = (rows.cursor_from_cells(row, cells) for row, cells in found.items())
+    return {cursor.project_id: cursor for cursor in cursors if cursor is not None}
 
 
 def _owned(lease: Lease, cells: dict[str, Any]) -> Write:

@@ -93,7 +93,7 @@ def cursor_key(project_id: int) -> Key:
 
 def cursor_cells(cursor: ProjectCursor) -> Cells:
     """The columns of a cursor row."""
-    return {"data": _dumps(cursor.to_data())}
+    return {"data": _dumps(cursor.stored_data())}
 
 
 def cursor_from_cells(key: Key, cells: Mapping[str, Any]) -> ProjectCursor | None:
