@@ -103,7 +103,7 @@ def handler(event: bytes | str | Mapping[str, Any] | None, context: Any) -> dict
         return _failure("building the clients", error, request_id)
     deadline = deadline_for(started, function_timeout(context))
     try:
-        summary = app.notifier.tick(deadline=deadline, dry_run=options.dry_run)
+        summary = app.notifier.run(deadline=deadline, dry_run=options.dry_run)
     except (NotifierError, OSError) as error:
         apps.forget(app)  # a broken store or client is rebuilt by the next invocation
         return _failure("tick", error, request_id)

@@ -206,7 +206,7 @@ def cmd_tick(args: argparse.Namespace) -> int:
     settings = _validated(args)
     app = build_app(settings, _credentials())
     try:
-        summary = app.notifier.tick(dry_run=args.dry_run)
+        summary = app.notifier.run(dry_run=args.dry_run)
     finally:
         app.close()
     print(summary.to_json(), flush=True)

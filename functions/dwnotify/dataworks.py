@@ -107,6 +107,7 @@ class DataWorksClient:
         self._lock = threading.Lock()
         self.legacy_api = False
         self.calls = 0
+        self.call_limit: int | None = None  # `calls` may not pass it (the daily call budget's cap)
 
     def list_runs(
         self, project: ProjectSettings, page_number: int, *, deadline: float | None = None
@@ -196,6 +197,10 @@ class DataWorksClient:
         request.set_read_timeout(budget)
         sdk = self._sdk_client(project.region)
         with self._lock:
+            if self.call_limit is not None and self.calls >= self.call_limit:
+                raise DataWorksError(
+                    f"{action} not sent: this poll's share of the daily call budget is spent"
+                )
             self.calls += 1
         watchdog = Watchdog(budget)
         try:

@@ -7,19 +7,20 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import outbox
 from .diff import diff
-from .discovery import Discoverer, Observation, RunSource
+from .discovery import Discoverer, Discovery, Observation, RunSource
 from .errors import ConflictError, NotifierError
 from .logs import mask
 from .model import Event, Run, RunState
+from .pacing import CallBudget, Ledger
 from .rules import Route, route
 from .settings import Settings
-from .state.base import TICK_LEASE, OutboxMessage, ProjectCursor, StateStore
+from .state.base import TICK_LEASE, Lease, OutboxMessage, ProjectCursor, StateStore, TickStart
 
 if TYPE_CHECKING:
     from .channels.base import Channel
@@ -31,6 +32,45 @@ log = logging.getLogger(__name__)
 
 # Long enough for a slow tick; short enough that a killed tick's claim comes back within two minutes.
 TICK_LEASE_S = 90.0
+# How long a polling invocation without a deadline (the command line) polls: a minute, as FC's timer.
+DEFAULT_INVOCATION_S = 55.0
+# The least time left before the deadline for another poll to start (and deliver what it finds).
+POLL_MARGIN_S = 5.0
+_BUDGET = "budget"  # the key of the call budget's ledger in the tick lease's data
+
+
+@dataclass
+class _Session:
+    """What one invocation's polls share: who they are, the tick lease they hold, the budget ledger."""
+
+    owner: str
+    lease: Lease | None = None  # held across polls (a polling loop, or a budgeted poll)
+    ledger: Ledger | None = None  # the call budget's, as the held lease's data gave it
+    spending: tuple[float, int, bool] | None = None  # a budgeted poll under way: start, calls, active
+    active: bool = False  # whether the last poll left runs moving
+
+    def ledger_data(self, lease: Lease) -> dict[str, Any] | None:
+        """The lease data to store at its release: the ledger beside what else it holds."""
+        if self.ledger is None:
+            return None
+        return {**lease.data, _BUDGET: self.ledger.to_data()}
+
+
+def _merged(total: TickSummary, more: TickSummary) -> TickSummary:
+    """One invocation's summary over its polls: counts added, the latest poll's state of things."""
+    return replace(
+        more,
+        runs_checked=max(total.runs_checked, more.runs_checked),
+        events=total.events + more.events,
+        messages_sent=total.messages_sent + more.messages_sent,
+        messages_failed=total.messages_failed + more.messages_failed,
+        api_calls=total.api_calls + more.api_calls,
+        duration_ms=total.duration_ms + more.duration_ms,
+        messages_queued=total.messages_queued + more.messages_queued,
+        chat_posts=total.chat_posts + more.chat_posts,
+        polls=total.polls + more.polls,
+        errors=total.errors + more.errors,
+    )
 
 
 @dataclass
@@ -48,6 +88,8 @@ class TickSummary:
     chat_posts: int = 0
     discovery_skipped: bool = False
     errors: list[str] = field(default_factory=list)
+    polls: int = 1  # DataWorks polls made by this invocation (more than one with `poll_every`)
+    poll_skipped: str = ""  # why the daily call budget let this poll wait, when it did
 
     def to_json(self) -> str:
         """The summary as one line of JSON."""
@@ -69,6 +111,12 @@ def _changed(previous: RunState | None, state: RunState) -> bool:
     )
 
 
+class BudgetedSource(RunSource, Protocol):
+    """A RunSource whose calls can be capped: `call_limit` is what `calls` may not pass (None: no cap)."""
+
+    call_limit: int | None
+
+
 class Notifier:
     """Holds what outlives one tick (clients, renderer, store) so warm FC invocations reuse it."""
 
@@ -76,7 +124,7 @@ class Notifier:
         self,
         settings: Settings,
         *,
-        source: RunSource,
+        source: BudgetedSource,
         store: StateStore,
         make_channel: Callable[[ChannelSettings], Channel],
         renderer: Callable[[], Renderer],
@@ -91,6 +139,8 @@ class Notifier:
         self._renderer: Renderer | None = None
         self._clock = clock
         self._sleep = sleep
+        budget = settings.dataworks.daily_call_budget
+        self._budget = CallBudget(budget) if budget is not None else None
 
     @property
     def renderer(self) -> Renderer:
@@ -100,7 +150,7 @@ class Notifier:
         return self._renderer
 
     def tick(self, *, deadline: float | None = None, dry_run: bool = False) -> TickSummary:
-        """Run one tick; `deadline` (epoch seconds) stops new work so the next tick can take it.
+        """Run one tick (one poll); `deadline` (epoch seconds) stops new work so the next tick can take it.
 
         Discovery takes no lease: a tick that finds nothing new writes nothing at all. One that has
         something to store takes the tick lease for its commit only; run states and cursors are
@@ -108,23 +158,78 @@ class Notifier:
         commits nothing. A tick that finds the lease held (a commit under way, or an invocation polling
         in a loop) leaves discovery to its holder and only delivers.
         """
+        session = _Session(uuid.uuid4().hex)
+        try:
+            return self._poll(session, deadline, dry_run)
+        finally:
+            self._end(session)
+
+    def run(self, *, deadline: float | None = None, dry_run: bool = False) -> TickSummary:
+        """One invocation: a tick and, with `dataworks.poll_every`, more polls while runs move.
+
+        The polls go on every `poll_every` until the next could not end before `deadline` (without one,
+        DEFAULT_INVOCATION_S from now), holding the tick lease meanwhile so that an invocation started
+        by the next timer only delivers. An idle invocation returns after its first poll.
+        """
+        every = self.settings.dataworks.poll_every
+        if every is None or dry_run:
+            return self.tick(deadline=deadline, dry_run=dry_run)
+        started = self._clock()
+        end = deadline if deadline is not None else started + DEFAULT_INVOCATION_S
+        session = _Session(uuid.uuid4().hex)
+        try:
+            total = self._poll(session, end, dry_run=False)
+            last = started
+            while session.active and not total.discovery_skipped:
+                took = self._clock() - last
+                next_at = last + every.total_seconds()
+                if next_at + max(POLL_MARGIN_S, 2 * took) > end:
+                    break
+                if (session.lease is None or session.lease.expires_at < end) and not self._hold(session, end):
+                    break
+                self._sleep(max(0.0, next_at - self._clock()))
+                last = self._clock()
+                total = _merged(total, self._poll(session, end, dry_run=False))
+            return total
+        finally:
+            self._end(session)
+
+    def _hold(self, session: _Session, end: float) -> bool:
+        """Take the tick lease for the rest of a polling invocation; False when another tick has it."""
+        session.lease = self._store.acquire_lease(
+            TICK_LEASE, session.owner, end - self._clock() + TICK_LEASE_S, self._clock()
+        )
+        if session.lease is None:
+            return False
+        if session.ledger is None:  # a ledger this session settled is newer than the stored one
+            session.ledger = Ledger.from_data(session.lease.data.get(_BUDGET))
+        return True
+
+    def _end(self, session: _Session) -> None:
+        """Give back what a session still holds: the tick lease, with its budget ledger."""
+        if session.lease is not None:
+            lease, session.lease = session.lease, None
+            self._store.release_lease(lease, session.ledger_data(lease))
+
+    def _poll(self, session: _Session, deadline: float | None, dry_run: bool) -> TickSummary:
         started = self._clock()
         calls_before = self._source.calls
-        owner = uuid.uuid4().hex
         summary = TickSummary()
         failure: NotifierError | None = None
         try:
-            self._discover_and_commit(owner, summary, deadline, dry_run=dry_run)
+            self._discover_and_commit(session, summary, deadline, dry_run=dry_run)
         except NotifierError as error:
             failure = error  # what is already in the outbox still goes out
         except Exception as error:  # an answer no parser foresaw, or a bug: the outbox still goes out
             log.error("tick: discovery failed unexpectedly", exc_info=error)
             failure = NotifierError(f"discovery failed ({type(error).__name__}; see the log)")
+        finally:
+            self._source.call_limit = None
         if dry_run:  # reads only: nothing stored or sent
             if failure is not None:
                 raise failure
             return self._finish(summary, started, calls_before)
-        self._deliver(owner, summary, deadline)
+        self._deliver(session.owner, summary, deadline)
         if failure is not None:
             raise failure
         return self._finish(summary, started, calls_before)
@@ -136,18 +241,110 @@ class Notifier:
         summary.duration_ms = int((self._clock() - started) * 1000)
         return summary
 
+    def _min_cost(self) -> int:
+        """The fewest calls a poll can cost: a list per workspace, a get per run the config names."""
+        return max(1, len(self.settings.dataworks.projects) + len(self.settings.dataworks.runs))
+
+    def _spend_allowed(self, session: _Session, start: TickStart, now: float, summary: TickSummary) -> bool:
+        """With a daily call budget: whether this poll may call DataWorks, and then its cap set on the
+        client and reserved in the ledger (so a poll that dies mid-way still counts what it may spend).
+
+        The decision is made from the ledger the first read gave (a poll skipped writes nothing), then
+        again under the tick lease, which serialises budgeted polls across invocations.
+        """
+        budget = self._budget
+        if budget is None:
+            return True
+        active = bool(self.settings.dataworks.runs) or any(c.active_run_ids for c in start.cursors.values())
+        if session.lease is None:
+            stored = start.tick_lease.data if start.tick_lease is not None else {}
+            first = budget.decide(
+                Ledger.from_data(stored.get(_BUDGET)), now, active=active, min_cost=self._min_cost()
+            )
+            if not first.poll:
+                summary.poll_skipped = first.reason
+                return False
+            session.lease = self._store.acquire_lease(TICK_LEASE, session.owner, TICK_LEASE_S, now)
+            if session.lease is None:
+                summary.discovery_skipped = True
+                return False
+            session.ledger = Ledger.from_data(session.lease.data.get(_BUDGET))
+        decision = budget.decide(session.ledger, now, active=active, min_cost=self._min_cost())
+        if not decision.poll:
+            summary.poll_skipped = decision.reason
+            return False
+        reserved = budget.spend(session.ledger, now, decision.cap, active=active)
+        self._store.keep_lease_data(
+            replace(session.lease, data={**session.lease.data, _BUDGET: reserved.to_data()})
+        )
+        session.spending = (now, self._source.calls, active)
+        self._source.call_limit = self._source.calls + decision.cap
+        return True
+
+    def _settle(self, session: _Session) -> None:
+        """Record in the session's ledger what the poll really cost (kept at the session's end)."""
+        if self._budget is None or session.spending is None:
+            return
+        at, calls_before, active = session.spending
+        session.spending = None
+        session.ledger = self._budget.spend(
+            session.ledger, at, self._source.calls - calls_before, active=active or session.active
+        )
+
     def _discover_and_commit(
-        self, owner: str, summary: TickSummary, deadline: float | None, *, dry_run: bool
+        self, session: _Session, summary: TickSummary, deadline: float | None, *, dry_run: bool
     ) -> None:
         """Discover, diff, route and render; store it all unless this is a dry run."""
         now = self._clock()
         ids = [project.id for project in self.settings.dataworks.projects]
         start = self._store.open_tick(ids, now)
-        if start.busy(owner, now) and not dry_run:
+        if start.busy(session.owner, now) and not dry_run:
             summary.discovery_skipped = True
+            session.active = False
             log.info("tick: another tick holds the tick lease; only delivering")
             return
-        cursors = start.cursors
+        if not dry_run and not self._spend_allowed(session, start, now, summary):
+            session.active = False
+            return
+        try:
+            found = self._discover(start, now, deadline)
+        finally:
+            self._settle(session)
+        summary.errors.extend(found.errors)
+        summary.runs_checked = found.runs_fetched
+        session.active = bool(self.settings.dataworks.runs) or any(c.active_run_ids for c in found.cursors)
+        states, messages, events_found, undiffed = self._diff_and_render(found, now, summary)
+        if dry_run:
+            summary.events, summary.messages_queued = events_found, len(messages)
+            for message in messages:
+                log.info("dry run: would send to %s: %s", message.channel, message.title)
+            return
+        # The cursor of a workspace with a run left uncompared stays as it was: its old fingerprints
+        # and active runs make the next tick read that run again.
+        moved = [
+            c
+            for c in found.cursors
+            if c.project_id not in undiffed and _cursor_moved(start.cursors.get(c.project_id), c)
+        ]
+        if not (states or moved or messages):
+            return
+        held = session.lease
+        lease = held or self._store.acquire_lease(TICK_LEASE, session.owner, TICK_LEASE_S, self._clock())
+        if lease is None:
+            summary.errors.append("another tick was committing; nothing committed, the next tick tries again")
+            return
+        try:
+            self._store.commit(lease, states, moved, messages, self._clock())
+            # Counted once stored: of ticks that found the same change, only the one that commits it.
+            summary.events, summary.messages_queued = events_found, len(messages)
+        except ConflictError as error:
+            log.warning("tick: nothing committed, another tick got there first: %s", error)
+            summary.errors.append(str(error))
+        finally:
+            if held is None:
+                self._store.release_lease(lease)
+
+    def _discover(self, start: TickStart, now: float, deadline: float | None) -> Discovery:
         discoverer = Discoverer(
             self.settings.dataworks,
             self._source,
@@ -156,13 +353,17 @@ class Notifier:
             retention_s=self.settings.state.retention.total_seconds(),
             deadline=deadline,
         )
-        found = discoverer.discover(cursors, now)
-        summary.errors.extend(found.errors)
-        summary.runs_checked = found.runs_fetched
+        return discoverer.discover(start.cursors, now)
+
+    def _diff_and_render(
+        self, found: Discovery, now: float, summary: TickSummary
+    ) -> tuple[list[RunState], list[OutboxMessage], int, set[int]]:
+        """The states to store, the messages to queue, how many events, and the workspaces with a run
+        that could not be compared."""
         states: list[RunState] = list(found.vanished)
         messages: list[OutboxMessage] = []
         events_found = 0
-        undiffed: set[int] = set()  # workspaces with a run that could not be compared
+        undiffed: set[int] = set()
         for observation in found.observations:
             try:
                 events, state = diff(observation.previous, observation.run)
@@ -185,33 +386,7 @@ class Notifier:
             self._log_events(observation, events)
             routes = route(events, observation.run.project_id, self.settings.rules)
             messages.extend(self._render(observation.run, routes, now, len(messages), summary))
-        if dry_run:
-            summary.events, summary.messages_queued = events_found, len(messages)
-            for message in messages:
-                log.info("dry run: would send to %s: %s", message.channel, message.title)
-            return
-        # The cursor of a workspace with a run left uncompared stays as it was: its old fingerprints
-        # and active runs make the next tick read that run again.
-        moved = [
-            c
-            for c in found.cursors
-            if c.project_id not in undiffed and _cursor_moved(cursors.get(c.project_id), c)
-        ]
-        if not (states or moved or messages):
-            return
-        lease = self._store.acquire_lease(TICK_LEASE, owner, TICK_LEASE_S, self._clock())
-        if lease is None:
-            summary.errors.append("another tick was committing; nothing committed, the next tick tries again")
-            return
-        try:
-            self._store.commit(lease, states, moved, messages, self._clock())
-            # Counted once stored: of ticks that found the same change, only the one that commits it.
-            summary.events, summary.messages_queued = events_found, len(messages)
-        except ConflictError as error:
-            log.warning("tick: nothing committed, another tick got there first: %s", error)
-            summary.errors.append(str(error))
-        finally:
-            self._store.release_lease(lease)
+        return states, messages, events_found, undiffed
 
     @staticmethod
     def _log_events(observation: Observation, events: Sequence[Event]) -> None:

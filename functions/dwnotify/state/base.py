@@ -346,8 +346,13 @@ class StateStore(Protocol):
         """
         ...
 
-    def release_lease(self, lease: Lease) -> None:
-        """Give the lease back (only if still held by its owner); its stored data is kept as it is."""
+    def release_lease(self, lease: Lease, data: Mapping[str, Any] | None = None) -> None:
+        """Give the lease back (only if still held by its owner); its stored data is kept as it is, or
+        replaced by `data` when given (the tick lease's call budget ledger)."""
+        ...
+
+    def keep_lease_data(self, lease: Lease) -> None:
+        """Store `lease.data` while keeping the lease; ConflictError when its owner no longer holds it."""
         ...
 
     def commit(

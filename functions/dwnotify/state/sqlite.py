@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -222,13 +222,28 @@ class SqliteStateStore:
             )
         return Lease(name=name, owner=owner, expires_at=now + ttl_s, data=data)
 
-    def release_lease(self, lease: Lease) -> None:
-        """Free the lease if still ours; its stored data stays for the next holder."""
+    def release_lease(self, lease: Lease, data: Mapping[str, Any] | None = None) -> None:
+        """Free the lease if still ours; its stored data stays for the next holder, or becomes `data`."""
         with self._write() as db:
             db.execute(
                 "UPDATE leases SET owner = NULL, expires_at = 0 WHERE name = ? AND owner = ?",
                 (lease.name, lease.owner),
             )
+            if data is not None:
+                db.execute(
+                    "UPDATE leases SET data = ? WHERE name = ? AND owner IS NULL",
+                    (json.dumps(data), lease.name),
+                )
+
+    def keep_lease_data(self, lease: Lease) -> None:
+        """Store the lease's data if the lease is still ours."""
+        with self._write() as db:
+            changed = db.execute(
+                "UPDATE leases SET data = ? WHERE name = ? AND owner = ?",
+                (json.dumps(lease.data), lease.name, lease.owner),
+            )
+            if changed.rowcount != 1:
+                raise ConflictError(f"the {lease.name} lease is no longer held by this tick")
 
     @staticmethod
     def _check_lease(db: sqlite3.Connection, lease: Lease, now: float | None = None) -> None:

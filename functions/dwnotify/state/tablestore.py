@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -165,8 +165,8 @@ class TablestoreStateStore:
             self._recover(intents)
         return Lease(name, owner, expires, dict(held.data))
 
-    def release_lease(self, lease: Lease) -> None:
-        """Free the lease if still ours; its data stays for the next holder.
+    def release_lease(self, lease: Lease, data: Mapping[str, Any] | None = None) -> None:
+        """Free the lease if still ours; its data stays for the next holder, or becomes `data`.
 
         Releasing a channel's lease first moves its low-water mark past what was delivered.
         """
@@ -177,9 +177,23 @@ class TablestoreStateStore:
         if held is not None and held.owner == lease.owner and held.unfinished:
             # Expired but still naming its owner: the next tick's first read sees a holder that stopped,
             # takes the lease and so finishes the commit (this process may not live to retry it).
-            self._table.write([_owned(lease, {"expires_at": 0.0})])
+            self._table.write(
+                [_owned(lease, {"expires_at": 0.0, **({"data": json.dumps(data)} if data else {})})]
+            )
             return
-        self._table.write([_owned(lease, {"owner": "", "expires_at": 0.0})])
+        change: dict[str, Any] = {"owner": "", "expires_at": 0.0}
+        if data is not None:
+            change["data"] = json.dumps(data)
+        self._table.write([_owned(lease, change)])
+
+    def keep_lease_data(self, lease: Lease) -> None:
+        """Store the lease's data if the lease is still ours (one conditional update)."""
+        if not self._table.write([_owned(lease, {"data": json.dumps(lease.data)})])[0]:
+            raise ConflictError(f"the {lease.name} lease is no longer held by this tick")
+        held = self._held.get(lease.name)
+        if held is not None and held.owner == lease.owner:
+            held.version += 1
+            held.data = dict(lease.data)
 
     def _check_lease(self, lease: Lease, cells: Cells | None, now: float) -> None:
         current = rows.lease_from_cells(lease.name, cells) if cells is not None else None
