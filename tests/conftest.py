@@ -44,6 +44,7 @@ TABLESTORE_MODULES = frozenset(
     {
         "test_tick",
         "test_tick_cost",
+        "test_polling",
         "test_delivery",
         "test_concurrency",
         "test_discovery",
