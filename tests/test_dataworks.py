@@ -420,3 +420,14 @@ def test_https_requests_are_watched_too(emulator: DataWorksEmulator, clock: Manu
     for url in ("https://dataworks.cn-shanghai.aliyuncs.com/", emulator.base_url + "/"):
         pool = session.get_adapter(url).get_connection(url)
         assert pool.ConnectionCls.__name__.startswith("Watched")
+
+
+def test_each_region_has_its_own_limit(emulator: DataWorksEmulator) -> None:
+    clock = _HeldClock(emulator.clock.now())
+    client, shanghai = make_client(emulator, clock, max_qps=1.0)
+    hangzhou = ProjectSettings(10000, None, "cn-hangzhou", shanghai.endpoint)  # as if another region
+    client.list_runs(shanghai, 1)
+    client.list_runs(hangzhou, 1)  # another region's budget: no wait
+    assert clock.slept == []
+    client.list_runs(shanghai, 1)
+    assert clock.slept == [1.0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -211,3 +212,21 @@ def test_a_moving_run_that_vanishes_is_no_longer_listed_as_moving(world: World) 
     gets = world.dataworks.call_count("GetPipelineRun")
     world.tick()
     assert world.dataworks.call_count("GetPipelineRun") == gets  # not looked for again
+
+
+def test_workspaces_are_read_at_the_same_time(world: World) -> None:
+    world.app = world.build()
+    client = world.app.client
+    both_inside = threading.Barrier(2, timeout=10)  # a sequential scan never gets both in: it fails
+    real_list_runs = client.list_runs
+
+    def list_runs(project: Any, page: int, **options: Any) -> Any:
+        if page == 1:
+            both_inside.wait()
+        return real_list_runs(project, page, **options)
+
+    client.list_runs = list_runs  # type: ignore[method-assign]
+    for project in (10000, 10001):
+        world.dataworks.add_run(project, status="Running", stages=STAGES, stage_statuses={"BUILD": "Running"})
+    summary = world.tick()
+    assert (summary.errors, summary.events) == ([], 4)
