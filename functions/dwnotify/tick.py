@@ -287,9 +287,8 @@ class Notifier:
             return
         at, calls_before, active = session.spending
         session.spending = None
-        session.ledger = self._budget.spend(
-            session.ledger, at, self._source.calls - calls_before, active=active or session.active
-        )
+        calls = self._source.calls - calls_before
+        session.ledger = self._budget.spend(session.ledger, at, calls, active=active or session.active)
 
     def _discover_and_commit(
         self, session: _Session, summary: TickSummary, deadline: float | None, *, dry_run: bool
@@ -308,11 +307,13 @@ class Notifier:
             return
         try:
             found = self._discover(start, now, deadline)
-        finally:
+        except BaseException:
             self._settle(session)
+            raise
+        session.active = bool(self.settings.dataworks.runs) or any(c.active_run_ids for c in found.cursors)
+        self._settle(session)
         summary.errors.extend(found.errors)
         summary.runs_checked = found.runs_fetched
-        session.active = bool(self.settings.dataworks.runs) or any(c.active_run_ids for c in found.cursors)
         states, messages, events_found, undiffed = self._diff_and_render(found, now, summary)
         if dry_run:
             summary.events, summary.messages_queued = events_found, len(messages)
