@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import cold_start, core, detection, history, report, workloads  # noqa: E402
+from benchmarks import budget, cold_start, core, detection, history, report, workloads  # noqa: E402
 
 
 def _git(*args: str) -> str:
@@ -61,6 +61,7 @@ def main() -> int:
     results["workloads"] = _run("workloads", workloads.measure)
     results["history"] = _run("history", history.measure)
     results["detection"] = _run("detection", detection.measure)
+    results["budget"] = _run("budget", budget.measure)
     results["cold_start"] = _run("cold_start", cold_start.measure)
     if importlib.util.find_spec("benchmarks.workday") is not None:
         results["workday"] = _run("workday", _workday)

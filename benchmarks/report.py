@@ -24,7 +24,8 @@ def _rows(header: list[str], rows: list[list[Any]]) -> list[str]:
 
 
 def _workloads(section: dict[str, Any]) -> list[str]:
-    header = ["state", "grid", "workload", "calls", "trips", "writes", "sent", "wall ms", "floor ms"]
+    header = ["state", "grid", "workload", "calls", "trips", "writes", "commit w", "deliv w", "posts", "sent"]
+    header += ["wall ms", "floor ms", "0-lat ms"]
     header += ["wall/floor", "naive calls", "naive trips", "naive wall ms", "calls P/N", "wall P/N"]
     rows = []
     for state in ("sqlite", "tablestore"):
@@ -42,9 +43,13 @@ def _workloads(section: dict[str, Any]) -> list[str]:
                         product["dataworks_calls"],
                         product["state_round_trips"],
                         product["state_write_round_trips"],
+                        product.get("commit_write_round_trips"),
+                        product.get("delivery_write_round_trips"),
+                        product.get("chat_posts"),
                         product["messages_sent"],
                         product["wall_ms"],
                         product["network_floor_ms"],
+                        product.get("wall_ms_without_latency"),
                         product["wall_over_floor"],
                         naive["dataworks_calls"],
                         naive["state_round_trips"],
@@ -57,7 +62,12 @@ def _workloads(section: dict[str, Any]) -> list[str]:
         f"Ticks ({section.get('latency_ms')} ms a request on DataWorks and Tablestore, max_qps "
         f"{section.get('max_qps')}; naive figures scaled from {section.get('naive_sample_runs')} runs polled)"
     )
-    return [title, *_rows(header, rows)]
+    legend = (
+        "  writes = commit w (lease, intent, runs, cursors, release) + deliv w (each chat post recorded "
+        "before the next); posts = chat posts, sent = messages they carried; 0-lat ms = the same tick with "
+        "no latency injected"
+    )
+    return [title, legend, *_rows(header, rows)]
 
 
 def _history(section: dict[str, Any]) -> list[str]:
@@ -85,15 +95,65 @@ def _history(section: dict[str, Any]) -> list[str]:
 
 
 def _detection(section: dict[str, Any]) -> list[str]:
-    timer = f"{section.get('state')}, {section.get('timer_s')} s timer"
+    timer = (
+        f"{section.get('state')}, {section.get('workspaces')} workspaces, {section.get('timer_s')} s timer, "
+        f"function timeout {section.get('function_timeout_s')} s, "
+        f"deadline after {section.get('deadline_after_s')} s"
+    )
     lines = [f"Detection latency, a failure to its DingTalk message ({timer})"]
-    for name in ("timer", "poll_every_15s"):
-        figures = section.get(name, {})
+    for name, figures in section.items():
+        if not (name == "timer" or name.startswith("poll_every")) or not isinstance(figures, dict):
+            continue
         if "skipped" in figures:
             lines.append(f"  {name}: skipped: {figures['skipped']}")
-        else:
-            median, worst = _cell(figures.get("median_s")), _cell(figures.get("worst_s"))
-            lines.append(f"  {name}: median {median} s, worst {worst} s over {figures.get('trials')} trials")
+            continue
+        median, worst = _cell(figures.get("median_s")), _cell(figures.get("worst_s"))
+        offsets = ", ".join(_cell(offset) for offset in figures.get("poll_offsets_in_an_invocation_s", []))
+        later = figures.get("sent_by_a_later_invocation")
+        what_if = " (what-if)" if "what_if" in figures else ""
+        lines.append(
+            f"  {name}{what_if}: median {median} s, worst {worst} s over {figures.get('trials')} trials; "
+            f"polls at [{offsets}] s of an invocation; {later} found by one invocation, sent by the next"
+        )
+    cost = section.get("function_time", {})
+    for name in ("timer", "poll_every_15s"):
+        if isinstance(cost.get(name), dict):
+            figures = cost[name]
+            active, idle = _cell(figures.get("active_invocation_s")), _cell(figures.get("idle_invocation_s"))
+            lines.append(
+                f"  function time, {name}: active invocation {active} s, idle {idle} s -> "
+                f"{_cell(figures.get('gb_seconds_per_day'))} GB-s a day at {cost.get('memory_mb')} MB "
+                f"({cost.get('active_hours')} h active, {cost.get('idle_hours')} h idle)"
+            )
+    return lines
+
+
+def _budget(section: dict[str, Any]) -> list[str]:
+    """benchmarks/budget.py: the working day through the product at a daily call budget."""
+    lines = [
+        f"Working day through the product at {section.get('budget_calls_a_day')} calls a day "
+        f"(seed {section.get('seed')}, {section.get('deployments')} deployments, {section.get('state')}, "
+        "latency: each change to its Slack message)"
+    ]
+    for name in ("budget", "budget_every_15s", "fixed_15m"):
+        figures = section.get(name)
+        if not isinstance(figures, dict):
+            continue
+        latency = figures.get("latency_s", {})
+        calls, skipped = figures.get("dataworks_calls"), figures.get("polls_skipped")
+        median, p90, worst = (_cell(latency.get(key)) for key in ("median", "p90", "max"))
+        lines.append(
+            f"  {name}: {calls} calls (emulator), {skipped} polls skipped, median {median} s, p90 {p90} s, "
+            f"worst {worst} s, {figures.get('undetected')} undetected"
+        )
+    seeds = section.get("over_seeds")
+    if isinstance(seeds, dict):
+        lines.append(
+            f"  budget over {len(seeds.get('seeds', []))} days: median of medians "
+            f"{_cell(seeds.get('median_of_medians_s'))} s, worst {_cell(seeds.get('worst_median_s'))} s, "
+            f"{seeds.get('days_under_target')} days under {_cell(section.get('target_median_s'))} s, "
+            f"at most {seeds.get('calls_max')} calls"
+        )
     return lines
 
 
@@ -134,6 +194,7 @@ def table(results: dict[str, Any]) -> str:
         "workloads": _workloads,
         "history": _history,
         "detection": _detection,
+        "budget": _budget,
         "cold_start": _cold,
         "workday": _workday,
     }

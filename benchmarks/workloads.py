@@ -5,7 +5,8 @@ latency on DataWorks and Tablestore:
 
 - `first_tick`: an empty store, every run running (created before the lookback: recorded, not
   announced);
-- `unchanged`: every run still running, nothing changed since the last tick (median of `repeat`);
+- `unchanged`: every run still running, nothing changed since the last tick (median of `repeat`), and
+  one more such tick with the latency off (`wall_ms_without_latency`, the CPU's share of the wall);
 - `changed`: a tenth of the runs moved one stage on since the last tick (100 of 1,000);
 - `idle`: no run moving, the workspaces' runs all finished and already recorded (median of `repeat`).
 
@@ -61,6 +62,11 @@ def _active(state: str, workspaces: int, runs: int, scale: Scale) -> dict[str, A
         try:
             first = _side_by_side(product_tick(w), naive.tick())
             unchanged = _side_by_side(steady_ticks(w, scale.repeat), naive.tick())
+            # The same tick with no latency injected: what is left is this process's CPU (the product,
+            # its SDKs and the emulators serving it), which no network floor counts.
+            w.set_latency(0.0)
+            unchanged["product"]["wall_ms_without_latency"] = product_tick(w)["wall_ms"]
+            w.set_latency(scale.latency_s)
             moved = w.runs[::10]
             w.move(moved, MOVED)
             changed = _side_by_side(product_tick(w), naive.tick())

@@ -29,6 +29,7 @@ from dwnotify.app import App, build_app
 from dwnotify.credentials import Credentials, Secret
 from dwnotify.settings import DataWorksSettings
 from emulators import DataWorksEmulator, DingTalkEmulator, SlackEmulator
+from emulators.scenario import parse_change
 
 LATENCY_S = 0.020  # per request, on DataWorks and on Tablestore
 MAX_QPS = 50  # the issue's target setting for the wall-to-floor ratio
@@ -59,8 +60,8 @@ class SimClock:
 
     REAL_SLEEP_MAX_S = 0.05
 
-    def __init__(self) -> None:
-        self._offset = 0.0
+    def __init__(self, start: float | None = None) -> None:
+        self._offset = 0.0 if start is None else start - time.time()  # `start`: the epoch it reads now
         self._lock = threading.Lock()
         self._due: list[tuple[float, int, Callable[[], None]]] = []
         self._order = itertools.count()
@@ -122,7 +123,7 @@ class World:
     @property
     def latency_s(self) -> float:
         """The injected latency of the DataWorks emulator (the Tablestore one has the same)."""
-        return self.dataworks.response_delay_s
+        return float(self.dataworks.response_delay_s)
 
     @property
     def config_path(self) -> Path:
@@ -149,6 +150,20 @@ class World:
         """Change these runs now in the emulator."""
         for project, run_id in runs:
             self.dataworks.set_run_status(run_id, status=status, stages=stages, project=project)
+
+    def schedule(
+        self, runs: list[tuple[int, str]], at: float, stages: dict[str, Any], status: str = "Running"
+    ) -> None:
+        """Change these runs at epoch `at` in the emulator's scenario: the change shows from the moment
+        the clock reaches `at` exactly, however the clock gets there (a jump, a sleep, a poll). Call it
+        between invocations, when no request is in flight."""
+        scenario = self.dataworks.scenario
+        for project, run_id in runs:
+            spec = scenario.find(project, run_id)
+            if spec is None:
+                raise KeyError(f"no run {run_id!r} in workspace {project}")
+            doc = {"at": at - scenario.start, "status": status, "stages": stages}
+            spec.add_change(parse_change(doc, f"run {run_id}", {stage.code for stage in spec.stages}))
 
     def calls_by_workspace(self, since: int) -> Counter[str]:
         """DataWorks requests per workspace since the `since`-th call of the emulator's log."""
@@ -199,10 +214,12 @@ def world(
     *,
     latency_s: float = LATENCY_S,
     history: int = 0,
+    start: float | None = None,
     **dataworks_options: Any,
 ) -> Iterator[World]:
-    """A started world with no active runs yet (`history` finished runs per workspace in DataWorks)."""
-    clock = SimClock()
+    """A started world with no active runs yet (`history` finished runs per workspace in DataWorks),
+    its clock at `start` (epoch seconds; default now)."""
+    clock = SimClock(start)
     projects = [10000 + i for i in range(workspaces)]
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dwnotify-bench-")))
@@ -235,6 +252,30 @@ def round_trips(store: Any) -> tuple[int, int]:
     return int(getattr(store, "round_trips", 0)), int(getattr(store, "write_round_trips", 0))
 
 
+@contextmanager
+def delivery_trips(store: Any) -> Iterator[list[tuple[int, int]]]:
+    """While open, every `Deliverer.deliver` appends the (round trips, write round trips) it made on
+    `store`: what a tick spent delivering, told apart from what it spent discovering and committing."""
+    from dwnotify.delivery import Deliverer
+
+    original = Deliverer.deliver
+    spent: list[tuple[int, int]] = []
+
+    def deliver(self: Deliverer, deadline: float | None = None) -> Any:
+        before = round_trips(store)
+        try:
+            return original(self, deadline)
+        finally:
+            after = round_trips(store)
+            spent.append((after[0] - before[0], after[1] - before[1]))
+
+    setattr(Deliverer, "deliver", deliver)  # noqa: B010 - mypy refuses a plain assignment to a method
+    try:
+        yield spent
+    finally:
+        setattr(Deliverer, "deliver", original)  # noqa: B010
+
+
 def network_floor_ms(latency_s: float, calls_by_workspace: Counter[str], state: str, trips: int) -> float:
     """The latency-bound least wall time: each workspace's requests one after another, the workspaces in
     parallel, then the state round trips one after another (SQLite's cost no network)."""
@@ -254,16 +295,25 @@ def product_tick(w: World, advance_s: float = 60.0) -> dict[str, Any]:
     store, since = w.app.store, len(w.dataworks.calls)
     trips, writes = round_trips(store)
     jumped = w.clock.jumped_s
-    started = time.perf_counter()
-    summary = w.app.notifier.tick()
-    wall_ms = (time.perf_counter() - started) * 1000
+    with delivery_trips(store) as delivering:
+        started = time.perf_counter()
+        summary = w.app.notifier.tick()
+        wall_ms = (time.perf_counter() - started) * 1000
     trips, writes = round_trips(store)[0] - trips, round_trips(store)[1] - writes
+    delivery_trips_made = sum(t for t, _ in delivering)
+    delivery_writes = sum(wr for _, wr in delivering)
     by_workspace = w.calls_by_workspace(since)
     floor = network_floor_ms(w.latency_s, by_workspace, w.state, trips)
     return {
         "dataworks_calls": summary.api_calls,
         "state_round_trips": trips,
         "state_write_round_trips": writes,
+        # Writes of the tick's commit (lease, intent, runs, cursors, release) and of its delivery (each
+        # chat post recorded before the next, one write each by design); the delivery's reads too.
+        "commit_write_round_trips": writes - delivery_writes,
+        "delivery_round_trips": delivery_trips_made,
+        "delivery_write_round_trips": delivery_writes,
+        "chat_posts": summary.chat_posts,
         "events": summary.events,
         "messages_sent": summary.messages_sent,
         "wall_ms": round(wall_ms, 1),

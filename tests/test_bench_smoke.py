@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks import detection, history, report, workloads
+from benchmarks import budget, detection, history, report, workloads
 from benchmarks.quota import cpu_quota
 from benchmarks.world import LATENCY_S, world
 from emulators import DataWorksEmulator
@@ -23,6 +23,10 @@ TICK_KEYS = {
     "wall_ms",
     "network_floor_ms",
     "wall_over_floor",
+    "commit_write_round_trips",
+    "delivery_round_trips",
+    "delivery_write_round_trips",
+    "chat_posts",
 }
 
 
@@ -50,12 +54,16 @@ def test_every_workload_has_the_product_and_the_naive_poller_side_by_side(
     assert naive["tracked_runs"] == naive["sampled_runs"] == 10 and not naive["scaled_from_sample"]
     assert product["dataworks_calls"] >= 1  # page 1 of the one workspace
     assert product["network_floor_ms"] == 0  # no latency injected
+    writes = product["commit_write_round_trips"] + product["delivery_write_round_trips"]
+    assert writes == product["state_write_round_trips"]  # the split adds up
     if name == "idle":  # every run is final: the naive poller only reads its states
         assert (naive["dataworks_calls"], naive["state_round_trips"]) == (0, 10)
     else:
         assert naive["dataworks_calls"] == 10 >= product["dataworks_calls"]
         assert naive["state_write_round_trips"] >= 10
         assert naive["state_round_trips"] >= 20
+    if name == "unchanged":
+        assert isinstance(product["wall_ms_without_latency"], float)
     if name in ("unchanged", "idle"):
         assert product["messages_sent"] == 0  # nothing moved
     if name == "changed":
@@ -71,13 +79,35 @@ def test_a_history_is_stored_and_the_steady_tick_measured_with_and_without_it() 
         assert {"state_round_trips", "wall"} <= set(figures[state]["history_over_empty"])
 
 
-def test_detection_latency_is_measured_for_each_trial() -> None:
-    figures = detection.measure(trials=2, workspaces=1, runs=10, latency_s=0.0)
-    timer = figures["timer"]
-    assert timer["trials"] == len(timer["latencies_s"]) == 2 and timer["not_delivered"] == 0
-    assert all(isinstance(latency, float) for latency in timer["latencies_s"])
-    polling = figures["poll_every_15s"]
-    assert "skipped" in polling or polling["trials"] == 2
+def test_detection_latency_is_measured_for_each_trial_through_notifier_run() -> None:
+    figures = detection.measure(trials=2, workspaces=1, runs=10, latency_s=0.0, what_if=False)
+    assert figures["function_timeout_s"] == detection.FUNCTION_TIMEOUT_S
+    for name in ("timer", "poll_every_15s"):
+        mode = figures[name]
+        assert mode["trials"] == len(mode["latencies_s"]) == len(mode["first_poll_after_s"]) == 2
+        assert mode["not_delivered"] == 0
+        assert all(isinstance(latency, float) and latency >= 0 for latency in mode["latencies_s"])
+        assert figures["idle"][name]["polls"] == 1  # an idle invocation returns after its first poll
+    assert figures["timer"]["most_polls_in_one_invocation"] == 1
+    assert figures["poll_every_15s"]["most_polls_in_one_invocation"] > 1  # the loop polls while runs run
+    cost = figures["function_time"]
+    assert {"formula", "memory_mb", "active_hours", "idle_hours", "timer", "poll_every_15s"} <= set(cost)
+    for name in ("timer", "poll_every_15s"):
+        assert cost[name]["gb_seconds_per_day"] > 0 and cost[name]["active_invocation_s"] > 0
+    # an invocation that polls every 15 s lasts (in simulated time) at least until its second poll
+    assert cost["poll_every_15s"]["active_invocation_s"] >= 15
+
+
+def test_a_budgeted_day_through_the_product_stays_within_its_budget() -> None:
+    figures = budget.measure(latency_s=0.0, poll_every=False, seeds=[])
+    spent = figures["budget"]
+    assert spent["invocations"] == 1440 and spent["dataworks_calls"] <= budget.BUDGET
+    assert spent["polls_skipped"] > 0 and spent["polls"] + spent["polls_skipped"] == spent["invocations"]
+    assert spent["changes"] > 0
+    assert figures["fixed_15m"]["dataworks_calls"] == figures["fixed_15m"]["invocations"] == 96
+    assert figures["within_budget"] is True
+    for name in ("budget", "fixed_15m"):
+        assert set(figures[name]["latency_s"]) == {"median", "p90", "max"}
 
 
 def test_a_cpu_quota_either_limits_a_child_or_says_why_not() -> None:
@@ -90,6 +120,14 @@ def test_a_cpu_quota_either_limits_a_child_or_says_why_not() -> None:
 
 def test_the_table_names_every_section(figures: dict[str, object]) -> None:
     workday = {"budget": {"calls": 97, "latency_s": {"median": 150}}}
-    results = {"commit": "abc", "workloads": figures, "history": {"error": "x"}, "workday": workday}
+    day = {"budget_calls_a_day": 100, "budget": {"dataworks_calls": 96, "latency_s": {"median": 160}}}
+    results = {
+        "commit": "abc",
+        "workloads": figures,
+        "history": {"error": "x"},
+        "workday": workday,
+        "budget": day,
+    }
     text = report.table(results)
     assert "abc" in text and "1x10" in text and "history: x" in text and "budget: 97 calls" in text
+    assert "budget: 96 calls (emulator)" in text and "commit w" in text
