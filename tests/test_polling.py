@@ -60,9 +60,24 @@ def test_the_last_poll_is_one_that_can_end_before_the_deadline(world: World) -> 
     world.config_overrides["dataworks.poll_every"] = "15s"
     start_run(world)
     app = _app(world)
-    summary = app.notifier.run(deadline=world.clock.now + 55)
-    # Polls at 0, 15, 30 and 45 s (45 + a 5 s margin fits in 55); one at 60 s would not.
+    summary = app.notifier.run(deadline=world.clock.now + 60)  # FC's 80 s timeout less the margin
+    # Polls at 0, 15, 30 and 45 s (45 + a 5 s margin + a 10 s delivery timeout fit in 60); not at 60 s.
     assert (summary.polls, summary.api_calls, world.clock.slept) == (4, 8, [15.0, 15.0, 15.0])
+    app.close()
+
+
+def test_an_invocation_waits_for_the_previous_ones_polling_to_end_and_polls_in_its_place(
+    world: World,
+) -> None:
+    world.config_overrides["dataworks.poll_every"] = "15s"
+    start_run(world)
+    app = _app(world)
+    previous = app.store.acquire_lease(TICK_LEASE, "previous-invocation", 20.0, world.clock.now)
+    assert previous is not None
+    summary = app.notifier.run(deadline=world.clock.now + 60)
+    # At 0 and 15 s the previous invocation still polls (its lease lasts 20 s): only delivering; at 30 and
+    # 45 s this one polls.
+    assert (summary.polls, summary.api_calls, summary.discovery_skipped) == (4, 4, False)
     app.close()
 
 

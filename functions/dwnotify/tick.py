@@ -34,8 +34,11 @@ log = logging.getLogger(__name__)
 TICK_LEASE_S = 90.0
 # How long a polling invocation without a deadline (the command line) polls: a minute, as FC's timer.
 DEFAULT_INVOCATION_S = 55.0
-# The least time left before the deadline for another poll to start (and deliver what it finds).
+# The least time a poll is given before the deadline, besides a delivery timeout for its sends.
 POLL_MARGIN_S = 5.0
+# How long a polling invocation's tick lease outlasts its deadline: if FC ends it at its timeout, the
+# next invocation need not wait the whole TICK_LEASE_S.
+HELD_PAST_DEADLINE_S = 30.0
 _BUDGET = "budget"  # the key of the call budget's ledger in the tick lease's data
 
 
@@ -48,6 +51,8 @@ class _Session:
     ledger: Ledger | None = None  # the call budget's, as the held lease's data gave it
     spending: tuple[float, int, bool] | None = None  # a budgeted poll under way: start, calls, active
     active: bool = False  # whether the last poll left runs moving
+    waited: bool = False  # whether the last poll found another invocation holding the tick lease
+    changed: bool = False  # whether the last poll found a run changed
 
     def ledger_data(self, lease: Lease) -> dict[str, Any] | None:
         """The lease data to store at its release: the ledger beside what else it holds."""
@@ -180,13 +185,20 @@ class Notifier:
         try:
             total = self._poll(session, end, dry_run=False)
             last = started
-            while session.active and not total.discovery_skipped:
+            # Another invocation polling (the previous timer's, finishing its last poll) is waited for:
+            # it lets go before long, and then this one polls in its place.
+            while session.active or session.waited:
                 took = self._clock() - last
                 next_at = last + every.total_seconds()
-                if next_at + max(POLL_MARGIN_S, 2 * took) > end:
+                # Room for the poll and for delivering what it finds (a send starts only if it can end).
+                if (
+                    next_at + max(POLL_MARGIN_S, 2 * took) + self.settings.delivery.timeout.total_seconds()
+                    > end
+                ):
                     break
-                if (session.lease is None or session.lease.expires_at < end) and not self._hold(session, end):
-                    break
+                renew = session.lease is None or session.lease.expires_at < end
+                if session.active and renew and not self._hold(session, end):
+                    session.waited = True  # taken meanwhile: wait for it as above
                 self._sleep(max(0.0, next_at - self._clock()))
                 last = self._clock()
                 total = _merged(total, self._poll(session, end, dry_run=False))
@@ -197,7 +209,7 @@ class Notifier:
     def _hold(self, session: _Session, end: float) -> bool:
         """Take the tick lease for the rest of a polling invocation; False when another tick has it."""
         session.lease = self._store.acquire_lease(
-            TICK_LEASE, session.owner, end - self._clock() + TICK_LEASE_S, self._clock()
+            TICK_LEASE, session.owner, end - self._clock() + HELD_PAST_DEADLINE_S, self._clock()
         )
         if session.lease is None:
             return False
@@ -288,7 +300,8 @@ class Notifier:
         at, calls_before, active = session.spending
         session.spending = None
         calls = self._source.calls - calls_before
-        session.ledger = self._budget.spend(session.ledger, at, calls, active=active or session.active)
+        moving = active or session.active or session.changed
+        session.ledger = self._budget.spend(session.ledger, at, calls, active=moving)
 
     def _discover_and_commit(
         self, session: _Session, summary: TickSummary, deadline: float | None, *, dry_run: bool
@@ -297,13 +310,13 @@ class Notifier:
         now = self._clock()
         ids = [project.id for project in self.settings.dataworks.projects]
         start = self._store.open_tick(ids, now)
+        session.active = session.waited = session.changed = False
         if start.busy(session.owner, now) and not dry_run:
-            summary.discovery_skipped = True
-            session.active = False
+            summary.discovery_skipped = session.waited = True
             log.info("tick: another tick holds the tick lease; only delivering")
             return
         if not dry_run and not self._spend_allowed(session, start, now, summary):
-            session.active = False
+            session.waited = summary.discovery_skipped
             return
         try:
             found = self._discover(start, now, deadline)
@@ -311,6 +324,7 @@ class Notifier:
             self._settle(session)
             raise
         session.active = bool(self.settings.dataworks.runs) or any(c.active_run_ids for c in found.cursors)
+        session.changed = bool(found.observations)  # runs new or moved (a run that started and ended too)
         self._settle(session)
         summary.errors.extend(found.errors)
         summary.runs_checked = found.runs_fetched
