@@ -1,10 +1,11 @@
 """DataWorks OpenAPI (RPC, version 2024-05-18) stand-in with scripted pipeline runs.
 
-Serves `GetPipelineRun` / `ListPipelineRuns` and their old names `GetDeployment` / `ListDeployments`
+Serves `GetPipelineRun` / `ListPipelineRuns` and their old names `GetDeployment` / `ListDeployments`,
+and `ListPipelineRunItems` (a run's deployed objects; the SDK has no old name for it, nor does this),
 behind the checks of `rpc.Gateway`, over a `scenario.Scenario` whose runs move with the emulator's
 clock. Codes chosen where DataWorks documents none (UNCONFIRMED against the live service):
 
-- unknown run id: HTTP 404 `Invalid.Pipeline.NotFound`
+- unknown run id (GetPipelineRun, ListPipelineRunItems): HTTP 404 `Invalid.Pipeline.NotFound`
 - unknown workspace: HTTP 403 `Forbidden.Access`
 - a path other than `/`, or a method other than GET/POST: HTTP 404 `InvalidAction.NotFound`
 
@@ -63,7 +64,7 @@ from emulators.scenario import (
 
 PRODUCT = "dataworks-public"
 VERSIONS = frozenset({"2024-05-18", "2020-05-18"})
-NEW_ACTIONS = frozenset({"GetPipelineRun", "ListPipelineRuns"})
+NEW_ACTIONS = frozenset({"GetPipelineRun", "ListPipelineRuns", "ListPipelineRunItems"})
 OLD_ACTIONS = frozenset({"GetDeployment", "ListDeployments"})
 MAX_PAGE_SIZE = 100
 MORNING = Path(__file__).with_name("scenarios") / "morning.yaml"
@@ -149,6 +150,7 @@ class DataWorksEmulator(Emulator):
         # PageSize asked, a TotalCount claimed whatever the runs, fields overridden in one run's
         # rendering, and raw answers served instead of the action's.
         self.serve_page_size: int | None = None
+        self.serve_item_page_size: int | None = None  # ListPipelineRunItems pages, whatever was asked
         self.claim_total: int | None = None
         self.run_overrides: dict[str, dict[str, Any]] = {}
         self._answers: list[_Answer] = []
@@ -233,7 +235,7 @@ class DataWorksEmulator(Emulator):
         """Add a run created now (or at offset `created`) with this status; return its id.
 
         `stages` use the scenario's stage form; `stage_statuses` maps a stage code to a status or
-        {status, message}; other keyword fields (creator, description, objects,
+        {status, message}; other keyword fields (creator, description, objects, items,
         id_trailing_newline) are as in the scenario file.
         """
         with self._lock:
@@ -257,8 +259,10 @@ class DataWorksEmulator(Emulator):
         message: str | None = None,
         stages: Mapping[str, Any] | None = None,
         project: int | None = None,
+        items: Mapping[str, Any] | None = None,
     ) -> None:
-        """Change a run now: its status/message and stages (code -> status or {status, message})."""
+        """Change a run now: its status/message, stages (code -> status or {status, message}) and
+        items (name -> the same)."""
         with self._lock:
             wanted = run_id.strip()
             run = next(
@@ -267,7 +271,7 @@ class DataWorksEmulator(Emulator):
             if run is None:
                 raise KeyError(f"no run {run_id!r}")
             change = {"at": self.scenario_offset(), "status": status, "message": message}
-            run.add_change(_change(run, change, stages))
+            run.add_change(_change(run, change, stages, items))
 
     def snapshot(self) -> dict[str, Any]:
         """Clock, scenario offset and the call log (for GET /_emulator)."""
@@ -340,6 +344,8 @@ class DataWorksEmulator(Emulator):
                 )
             if action in ("GetPipelineRun", "GetDeployment"):
                 return {"Pipeline": self._get(project, params, old)}  # GetDeployment too
+            if action == "ListPipelineRunItems":
+                return {"PagingInfo": self._items(project, params)}
             return {"PagingInfo": self._list(project, params, old)}
 
     def _render(self, run: RunSpec, offset: float, old: bool) -> dict[str, Any]:
@@ -347,24 +353,35 @@ class DataWorksEmulator(Emulator):
         return {**rendered, **self.run_overrides.get(run.id, {})}
 
     def _get(self, project: int, params: Mapping[str, str], old: bool) -> dict[str, Any]:
-        run_id = params.get("Id")
+        run = self._find(project, params, "Id")
+        return self._render(run, self.scenario_offset(), old)
+
+    def _find(self, project: int, params: Mapping[str, str], name: str) -> RunSpec:
+        run_id = params.get(name)
         if not run_id:
-            raise missing("Id")
-        offset = self.scenario_offset()
+            raise missing(name)
         run = self.scenario.find(project, run_id)
-        if run is None or not run.visible(offset):
+        if run is None or not run.visible(self.scenario_offset()):
             raise AcsError(
                 "Invalid.Pipeline.NotFound", f"The pipeline run {run_id.strip()} does not exist.", 404
             )
-        return self._render(run, offset, old)
+        return run
+
+    def _items(self, project: int, params: Mapping[str, str]) -> dict[str, Any]:
+        run = self._find(project, params, "PipelineRunId")
+        page_number, page_size = _paging(params)
+        offset = self.scenario_offset()
+        items = run.render_items(self.scenario.start, offset, self.scenario.status_spelling)
+        page_size = self.serve_item_page_size or page_size
+        return {
+            "PageNumber": page_number,
+            "PageSize": page_size,
+            "TotalCount": len(items),
+            "PipelineRunItems": items[(page_number - 1) * page_size : page_number * page_size],
+        }
 
     def _list(self, project: int, params: Mapping[str, str], old: bool) -> dict[str, Any]:
-        page_number = _int_param(params, "PageNumber", default=1)
-        page_size = _int_param(params, "PageSize", default=10)
-        if page_number < 1:
-            raise invalid("PageNumber", " It must be 1 or more.")
-        if not 1 <= page_size <= MAX_PAGE_SIZE:
-            raise invalid("PageSize", f" It must be between 1 and {MAX_PAGE_SIZE}.")
+        page_number, page_size = _paging(params)
         offset = self.scenario_offset()
         wanted_status = canonical_status(params["Status"]) if params.get("Status") else None
         runs = []
@@ -412,16 +429,31 @@ class DataWorksEmulator(Emulator):
         return runs
 
 
-def _change(run: RunSpec, doc: dict[str, Any], stages: Mapping[str, Any] | None) -> Change:
+def _change(
+    run: RunSpec,
+    doc: dict[str, Any],
+    stages: Mapping[str, Any] | None,
+    items: Mapping[str, Any] | None = None,
+) -> Change:
     doc = {k: v for k, v in doc.items() if v is not None}
-    doc["stages"] = dict(stages or {})
-    return parse_change(doc, f"run {run.id}", {s.code for s in run.stages})
+    doc["stages"], doc["items"] = dict(stages or {}), dict(items or {})
+    return parse_change(doc, f"run {run.id}", {s.code for s in run.stages}, {i.name for i in run.items})
 
 
 def _not_found_action() -> AcsError:
     return AcsError(
         "InvalidAction.NotFound", "Specified api is not found, please check your url and method.", 404
     )
+
+
+def _paging(params: Mapping[str, str]) -> tuple[int, int]:
+    page_number = _int_param(params, "PageNumber", default=1)
+    page_size = _int_param(params, "PageSize", default=10)
+    if page_number < 1:
+        raise invalid("PageNumber", " It must be 1 or more.")
+    if not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise invalid("PageSize", f" It must be between 1 and {MAX_PAGE_SIZE}.")
+    return page_number, page_size
 
 
 def _int_param(params: Mapping[str, str], name: str, *, required: bool = False, default: int = 0) -> int:

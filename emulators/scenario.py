@@ -120,13 +120,42 @@ class StageSpec:
 
 
 @dataclass
+class ItemSpec:
+    """One object a run deploys (a ListPipelineRunItems entry) as scripted; its status moves by timeline."""
+
+    id: str
+    name: str
+    type: str = "Node"
+    version: int = 1
+    status: str = "init"
+    message: str = ""
+    owner: str = ""
+    spec: Any = None  # a mapping (served as JSON text) or text served as it is; None: made from the rest
+
+    def spec_text(self) -> str:
+        """The item's `Spec` as served: a FlowSpec JSON string."""
+        if isinstance(self.spec, str):
+            return self.spec
+        if self.spec is not None:
+            return json.dumps(self.spec, ensure_ascii=False)
+        entry: dict[str, Any] = {"id": self.id, "name": self.name}
+        if self.owner:
+            entry["owner"] = self.owner
+        workflow = self.type == "WorkflowDefinition"
+        kind = "CycleWorkflow" if workflow else self.type
+        flow = {"version": "1.1.0", "kind": kind, "spec": {"workflows" if workflow else "nodes": [entry]}}
+        return json.dumps(flow, ensure_ascii=False)
+
+
+@dataclass
 class Change:
-    """One timeline step: at `at`, set the run's and some stages' status and message."""
+    """One timeline step: at `at`, set the run's and some stages' and items' status and message."""
 
     at: float
     status: str | None = None
     message: str | None = None
     stages: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    items: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
 
 
 @dataclass
@@ -137,6 +166,7 @@ class RunState:
     message: str
     stages: dict[str, tuple[str, str]]
     modified: float
+    items: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -152,6 +182,7 @@ class RunSpec:
     timeline: list[Change] = field(default_factory=list)
     id_trailing_newline: bool = True
     objects: tuple[str, ...] = ()
+    items: list[ItemSpec] = field(default_factory=list)
 
     def visible(self, offset: float) -> bool:
         """Whether the run exists at `offset` seconds after the scenario start."""
@@ -166,6 +197,7 @@ class RunSpec:
         """Replay the timeline up to `offset`."""
         status, message, modified = "init", "", self.created
         stages = {s.code: ("init", "") for s in self.stages}
+        items = {i.name: (i.status, i.message) for i in self.items}
         for change in self.timeline:
             if change.at > offset:
                 break
@@ -178,7 +210,13 @@ class RunSpec:
                     stage_status or old_status,
                     old_message if stage_message is None else stage_message,
                 )
-        return RunState(status, message, stages, modified)
+            for name, (item_status, item_message) in change.items.items():
+                old_status, old_message = items[name]
+                items[name] = (
+                    item_status or old_status,
+                    old_message if item_message is None else item_message,
+                )
+        return RunState(status, message, stages, modified, items)
 
     def render(self, start: float, offset: float, spelling: str, old_api: bool = False) -> dict[str, Any]:
         """The run as the API returns it at `offset`.
@@ -215,6 +253,28 @@ class RunSpec:
         }
         if old_api:  # the old SDKs' models (up to 6.2) have no Description
             del rendered["Description"]
+        return rendered
+
+    def render_items(self, start: float, offset: float, spelling: str) -> list[dict[str, Any]]:
+        """The run's items as ListPipelineRunItems returns them at `offset`."""
+        state = self.state(offset)
+        created, modified = round((start + self.created) * 1000), round((start + state.modified) * 1000)
+        rendered = []
+        for item in self.items:
+            status, message = state.items[item.name]
+            rendered.append(
+                {
+                    "Id": item.id,
+                    "Name": item.name,
+                    "Type": item.type,
+                    "Version": item.version,
+                    "Status": spell_status(status, spelling),
+                    "Message": message,
+                    "Spec": item.spec_text(),
+                    "CreateTime": created,
+                    "ModifyTime": modified,
+                }
+            )
         return rendered
 
 
@@ -320,10 +380,29 @@ def parse_run(data: Mapping[str, Any], path: str, quirks: Mapping[str, bool], in
         created=float(data.get("created", 0)),
         id_trailing_newline=bool(data.get("id_trailing_newline", quirks["id_trailing_newline"])),
         objects=tuple(str(o) for o in data.get("objects") or ()),
+        items=[_parse_item(d, f"{path}.items[{i}]", i) for i, d in enumerate(data.get("items") or ())],
     )
+    names = {i.name for i in run.items}
+    if len(names) != len(run.items):
+        raise ScenarioError(f"{path}.items: item names must be unique")
     for i, step in enumerate(data.get("timeline") or ()):
-        run.add_change(parse_change(step, f"{path}.timeline[{i}]", codes))
+        run.add_change(parse_change(step, f"{path}.timeline[{i}]", codes, names))
     return run
+
+
+def _parse_item(data: Any, path: str, index: int) -> ItemSpec:
+    if not isinstance(data, Mapping) or not data.get("name"):
+        raise ScenarioError(f"{path}.name: required")
+    return ItemSpec(
+        id=str(data.get("id", 700004534200 + index)),
+        name=str(data["name"]),
+        type=str(data.get("type", "Node")),
+        version=int(data.get("version", 1)),
+        status=canonical_status(str(data.get("status", "init"))),
+        message=str(data.get("message", "")),
+        owner=str(data.get("owner", "")),
+        spec=data.get("spec"),
+    )
 
 
 def _parse_stage(data: Mapping[str, Any], path: str, step: int, quirks: Mapping[str, bool]) -> StageSpec:
@@ -340,26 +419,36 @@ def _parse_stage(data: Mapping[str, Any], path: str, step: int, quirks: Mapping[
     )
 
 
-def parse_change(data: Mapping[str, Any], path: str, codes: set[str]) -> Change:
-    """Build one timeline step; stage values are a status or {status, message}."""
+def parse_change(
+    data: Mapping[str, Any], path: str, codes: set[str], item_names: set[str] | None = None
+) -> Change:
+    """Build one timeline step; stage and item values are a status or {status, message}."""
     if not isinstance(data, Mapping) or "at" not in data:
         raise ScenarioError(f"{path}.at: required")
-    stages: dict[str, tuple[str | None, str | None]] = {}
-    for code, value in (data.get("stages") or {}).items():
-        if code not in codes:
-            raise ScenarioError(f"{path}.stages.{code}: no such stage in this run")
-        if isinstance(value, Mapping):
-            status = value.get("status")
-            stages[code] = (canonical_status(str(status)) if status else None, _opt_str(value.get("message")))
-        else:
-            stages[code] = (canonical_status(str(value)), None)
     status = data.get("status")
     return Change(
         at=float(data["at"]),
         status=canonical_status(str(status)) if status else None,
         message=_opt_str(data.get("message")),
-        stages=stages,
+        stages=_statuses(data.get("stages"), f"{path}.stages", codes, "stage"),
+        items=_statuses(data.get("items"), f"{path}.items", item_names or set(), "item"),
     )
+
+
+def _statuses(values: Any, path: str, known: set[str], what: str) -> dict[str, tuple[str | None, str | None]]:
+    statuses: dict[str, tuple[str | None, str | None]] = {}
+    for name, value in (values or {}).items():
+        if name not in known:
+            raise ScenarioError(f"{path}.{name}: no such {what} in this run")
+        if isinstance(value, Mapping):
+            status = value.get("status")
+            statuses[name] = (
+                canonical_status(str(status)) if status else None,
+                _opt_str(value.get("message")),
+            )
+        else:
+            statuses[name] = (canonical_status(str(value)), None)
+    return statuses
 
 
 def _opt_str(value: Any) -> str | None:

@@ -665,6 +665,19 @@ def test_the_doc_example_scenario_serves_the_doc_forms() -> None:
     [
         ({"quirks": {"detail_as_strings": True}}, "quirks.detail_as_strings: unknown quirk"),
         ({"status_spelling": "British"}, "status_spelling: 'British' is not one of"),
+        ({"runs": [{"project": 1, "items": [{"type": "Node"}]}]}, r"runs\[0\]\.items\[0\]\.name: required"),
+        (
+            {"runs": [{"project": 1, "items": [{"name": "a"}, {"name": "a"}]}]},
+            r"runs\[0\]\.items: item names must be unique",
+        ),
+        (
+            {
+                "runs": [
+                    {"project": 1, "items": [{"name": "a"}], "timeline": [{"at": 0, "items": {"b": "Fail"}}]}
+                ]
+            },
+            r"runs\[0\]\.timeline\[0\]\.items\.b: no such item in this run",
+        ),
     ],
 )
 def test_scenario_errors_name_the_key(doc: dict[str, Any], error: str) -> None:

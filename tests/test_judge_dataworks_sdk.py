@@ -344,3 +344,69 @@ def test_the_check_finds_what_the_models_would_drop_or_mistype(
 ) -> None:
     errors = strict_errors(model, body)
     assert any(error in e for e in errors), errors
+
+
+# -- ListPipelineRunItems ------------------------------------------------------------------------
+ITEMS: list[dict[str, Any]] = [
+    {"name": "ods_user", "type": "Node", "version": 3, "owner": "137946317766XXXX"},
+    {"name": "wf_daily", "type": "WorkflowDefinition", "version": 1},
+    {"name": "udf.jar", "type": "Resource", "spec": {"version": "1.1.0", "kind": "Resource"}},
+    {"name": "to_date", "type": "Function", "spec": "not json at all"},
+]
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_the_official_sdk_lists_run_items_and_each_page_maps_exactly(
+    emu: DataWorksEmulator, scheme: str
+) -> None:
+    run_id = emu.add_run(10000, items=ITEMS, stage_statuses={"DEV_CHECK": "Running"})
+    emu.set_run_status(run_id, "Fail", items={"ods_user": {"status": "Fail", "message": "依赖缺失"}})
+    client = sdk(emu, SCHEMES[scheme])
+    typed = client.list_pipeline_run_items_with_options(
+        models.ListPipelineRunItemsRequest(project_id=10000, pipeline_run_id=run_id, page_size=100),
+        RuntimeOptions(),
+    ).body
+    assert typed.paging_info.total_count == 4
+    first = typed.paging_info.pipeline_run_items[0]
+    assert (first.name, first.type, first.version, first.status, first.message) == (
+        "ods_user",
+        "Node",
+        3,
+        "Fail",
+        "依赖缺失",
+    )
+    assert '"owner": "137946317766XXXX"' in first.spec
+    pages = [
+        raw_call(client, "ListPipelineRunItems", {"ProjectId": 10000, "PipelineRunId": run_id, **paging})
+        for paging in ({}, {"PageNumber": 1, "PageSize": 3}, {"PageNumber": 2, "PageSize": 3})
+    ]
+    for body in pages:
+        assert_maps_exactly(models.ListPipelineRunItemsResponseBody, body)
+    assert [len(b["PagingInfo"]["PipelineRunItems"]) for b in pages] == [4, 3, 1]
+    assert pages[0]["PagingInfo"]["PageSize"] == 10  # the SDK's documented default
+
+
+def test_run_items_of_an_unknown_run_fail_as_getting_it_does(emu: DataWorksEmulator) -> None:
+    client = sdk(emu)
+    errors = []
+    for call in (
+        lambda: client.get_pipeline_run_with_options(
+            models.GetPipelineRunRequest(project_id=10000, id="no-such-run"), RuntimeOptions()
+        ),
+        lambda: client.list_pipeline_run_items_with_options(
+            models.ListPipelineRunItemsRequest(project_id=10000, pipeline_run_id="no-such-run"),
+            RuntimeOptions(),
+        ),
+    ):
+        with pytest.raises(ClientException) as caught:
+            call()
+        errors.append((caught.value.code, caught.value.status_code))
+    assert errors == [("Invalid.Pipeline.NotFound", 404)] * 2
+
+
+def test_a_run_without_items_lists_none() -> None:
+    with DataWorksEmulator(MORNING) as emu:
+        emu.set_time(emu.scenario.start + 500)
+        body = raw_call(sdk(emu), "ListPipelineRunItems", {"ProjectId": 10000, "PipelineRunId": FAILED_RUN})
+    assert_maps_exactly(models.ListPipelineRunItemsResponseBody, body)
+    assert body["PagingInfo"]["TotalCount"] == 0
