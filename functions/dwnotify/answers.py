@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .errors import DataWorksError, MalformedRun
-from .model import Run, Stage, normalize_status
+from .model import Run, RunItem, Stage, normalize_status
 
 # Bounds on what one run may bring into memory, the state store and a message.
 MAX_TEXT = 10_000
@@ -31,6 +31,15 @@ class RunPage:
     total_count: int
     runs: tuple[Run, ...]
     malformed: tuple[MalformedRun, ...] = ()
+
+
+@dataclass(frozen=True)
+class ItemPage:
+    """One page of ListPipelineRunItems: its items, the run's total count, and why any was refused."""
+
+    total_count: int
+    items: tuple[RunItem, ...]
+    malformed: tuple[str, ...] = ()
 
 
 def _int(value: object, default: int = 0) -> int:
@@ -175,3 +184,78 @@ def parse_page(action: str, body: Mapping[str, Any], project_id: int) -> RunPage
             malformed.append(error)
     total = _int(paging.get("TotalCount"), len(runs))
     return RunPage(total_count=max(total, 0), runs=tuple(runs), malformed=tuple(malformed))
+
+
+# Where a FlowSpec names its owner: the documented `metadata.owner`, else the first node's or
+# workflow's `owner` (what DataWorks writes in `spec.nodes[]` / `spec.workflows[]`), else `spec.owner`.
+_OWNER_LISTS = ("nodes", "workflows", "fileResources", "functions")
+
+
+def spec_owner(spec: object) -> str:
+    """The owner a FlowSpec JSON text names, or "" when it names none or is not FlowSpec JSON."""
+    if not isinstance(spec, str) or not spec.strip() or len(spec) > MAX_DETAIL_JSON:
+        return ""
+    try:
+        flow = json.loads(spec)
+    except (ValueError, RecursionError):
+        return ""
+    if not isinstance(flow, Mapping):
+        return ""
+    candidates: list[object] = []
+    metadata, body = flow.get("metadata"), flow.get("spec")
+    if isinstance(metadata, Mapping):
+        candidates.append(metadata.get("owner"))
+    if isinstance(body, Mapping):
+        for key in _OWNER_LISTS:
+            entries = body.get(key)
+            if isinstance(entries, list):
+                candidates.extend(e.get("owner") for e in entries[:1] if isinstance(e, Mapping))
+        candidates.append(body.get("owner"))
+    for owner in candidates:
+        if isinstance(owner, (str, int)) and not isinstance(owner, bool) and str(owner).strip():
+            return str(owner).strip()[:256]
+    return ""
+
+
+def parse_item(raw: object, index: int = 0) -> RunItem:
+    """A run item from its API object; `MalformedRun` when its fields have the wrong shape."""
+    if not isinstance(raw, Mapping):
+        raise MalformedRun(f"PipelineRunItems[{index}] is {type(raw).__name__}, not an object")
+    where = f"PipelineRunItems[{index}]"
+    version = raw.get("Version")
+    number = _int(version, -1) if version is not None else None
+    if number is not None and number < 0:
+        raise MalformedRun(f"{where}.Version is {type(version).__name__}, not a whole number")
+    raw_id = raw.get("Id")
+    return RunItem(
+        name=_text(raw.get("Name"), f"{where}.Name", 1000).strip(),
+        type=_text(raw.get("Type"), f"{where}.Type", 64).strip(),
+        version=number,
+        status=_status(raw.get("Status"), f"{where}.Status"),
+        message=_text(raw.get("Message"), f"{where}.Message"),
+        owner=spec_owner(raw.get("Spec")),
+        id=_text(raw_id, f"{where}.Id", 256).strip(),
+    )
+
+
+def parse_item_page(body: Mapping[str, Any]) -> ItemPage:
+    """A ListPipelineRunItems answer's items; a body that is no page is a `DataWorksError`."""
+    paging = body.get("PagingInfo")
+    if not isinstance(paging, Mapping):
+        raise DataWorksError("ListPipelineRunItems answered without a PagingInfo object")
+    raw_items = paging.get("PipelineRunItems")
+    if raw_items is None:
+        raw_items = []
+    if not isinstance(raw_items, list):
+        raise DataWorksError(
+            f"ListPipelineRunItems answered items that are {type(raw_items).__name__}, not a list"
+        )
+    items: list[RunItem] = []
+    malformed: list[str] = []
+    for index, raw in enumerate(raw_items):
+        try:
+            items.append(parse_item(raw, index))
+        except MalformedRun as error:
+            malformed.append(str(error))
+    total = _int(paging.get("TotalCount"), len(raw_items))
+    return ItemPage(total_count=max(total, 0), items=tuple(items), malformed=tuple(malformed))

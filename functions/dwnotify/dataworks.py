@@ -19,10 +19,10 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .answers import RunPage, parse_page, parse_run
+from .answers import RunPage, parse_item_page, parse_page, parse_run
 from .credentials import Credentials
 from .errors import DataWorksError
-from .model import Run
+from .model import Run, RunItem
 from .settings import DataWorksSettings, ProjectSettings
 from .timing import backoff, time_left
 from .watchdog import Watchdog
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 API_VERSION = "2024-05-18"
 MAX_PAGE_SIZE = 100
+MAX_ITEM_PAGES = 20  # 2,000 items: far past what a message shows, and a bound on a lying TotalCount
 _BACKOFF_BASE_S = 0.5
 _BACKOFF_CAP_S = 8.0
 # Codes the gateway may give for an action this API surface does not have (which one is unconfirmed).
@@ -133,6 +134,36 @@ class DataWorksClient:
         if not isinstance(raw, Mapping):
             raise DataWorksError(f"GetPipelineRun for run {run_id} returned no Pipeline object")
         return parse_run(raw, project.id)  # MalformedRun: that run is skipped this tick
+
+    def list_run_items(
+        self, project: ProjectSettings, run_id: str, *, deadline: float | None = None
+    ) -> tuple[RunItem, ...]:
+        """Every item (node, workflow, resource...) a run deploys, page by page, `MAX_ITEM_PAGES` at most.
+
+        A malformed item is left out with a WARNING; an answer that is no page is a DataWorksError.
+        """
+        items: list[RunItem] = []
+        read = 0
+        for page_number in range(1, MAX_ITEM_PAGES + 1):
+            params = {
+                "ProjectId": project.id,
+                "PipelineRunId": run_id,
+                "PageNumber": page_number,
+                "PageSize": MAX_PAGE_SIZE,
+            }
+            body = self._call_with_retries(project, "ListPipelineRunItems", params, deadline)
+            page = parse_item_page(body)
+            for reason in page.malformed:
+                log.warning("dataworks: an item of run %s/%s is skipped: %s", project.id, run_id, reason)
+            items.extend(page.items)
+            served = len(page.items) + len(page.malformed)
+            read += served
+            # The pages' own size decides where the next one starts (a gateway may serve fewer than
+            # asked), so the count read so far, not the page number, says when the list is done.
+            if served == 0 or read >= page.total_count:
+                return tuple(items)
+        log.warning("dataworks: run %s/%s has more items than %d pages", project.id, run_id, MAX_ITEM_PAGES)
+        return tuple(items)
 
     def _call(
         self,

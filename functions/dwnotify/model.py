@@ -98,6 +98,24 @@ class Stage:
 
 
 @dataclass(frozen=True)
+class RunItem:
+    """One object a run deploys (node, workflow, resource, function) as ListPipelineRunItems reports it."""
+
+    name: str
+    type: str
+    version: int | None
+    status: str
+    message: str = ""
+    owner: str = ""  # from the item's FlowSpec when it names one
+    id: str = ""
+
+    @property
+    def failed(self) -> bool:
+        """True when this item's deployment failed."""
+        return self.status == FAIL
+
+
+@dataclass(frozen=True)
 class Run:
     """A deployment pipeline run as the DataWorks API reports it, normalized."""
 
