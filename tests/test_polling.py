@@ -209,3 +209,20 @@ def test_stage_statuses_of_the_polled_run_are_stored(world: World) -> None:
     stored = app.store.load_runs([f"10000/{run_id}"])
     assert stored[f"10000/{run_id}"].stage_statuses["BUILD"] == "running"
     app.close()
+
+
+def test_polls_keep_to_the_invocations_grid_when_each_takes_time(world: World) -> None:
+    world.config_overrides["dataworks.poll_every"] = "15s"
+    start_run(world)
+    app = _app(world)
+    real_list_runs = app.client.list_runs
+
+    def slow_list_runs(*args: Any, **kwargs: Any) -> Any:
+        world.clock.advance(0.25)  # two workspaces: each poll takes half a second
+        return real_list_runs(*args, **kwargs)
+
+    app.client.list_runs = slow_list_runs  # type: ignore[method-assign]
+    summary = app.notifier.run(deadline=world.clock.now + 60)
+    # Polls start at 0, 15, 30 and 45 s, not 15.5 s after the previous one started.
+    assert summary.polls == 4 and world.clock.slept == [14.5, 14.5, 14.5]
+    app.close()
