@@ -61,7 +61,7 @@ def test_the_last_poll_is_one_that_can_end_before_the_deadline(world: World) -> 
     start_run(world)
     app = _app(world)
     summary = app.notifier.run(deadline=world.clock.now + 60)  # FC's 80 s timeout less the margin
-    # Polls at 0, 15, 30 and 45 s (45 + a 5 s margin + a 10 s delivery timeout fit in 60); not at 60 s.
+    # Polls at 0, 15, 30 and 45 s (45 + a 4 s margin + a 10 s delivery timeout fit in 60); not at 60 s.
     assert (summary.polls, summary.api_calls, world.clock.slept) == (4, 8, [15.0, 15.0, 15.0])
     app.close()
 
