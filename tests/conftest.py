@@ -108,6 +108,9 @@ class World:
                 "protocol": "http",
                 "projects": [{"id": 10000, "name": "Finance DW"}, 10001],
                 "lookback": "1h",
+                # Off here so that the call counts of other tests stay what they measure; the tests
+                # of run items (tests/test_tick_items.py) turn it on, as the default is.
+                "items": False,
             },
             "state": {"backend": "sqlite", "path": str(self.tmp / "state.db")},
             "channels": {

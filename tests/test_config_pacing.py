@@ -116,3 +116,17 @@ def test_both_problems_and_others_are_reported_in_one_run(tmp_path: Path) -> Non
         parse(data, tmp_path, ENV)
     places = sorted(line.split(": ", 1)[0] for line in caught.value.problems)
     assert places == ["dataworks.daily_call_budget", "dataworks.lookback", "dataworks.poll_every"]
+
+
+@pytest.mark.parametrize(
+    ("written", "expected"), [(None, True), (True, True), (False, False), ("false", False)]
+)
+def test_dataworks_items_defaults_to_true(tmp_path: Path, written: object, expected: bool) -> None:
+    overrides = {} if written is None else {"dataworks.items": written}
+    assert parse(changed(overrides), tmp_path, ENV).dataworks.items is expected
+
+
+def test_dataworks_items_must_be_true_or_false(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse(changed({"dataworks.items": "sometimes"}), tmp_path, ENV)
+    assert "dataworks.items: must be true or false" in str(caught.value)

@@ -58,6 +58,7 @@ _DATAWORKS_OPTIONAL = (
     "console_url",
     "poll_every",
     "daily_call_budget",
+    "items",
 )
 _EVENT_UNKNOWN = "is not an event type, 'run.*', 'stage.*' or '*'"
 
@@ -157,6 +158,7 @@ def _dataworks(c: Checker, value: object, loc: Loc) -> DataWorksSettings | None:
         console_url=_console_url(c, *f.at("console_url")),
         poll_every=_poll_every(c, *f.at("poll_every")),
         daily_call_budget=c.integer(*f.at("daily_call_budget"), maximum=MAX_DAILY_CALL_BUDGET),
+        items=c.boolean(*f.at("items"), defaults.items),
     )
     if settings.protocol == "http":
         _check_clear_text(c, settings, f.at("protocol")[1])

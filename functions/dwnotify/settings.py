@@ -60,6 +60,7 @@ class DataWorksSettings:
     console_url: str = DEFAULT_CONSOLE_URL
     poll_every: timedelta | None = None  # None: one poll per invocation
     daily_call_budget: int | None = None  # None: no daily cap on DataWorks calls
+    items: bool = True  # read a run's items (ListPipelineRunItems) for its first message and failures
 
     def project(self, project_id: int) -> ProjectSettings:
         """The settings of a watched workspace, or defaults for one only named in `runs`."""

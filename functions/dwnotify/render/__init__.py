@@ -23,7 +23,9 @@ Each render is metered (`dwnotify.sandbox`): past its work or time budget, or ma
 message may hold, it stops with a TemplateLimitError. `Renderer.render_or_fall_back` is what a tick
 uses: the rule's template, else `default`, else plain text, with a note in the message saying so.
 
-Variables: `run` (see `RunView`), `events` (model `Event`s: `type`, `stage`, `status`, `previous`),
+Variables: `run` (see `RunView`; `run.items` are the `RunItem`s it deploys, failed first: `name`,
+`type`, `version`, `status`, `message`, `owner`, `failed`; read only for a run's first message and its
+first failure, else empty), `events` (model `Event`s: `type`, `stage`, `status`, `previous`),
 `project` (`id`, `name` or None, `label` = name or id), `rule.name`, `channel.name`, `channel.type`,
 `now`, and `headline` / `outcome`: a short bilingual headline for the message and the status it reports.
 Filters: `duration`, `datetime(fmt, tz)`, `status_emoji`, `status_label(lang)`, `truncate_bytes(n)`,

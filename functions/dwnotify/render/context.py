@@ -16,6 +16,7 @@ from dwnotify.model import (
     TERMINATED,
     Event,
     Run,
+    RunItem,
 )
 from dwnotify.settings import ProjectSettings
 
@@ -32,6 +33,7 @@ class MessageContext:
     channel_type: str
     console_url: str
     now: datetime
+    items: tuple[RunItem, ...] = ()  # read for this message only (first announcement, failures)
 
 
 class Url(str):
@@ -42,20 +44,28 @@ class Url(str):
 
 @dataclass(frozen=True)
 class RunView(Run):
-    """The `run` a template sees: Id trimmed, stages in Step order, plus `console_url` and `duration`."""
+    """The `run` a template sees: Id trimmed, stages in Step order, plus `console_url`, `duration` and
+    `items` (what it deploys, the failed ones first; empty when they were not read for this message)."""
 
     console_url: str = ""
     duration: timedelta | None = None
+    items: tuple[RunItem, ...] = ()
+
+    @property
+    def failed_items(self) -> tuple[RunItem, ...]:
+        """The items whose deployment failed."""
+        return tuple(item for item in self.items if item.failed)
 
     @classmethod
-    def of(cls, run: Run, console_url: str) -> RunView:
-        """The view of `run` with its console link."""
+    def of(cls, run: Run, console_url: str, items: Sequence[RunItem] = ()) -> RunView:
+        """The view of `run` with its console link and items."""
         duration = None
         if run.final and run.create_time is not None and run.modify_time is not None:
             duration = max(run.modify_time - run.create_time, timedelta(0))
         values = {item.name: getattr(run, item.name) for item in fields(Run)}
         values.update(id=run.id.strip(), stages=tuple(sorted(run.stages, key=lambda stage: stage.step)))
-        return cls(**values, console_url=Url(console_url), duration=duration)
+        ordered = sorted(items, key=lambda item: not item.failed)  # stable: the rest keep their order
+        return cls(**values, console_url=Url(console_url), duration=duration, items=tuple(ordered))
 
 
 # --- headlines ----------------------------------------------------------------------------------
@@ -92,7 +102,7 @@ def template_context(ctx: MessageContext) -> dict[str, Any]:
     """The variables a template is rendered with (listed in the `dwnotify.render` docstring)."""
     title, outcome = headline(ctx.run.status, ctx.events)
     return {
-        "run": RunView.of(ctx.run, ctx.console_url),
+        "run": RunView.of(ctx.run, ctx.console_url, ctx.items),
         "events": list(ctx.events),
         "project": ctx.project,
         "rule": {"name": ctx.rule_name},
