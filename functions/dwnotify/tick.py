@@ -16,10 +16,10 @@ from .diff import diff
 from .discovery import Discoverer, Discovery, Observation, RunSource
 from .errors import ConflictError, NotifierError
 from .logs import mask
-from .model import Event, Run, RunState
+from .model import FAIL, Event, Run, RunItem, RunState
 from .pacing import CallBudget, Ledger
 from .rules import Route, route
-from .settings import Settings
+from .settings import ProjectSettings, Settings
 from .state.base import TICK_LEASE, Lease, OutboxMessage, ProjectCursor, StateStore, TickStart
 
 if TYPE_CHECKING:
@@ -119,9 +119,31 @@ def _changed(previous: RunState | None, state: RunState) -> bool:
 
 
 class BudgetedSource(RunSource, Protocol):
-    """A RunSource whose calls can be capped: `call_limit` is what `calls` may not pass (None: no cap)."""
+    """A RunSource whose calls can be capped: `call_limit` is what `calls` may not pass (None: no cap).
+
+    It also reads a run's items (what the run deploys) for the messages that show them.
+    """
 
     call_limit: int | None
+
+    def list_run_items(
+        self, project: ProjectSettings, run_id: str, *, deadline: float | None = None
+    ) -> tuple[RunItem, ...]:
+        """Every item of a run, no request outlasting `deadline`."""
+        ...
+
+
+def _wants_items(previous: RunState | None, events: Sequence[Event]) -> bool:
+    """Whether a run's message is worth its items: its first message, or its first failure.
+
+    Both are told from what the stored state had announced, so a later tick, a retry or a second
+    tick at once asks again only as often as it would announce again: at most twice a run.
+    """
+    announced = previous.announced if previous is not None else frozenset()
+    if not announced:
+        return True
+    failed_before = any(key.endswith(f":{FAIL}") for key in announced)
+    return not failed_before and any(event.status == FAIL for event in events)
 
 
 class Notifier:
@@ -328,10 +350,12 @@ class Notifier:
             raise
         session.active = bool(self.settings.dataworks.runs) or any(c.active_run_ids for c in found.cursors)
         session.changed = bool(found.observations)  # runs new or moved (a run that started and ended too)
-        self._settle(session)
         summary.errors.extend(found.errors)
         summary.runs_checked = found.runs_fetched
-        states, messages, events_found, undiffed = self._diff_and_render(found, now, summary)
+        try:  # the items read for the messages are this poll's calls too
+            states, messages, events_found, undiffed = self._diff_and_render(found, now, summary, deadline)
+        finally:
+            self._settle(session)
         if dry_run:
             summary.events, summary.messages_queued = events_found, len(messages)
             for message in messages:
@@ -374,7 +398,7 @@ class Notifier:
         return discoverer.discover(start.cursors, now)
 
     def _diff_and_render(
-        self, found: Discovery, now: float, summary: TickSummary
+        self, found: Discovery, now: float, summary: TickSummary, deadline: float | None = None
     ) -> tuple[list[RunState], list[OutboxMessage], int, set[int]]:
         """The states to store, the messages to queue, how many events, and the workspaces with a run
         that could not be compared."""
@@ -403,8 +427,27 @@ class Notifier:
             events_found += len(events)
             self._log_events(observation, events)
             routes = route(events, observation.run.project_id, self.settings.rules)
-            messages.extend(self._render(observation.run, routes, now, len(messages), summary))
+            items: tuple[RunItem, ...] = ()
+            if routes and self.settings.dataworks.items and _wants_items(observation.previous, events):
+                items = self._items(observation.run, deadline, summary)
+            messages.extend(self._render(observation.run, routes, now, len(messages), summary, items))
         return states, messages, events_found, undiffed
+
+    def _items(self, run: Run, deadline: float | None, summary: TickSummary) -> tuple[RunItem, ...]:
+        """The run's items for its messages; none (and an error in the summary) when they cannot be read."""
+        project = self.settings.dataworks.project(run.project_id)
+        try:
+            return self._source.list_run_items(project, run.id, deadline=deadline)
+        except Exception as error:  # the message still goes out without its items, whatever went wrong
+            log.warning(
+                "dataworks: the items of run %s are left out of its message: %s: %s",
+                run.key,
+                type(error).__name__,
+                error,
+                extra={"run_id": run.id, "project_id": run.project_id},
+            )
+            summary.errors.append(f"run {run.key}: items not read: {error}")
+            return ()
 
     @staticmethod
     def _log_events(observation: Observation, events: Sequence[Event]) -> None:
@@ -417,7 +460,13 @@ class Notifier:
             )
 
     def _render(
-        self, run: Run, routes: Sequence[Route], now: float, offset: int, summary: TickSummary
+        self,
+        run: Run,
+        routes: Sequence[Route],
+        now: float,
+        offset: int,
+        summary: TickSummary,
+        items: tuple[RunItem, ...] = (),
     ) -> list[OutboxMessage]:
         from .render import MessageContext
 
@@ -435,6 +484,7 @@ class Notifier:
                 channel_type=channel.type,
                 console_url=link,
                 now=datetime.fromtimestamp(now, tz=timezone.utc),
+                items=items,
             )
             rendered = self._render_safely(item.rule.template, context, summary)
             messages.append(
