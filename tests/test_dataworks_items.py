@@ -173,3 +173,13 @@ def test_items_calls_are_retried_like_the_others(emulator: DataWorksEmulator, cl
     client, project = make_client(emulator, clock)
     assert len(client.list_run_items(project, run_id)) == 2
     assert client.calls == 2
+
+
+def test_a_gateway_without_the_action_is_asked_once(clock: ManualClock) -> None:
+    with DataWorksEmulator({"projects": [10000], "old_api_only": True}, clock=clock) as emu:
+        run_id = emu.add_run(10000, items=_items(2))
+        client, project = make_client(emu, clock)
+        assert client.list_run_items(project, run_id) == ()
+        assert client.list_run_items(project, run_id) == ()
+        assert client.calls == 1 and client.items_unavailable
+        assert emu.calls[0].code == "InvalidAction.NotFound"

@@ -107,6 +107,7 @@ class DataWorksClient:
         self._clock = clock
         self._lock = threading.Lock()
         self.legacy_api = False
+        self.items_unavailable = False  # the gateway said it has no ListPipelineRunItems
         self.calls = 0
         self.call_limit: int | None = None  # `calls` may not pass it (the daily call budget's cap)
 
@@ -140,8 +141,11 @@ class DataWorksClient:
     ) -> tuple[RunItem, ...]:
         """Every item (node, workflow, resource...) a run deploys, page by page, `MAX_ITEM_PAGES` at most.
 
-        A malformed item is left out with a WARNING; an answer that is no page is a DataWorksError.
+        A malformed item is left out with a WARNING; an answer that is no page is a DataWorksError. A
+        gateway without the action (the old API) gives no items, and is not asked again.
         """
+        if self.items_unavailable:
+            return ()
         items: list[RunItem] = []
         read = 0
         for page_number in range(1, MAX_ITEM_PAGES + 1):
@@ -151,7 +155,16 @@ class DataWorksClient:
                 "PageNumber": page_number,
                 "PageSize": MAX_PAGE_SIZE,
             }
-            body = self._call_with_retries(project, "ListPipelineRunItems", params, deadline)
+            try:
+                body = self._call_with_retries(project, "ListPipelineRunItems", params, deadline)
+            except DataWorksError as error:
+                if error.code not in _UNKNOWN_ACTION_CODES:
+                    raise
+                # The old API surface (SDK 6.2 and older) has no items action under any name: asked
+                # once, then messages go without items.
+                log.warning("dataworks: ListPipelineRunItems is not available here; messages show no items")
+                self.items_unavailable = True
+                return ()
             page = parse_item_page(body)
             for reason in page.malformed:
                 log.warning("dataworks: an item of run %s/%s is skipped: %s", project.id, run_id, reason)
