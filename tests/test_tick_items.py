@@ -170,3 +170,15 @@ def test_an_item_name_with_markup_stays_inert_on_slack() -> None:
     text = _render("slack", "default", _items(1, failed=1, name=HOSTILE))
     assert "<@U0123>" not in text and "<!channel>" not in text
     assert "&lt;@U0123&gt;" in text
+
+
+@pytest.mark.parametrize("channel_type", ["dingtalk", "slack", "lark", "wecom", "webhook"])
+def test_checks_sample_message_shows_items_with_the_failed_one_first(channel_type: str) -> None:
+    from datetime import datetime, timezone
+
+    from dwnotify.samples import sample_context
+    from tests.helpers import PROJECT
+
+    ctx = sample_context("c", channel_type, "all", PROJECT, datetime(2026, 11, 28, tzinfo=timezone.utc))
+    text = Renderer(builtin_templates_dir()).render(channel_type, "default", ctx).text
+    assert text.index("dwd_trade_order_di") < text.index("ods_trade_order_di") < text.index("wf_trade_daily")

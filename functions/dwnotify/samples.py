@@ -22,6 +22,7 @@ from dwnotify.model import (
     TERMINATED,
     Event,
     Run,
+    RunItem,
     Stage,
     run_key,
 )
@@ -135,6 +136,15 @@ def story_events(event_types: Sequence[str], run: Run) -> tuple[Event, ...]:
     return tuple(event for _, event in sorted(events, key=lambda pair: pair[0]))
 
 
+# What the sample run deploys: one item failed with its reason, the others as a deployment lists them.
+SAMPLE_ITEMS = (
+    RunItem("ods_trade_order_di", "Node", 12, SUCCESS, owner="137946317766XXXX", id="700004534201"),
+    RunItem("dwd_trade_order_di", "Node", 8, FAIL, _CHECK_FAILURE, "137946317766XXXX", "700004534202"),
+    RunItem("wf_trade_daily", "WorkflowDefinition", 3, INIT, id="700004534203"),
+    RunItem("udf_parse_sku.jar", "Resource", 1, INIT, id="700004534204"),
+)
+
+
 def _context(
     run: Run,
     events: tuple[Event, ...],
@@ -143,6 +153,7 @@ def _context(
     project: ProjectSettings,
     now: datetime,
     console_url: str,
+    items: tuple[RunItem, ...] = (),
 ) -> MessageContext:
     return MessageContext(
         run=run,
@@ -153,6 +164,7 @@ def _context(
         channel_type=channel[1],
         console_url=project.console_url(console_url, SAMPLE_RUN_ID),
         now=now,
+        items=items,
     )
 
 
@@ -165,13 +177,15 @@ def sample_context(
     *,
     console_url: str = DEFAULT_CONSOLE_URL,
 ) -> MessageContext:
-    """A failed run's message: its build stage succeeded, its check stage failed, then the run failed.
+    """A failed run's message: its build stage succeeded, its check stage failed, then the run failed
+    (with its items, as a first failure's message has them).
 
     `console_url` is the configured link pattern (`{region}`, `{project_id}`, `{run_id}`).
     """
     run = sample_run(project.id, now)
     events = story_events(("stage.succeeded", "stage.failed", "run.failed"), run)
-    return _context(run, events, (channel_name, channel_type), rule_name, project, now, console_url)
+    channel = (channel_name, channel_type)
+    return _context(run, events, channel, rule_name, project, now, console_url, SAMPLE_ITEMS)
 
 
 def rule_samples(
@@ -194,9 +208,8 @@ def rule_samples(
     contexts = []
     if len(wanted) > 1:
         run = sample_run(project.id, now)
-        contexts.append(
-            _context(run, story_events(wanted, run), channel, rule_name, project, now, console_url)
-        )
+        events = story_events(wanted, run)
+        contexts.append(_context(run, events, channel, rule_name, project, now, console_url, SAMPLE_ITEMS))
     for event_type in wanted:
         alone, event = single_event_sample(event_type, project.id, now)
         contexts.append(_context(alone, (event,), channel, rule_name, project, now, console_url))
