@@ -407,6 +407,22 @@ def test_run_items_of_an_unknown_run_fail_as_getting_it_does(emu: DataWorksEmula
 def test_a_run_without_items_lists_none() -> None:
     with DataWorksEmulator(MORNING) as emu:
         emu.set_time(emu.scenario.start + 500)
-        body = raw_call(sdk(emu), "ListPipelineRunItems", {"ProjectId": 10000, "PipelineRunId": FAILED_RUN})
+        query = {"ProjectId": 10001, "PipelineRunId": "5c1d2e3f-0a1b-4c2d-8e9f-10001a000003"}  # no items
+        body = raw_call(sdk(emu), "ListPipelineRunItems", query)
     assert_maps_exactly(models.ListPipelineRunItemsResponseBody, body)
     assert body["PagingInfo"]["TotalCount"] == 0
+
+
+def test_the_morning_items_map_exactly_at_every_step() -> None:
+    with DataWorksEmulator(MORNING) as emu:
+        client = sdk(emu)
+        with_items = [r for r in emu.scenario.runs if r.items]
+        assert len(with_items) >= 2
+        for run in with_items:
+            for change in run.timeline:
+                emu.set_time(emu.scenario.start + change.at)
+                query = {"ProjectId": run.project, "PipelineRunId": run.id}
+                body = raw_call(client, "ListPipelineRunItems", query)
+                assert_maps_exactly(models.ListPipelineRunItemsResponseBody, body)
+                assert body["PagingInfo"]["TotalCount"] == len(run.items)
+        assert {c.code for c in emu.calls} == {None}
