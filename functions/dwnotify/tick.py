@@ -6,7 +6,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
@@ -278,6 +278,10 @@ class Notifier:
         summary.duration_ms = int((self._clock() - started) * 1000)
         return summary
 
+    def _moving(self, cursors: Iterable[ProjectCursor]) -> bool:
+        """Whether runs still move: a workspace lists some, or the config names runs to poll."""
+        return bool(self.settings.dataworks.runs) or any(cursor.active_run_ids for cursor in cursors)
+
     def _min_cost(self) -> int:
         """The fewest calls a poll can cost: a list per workspace, a get per run the config names."""
         return max(1, len(self.settings.dataworks.projects) + len(self.settings.dataworks.runs))
@@ -292,7 +296,7 @@ class Notifier:
         budget = self._budget
         if budget is None:
             return True
-        active = bool(self.settings.dataworks.runs) or any(c.active_run_ids for c in start.cursors.values())
+        active = self._moving(start.cursors.values())
         if session.lease is None:
             stored = start.tick_lease.data if start.tick_lease is not None else {}
             first = budget.decide(
@@ -348,7 +352,7 @@ class Notifier:
         except BaseException:
             self._settle(session)
             raise
-        session.active = bool(self.settings.dataworks.runs) or any(c.active_run_ids for c in found.cursors)
+        session.active = self._moving(found.cursors)
         session.changed = bool(found.observations)  # runs new or moved (a run that started and ended too)
         summary.errors.extend(found.errors)
         summary.runs_checked = found.runs_fetched
