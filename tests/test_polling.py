@@ -226,3 +226,24 @@ def test_polls_keep_to_the_invocations_grid_when_each_takes_time(world: World) -
     # Polls start at 0, 15, 30 and 45 s, not 15.5 s after the previous one started.
     assert summary.polls == 4 and world.clock.slept == [14.5, 14.5, 14.5]
     app.close()
+
+
+def test_a_run_the_config_names_keeps_an_invocation_polling_only_until_it_is_final(world: World) -> None:
+    world.config_overrides["dataworks.poll_every"] = "15s"
+    run_id = world.dataworks.add_run(
+        10000, status="Running", stages=TWO_STAGES, stage_statuses={"BUILD": "Running"}
+    )
+    world.config_overrides["dataworks.runs"] = [{"project": 10000, "id": run_id}]
+    started = world.clock.now
+
+    def meanwhile(now: float) -> None:
+        if now - started >= 10:
+            world.dataworks.set_run_status(
+                run_id, "Success", stages={"BUILD": "Success", "DEPLOY": "Success"}
+            )
+
+    app = _app(world, meanwhile)
+    assert app.notifier.run(deadline=started + 60).polls == 2  # running at 0 s, final at 15 s: done
+    world.clock.advance(MINUTE)
+    assert app.notifier.run(deadline=world.clock.now + 60).polls == 1  # final and stored: one poll
+    app.close()

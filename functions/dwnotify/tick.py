@@ -16,7 +16,7 @@ from .diff import diff
 from .discovery import Discoverer, Discovery, Observation, RunSource
 from .errors import ConflictError, NotifierError
 from .logs import mask
-from .model import FAIL, Event, Run, RunItem, RunState
+from .model import FAIL, Event, Run, RunItem, RunState, run_key
 from .pacing import CallBudget, Ledger
 from .rules import Route, route
 from .settings import ProjectSettings, Settings
@@ -279,7 +279,8 @@ class Notifier:
         return summary
 
     def _moving(self, cursors: Iterable[ProjectCursor]) -> bool:
-        """Whether runs still move: a workspace lists some, or the config names runs to poll."""
+        """Whether runs may still move before a poll: a workspace lists some, or the config names runs
+        (whether those are final is known only once they are polled)."""
         return bool(self.settings.dataworks.runs) or any(cursor.active_run_ids for cursor in cursors)
 
     def _min_cost(self) -> int:
@@ -352,7 +353,11 @@ class Notifier:
         except BaseException:
             self._settle(session)
             raise
-        session.active = self._moving(found.cursors)
+        # After a poll the config's runs are known: only those not yet final keep it polling.
+        tracked = {run_key(run.project, run.id) for run in self.settings.dataworks.runs}
+        session.active = any(c.active_run_ids for c in found.cursors) or any(
+            o.run.key in tracked and not o.run.final for o in found.observations
+        )
         session.changed = bool(found.observations)  # runs new or moved (a run that started and ended too)
         summary.errors.extend(found.errors)
         summary.runs_checked = found.runs_fetched
