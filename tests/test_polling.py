@@ -12,7 +12,7 @@ from dwnotify.pacing import Ledger
 from dwnotify.state.base import TICK_LEASE
 
 from .conftest import CREDENTIALS, World
-from .helpers import TWO_STAGES, start_run
+from .helpers import start_run
 
 MINUTE = 60.0
 
@@ -27,6 +27,18 @@ def _app(world: World, on_sleep: Callable[[float], None] | None = None) -> App:
 
     settings = config.load(world.write_config(), world.environ())
     return build_app(settings, CREDENTIALS, clock=world.clock, sleep=sleep)
+
+
+def _succeeds_after(world: World, run_id: str, at: float) -> Callable[[float], None]:
+    """A sleep hook that lets the run succeed, all its stages done, once the clock passes `at`."""
+
+    def succeed(now: float) -> None:
+        if now >= at:
+            world.dataworks.set_run_status(
+                run_id, "Success", stages={"BUILD": "Success", "DEPLOY": "Success"}
+            )
+
+    return succeed
 
 
 def test_an_invocation_polls_every_15s_while_runs_move_and_announces_a_failure_within_one(
@@ -93,14 +105,7 @@ def test_polling_stops_when_the_runs_stop(world: World) -> None:
     world.config_overrides["dataworks.poll_every"] = "15s"
     run_id = start_run(world)
     started = world.clock.now
-
-    def meanwhile(now: float) -> None:
-        if now - started >= 10:
-            world.dataworks.set_run_status(
-                run_id, "Success", stages={"BUILD": "Success", "DEPLOY": "Success"}
-            )
-
-    app = _app(world, meanwhile)
+    app = _app(world, _succeeds_after(world, run_id, started + 10))
     summary = app.notifier.run(deadline=started + 55)
     assert summary.polls == 2  # the second poll saw the run finish: nothing left to poll for
     app.close()
@@ -201,9 +206,7 @@ def test_budgeted_polls_of_two_instances_take_turns_under_the_tick_lease(world: 
 
 def test_stage_statuses_of_the_polled_run_are_stored(world: World) -> None:
     world.config_overrides["dataworks.poll_every"] = "15s"
-    run_id = world.dataworks.add_run(
-        10000, status="Running", stages=TWO_STAGES, stage_statuses={"BUILD": "Running"}
-    )
+    run_id = start_run(world)
     app = _app(world)
     app.notifier.run(deadline=world.clock.now + 20)
     stored = app.store.load_runs([f"10000/{run_id}"])
@@ -230,19 +233,10 @@ def test_polls_keep_to_the_invocations_grid_when_each_takes_time(world: World) -
 
 def test_a_run_the_config_names_keeps_an_invocation_polling_only_until_it_is_final(world: World) -> None:
     world.config_overrides["dataworks.poll_every"] = "15s"
-    run_id = world.dataworks.add_run(
-        10000, status="Running", stages=TWO_STAGES, stage_statuses={"BUILD": "Running"}
-    )
+    run_id = start_run(world)
     world.config_overrides["dataworks.runs"] = [{"project": 10000, "id": run_id}]
     started = world.clock.now
-
-    def meanwhile(now: float) -> None:
-        if now - started >= 10:
-            world.dataworks.set_run_status(
-                run_id, "Success", stages={"BUILD": "Success", "DEPLOY": "Success"}
-            )
-
-    app = _app(world, meanwhile)
+    app = _app(world, _succeeds_after(world, run_id, started + 10))
     assert app.notifier.run(deadline=started + 60).polls == 2  # running at 0 s, final at 15 s: done
     world.clock.advance(MINUTE)
     assert app.notifier.run(deadline=world.clock.now + 60).polls == 1  # final and stored: one poll

@@ -845,3 +845,17 @@ def test_sqlite_prunes_at_most_hourly_through_its_indexes(tmp_path: Path) -> Non
         plan = " ".join(str(row[-1]) for row in store._db.execute(f"EXPLAIN QUERY PLAN {statement}", (NOW,)))
         assert f"USING INDEX {index}" in plan, plan
     store.close()
+
+
+def test_a_release_keeps_its_data_only_while_the_lease_is_still_its_own(backend: Backend) -> None:
+    store, other = backend.store, backend.open()
+    mine = tick_lease(store, "tick-a", NOW, ttl=10)
+    store.keep_lease_data(replace(mine, data={"budget": {"spent": 1}}))
+    taken = tick_lease(other, "tick-b", NOW + 20)  # expired, so the next tick took it
+    assert taken.data == {"budget": {"spent": 1}}
+    other.release_lease(taken, {"budget": {"spent": 2}})
+    store.release_lease(mine, {"budget": {"spent": 99}})  # too late, the lease free again: not written
+    assert tick_lease(store, "tick-c", NOW + 30).data == {"budget": {"spent": 2}}
+    with pytest.raises(ConflictError):
+        store.keep_lease_data(replace(mine, data={}))
+    other.close()

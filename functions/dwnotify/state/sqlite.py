@@ -224,16 +224,14 @@ class SqliteStateStore:
 
     def release_lease(self, lease: Lease, data: Mapping[str, Any] | None = None) -> None:
         """Free the lease if still ours; its stored data stays for the next holder, or becomes `data`."""
+        stored = json.dumps(data) if data is not None else None
         with self._write() as db:
+            # Only while ours: a holder that lost the lease must not write its data over the next one's.
             db.execute(
-                "UPDATE leases SET owner = NULL, expires_at = 0 WHERE name = ? AND owner = ?",
-                (lease.name, lease.owner),
+                "UPDATE leases SET owner = NULL, expires_at = 0, data = COALESCE(?, data) "
+                "WHERE name = ? AND owner = ?",
+                (stored, lease.name, lease.owner),
             )
-            if data is not None:
-                db.execute(
-                    "UPDATE leases SET data = ? WHERE name = ? AND owner IS NULL",
-                    (json.dumps(data), lease.name),
-                )
 
     def keep_lease_data(self, lease: Lease) -> None:
         """Store the lease's data if the lease is still ours."""

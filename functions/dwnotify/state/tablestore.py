@@ -174,14 +174,11 @@ class TablestoreStateStore:
         if channel is not None and lease.name in self._held:
             self._outbox.settle(channel)
         held = self._held.pop(lease.name, None)
+        change: dict[str, Any] = {"owner": "", "expires_at": 0.0}
         if held is not None and held.owner == lease.owner and held.unfinished:
             # Expired but still naming its owner: the next tick's first read sees a holder that stopped,
             # takes the lease and so finishes the commit (this process may not live to retry it).
-            self._table.write(
-                [_owned(lease, {"expires_at": 0.0, **({"data": json.dumps(data)} if data else {})})]
-            )
-            return
-        change: dict[str, Any] = {"owner": "", "expires_at": 0.0}
+            del change["owner"]
         if data is not None:
             change["data"] = json.dumps(data)
         self._table.write([_owned(lease, change)])
