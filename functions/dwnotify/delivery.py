@@ -168,7 +168,9 @@ def digest(channel_type: str, messages: Sequence[OutboxMessage]) -> Message:
     rules = CHANNEL_TYPES[channel_type].digest
     title = f"DataWorks: {len(messages)} updates"
     header = rules.heading.format(title=title)
-    return Message(title, rules.separator.join([header, *(m.text for m in messages)]))
+    mentioned = {person: None for m in messages for person in message_of(m).mentions}  # ordered, once
+    text = rules.separator.join([header, *(m.text for m in messages)])
+    return Message(title, text, mentions=tuple(mentioned))
 
 
 def pack(channel_type: str, messages: Sequence[OutboxMessage]) -> list[list[OutboxMessage]]:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from dataclasses import asdict, fields
 
 from .message import Message
 from .model import Event
+from .settings import PersonSettings
 from .state.base import OutboxMessage
 
 
@@ -33,6 +35,7 @@ def record(
 ) -> OutboxMessage:
     """The pending outbox record of `message`, the `index`-th one a tick makes at `now`."""
     blocks = json.dumps(list(message.blocks), ensure_ascii=False) if message.blocks else None
+    mentions = [asdict(person) for person in message.mentions]
     return OutboxMessage(
         id=message_id(run_key, rule, channel, events),
         channel=channel,
@@ -44,10 +47,25 @@ def record(
         created_at=now,
         blocks_json=blocks,
         event_types=tuple(event.type for event in events),
+        mentions_json=json.dumps(mentions, ensure_ascii=False) if mentions else None,
+        reply=message.reply,
     )
 
 
 def message_of(stored: OutboxMessage) -> Message:
     """The message a record holds, as a channel sends it."""
     blocks = tuple(json.loads(stored.blocks_json)) if stored.blocks_json else None
-    return Message(stored.title, stored.text, blocks)
+    return Message(stored.title, stored.text, blocks, people_of(stored.mentions_json), stored.reply)
+
+
+_PERSON_FIELDS = frozenset(item.name for item in fields(PersonSettings))
+
+
+def people_of(mentions_json: str | None) -> tuple[PersonSettings, ...]:
+    """The people a record mentions (fields a later version added are ignored, not fatal)."""
+    listed = json.loads(mentions_json) if mentions_json else []
+    return tuple(
+        PersonSettings(**{key: str(value) for key, value in person.items() if key in _PERSON_FIELDS})
+        for person in listed
+        if isinstance(person, dict) and "id" in person
+    )

@@ -100,6 +100,24 @@ class ChannelSettings:
 
 
 @dataclass(frozen=True)
+class PersonSettings:
+    """Who a DataWorks user is in each chat service (the top-level `people` map); any field may be empty."""
+
+    id: str
+    name: str = ""
+    dingtalk_mobile: str = ""
+    dingtalk_user_id: str = ""
+    slack_user_id: str = ""
+    lark_open_id: str = ""
+    wecom_user_id: str = ""
+
+    @property
+    def label(self) -> str:
+        """How messages name the person: their name, else their DataWorks user id."""
+        return self.name or self.id
+
+
+@dataclass(frozen=True)
 class RuleSettings:
     """Which events go to which channels, rendered with which template."""
 
@@ -108,6 +126,7 @@ class RuleSettings:
     channels: tuple[str, ...]
     projects: tuple[int, ...] | None = None
     template: str = "default"
+    mention: str | None = None  # "creator": mention the person who started the run
 
 
 @dataclass(frozen=True)
@@ -129,3 +148,8 @@ class Settings:
     templates: Path | None = None
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     source: Path | None = None
+    people: Mapping[str, PersonSettings] = field(default_factory=dict, hash=False)
+
+    def person(self, user_id: object) -> PersonSettings | None:
+        """The `people` entry of a DataWorks user id (compared as text: YAML may read it as a number)."""
+        return self.people.get(str(user_id).strip()) if user_id not in (None, "") else None

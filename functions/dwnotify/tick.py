@@ -477,13 +477,17 @@ class Notifier:
         summary: TickSummary,
         items: tuple[RunItem, ...] = (),
     ) -> list[OutboxMessage]:
+        from .channels import CHANNEL_TYPES
         from .render import MessageContext
 
         project = self.settings.dataworks.project(run.project_id)
         link = project.console_url(self.settings.dataworks.console_url, run.id)
         messages = []
+        person = self.settings.person(run.creator)
         for index, item in enumerate(routes, start=offset):
             channel = self.settings.channels[item.channel]
+            mentioned = person if person is not None and item.rule.mention == "creator" else None
+            mention = CHANNEL_TYPES[channel.type].mention(mentioned) if mentioned is not None else ""
             context = MessageContext(
                 run=run,
                 events=item.events,
@@ -494,8 +498,12 @@ class Notifier:
                 console_url=link,
                 now=datetime.fromtimestamp(now, tz=timezone.utc),
                 items=items,
+                person=person,
+                mention=mention,
             )
             rendered = self._render_safely(item.rule.template, context, summary)
+            if mentioned is not None and mention:  # DingTalk lists its mentions beside the text (`at`)
+                rendered = replace(rendered, mentions=(mentioned,))
             messages.append(
                 outbox.record(
                     rendered,

@@ -17,7 +17,7 @@ from .base import Markup
 if TYPE_CHECKING:
     import httpx
 
-    from ..settings import ChannelSettings
+    from ..settings import ChannelSettings, PersonSettings
     from .base import Channel
 
 # Keys every channel type accepts besides its own options.
@@ -75,6 +75,10 @@ def _no_problems(url: str | None, secret: str | None) -> Iterable[tuple[str, str
     return ()
 
 
+def _no_mention(person: PersonSettings) -> str:
+    return ""
+
+
 @dataclass(frozen=True)
 class ChannelType:
     """One chat service's knowledge. `formats` are in lookup order within one template folder.
@@ -84,6 +88,8 @@ class ChannelType:
     generic checks (a URL of the wrong service, a token where the signing secret belongs).
     `layout_problems(blocks)`, for a type whose templates may render JSON blocks, lists the service's
     limits that blocks break (what `dwnotify check` reports of a template's sample output).
+    `mention(person)` is the live mention of a person in this type's markup ("" when the person has
+    no id this service knows): the only live mention a message holds, values stay inert.
     """
 
     name: str
@@ -95,6 +101,7 @@ class ChannelType:
     check: OptionCheck = field(default=_no_problems)
     layout_problems: Callable[[Sequence[Mapping[str, Any]]], list[str]] | None = None
     required: frozenset[str] = frozenset({"url"})
+    mention: Callable[[PersonSettings], str] = field(default=_no_mention)
 
     def __post_init__(self) -> None:
         unknown = {kind for kind in self.options.values() if kind not in OPTION_KINDS}

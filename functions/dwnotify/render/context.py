@@ -18,7 +18,7 @@ from dwnotify.model import (
     Run,
     RunItem,
 )
-from dwnotify.settings import ProjectSettings
+from dwnotify.settings import PersonSettings, ProjectSettings
 
 
 @dataclass(frozen=True)
@@ -34,10 +34,18 @@ class MessageContext:
     console_url: str
     now: datetime
     items: tuple[RunItem, ...] = ()  # read for this message only (first announcement, failures)
+    person: PersonSettings | None = None  # the run's creator in the `people` map, if listed
+    mention: str = ""  # the live mention of the creator in the channel's markup, when the rule asks
 
 
 class Url(str):
     """A URL from the settings (the console link): escaped as a link target, not as text."""
+
+    __slots__ = ()
+
+
+class Mention(str):
+    """A live mention dwnotify wrote in the channel's markup (`mention`): output as it is."""
 
     __slots__ = ()
 
@@ -50,6 +58,7 @@ class RunView(Run):
     console_url: str = ""
     duration: timedelta | None = None
     items: tuple[RunItem, ...] = ()
+    creator_person: PersonSettings | None = None
 
     @property
     def failed_items(self) -> tuple[RunItem, ...]:
@@ -57,15 +66,27 @@ class RunView(Run):
         return tuple(item for item in self.items if item.failed)
 
     @classmethod
-    def of(cls, run: Run, console_url: str, items: Sequence[RunItem] = ()) -> RunView:
-        """The view of `run` with its console link and items."""
+    def of(
+        cls,
+        run: Run,
+        console_url: str,
+        items: Sequence[RunItem] = (),
+        creator_person: PersonSettings | None = None,
+    ) -> RunView:
+        """The view of `run` with its console link, items and the creator's `people` entry."""
         duration = None
         if run.final and run.create_time is not None and run.modify_time is not None:
             duration = max(run.modify_time - run.create_time, timedelta(0))
         values = {item.name: getattr(run, item.name) for item in fields(Run)}
         values.update(id=run.id.strip(), stages=tuple(sorted(run.stages, key=lambda stage: stage.step)))
         ordered = sorted(items, key=lambda item: not item.failed)  # stable: the rest keep their order
-        return cls(**values, console_url=Url(console_url), duration=duration, items=tuple(ordered))
+        return cls(
+            **values,
+            console_url=Url(console_url),
+            duration=duration,
+            items=tuple(ordered),
+            creator_person=creator_person,
+        )
 
 
 # --- headlines ----------------------------------------------------------------------------------
@@ -102,7 +123,7 @@ def template_context(ctx: MessageContext) -> dict[str, Any]:
     """The variables a template is rendered with (listed in the `dwnotify.render` docstring)."""
     title, outcome = headline(ctx.run.status, ctx.events)
     return {
-        "run": RunView.of(ctx.run, ctx.console_url, ctx.items),
+        "run": RunView.of(ctx.run, ctx.console_url, ctx.items, ctx.person),
         "events": list(ctx.events),
         "project": ctx.project,
         "rule": {"name": ctx.rule_name},
@@ -110,4 +131,5 @@ def template_context(ctx: MessageContext) -> dict[str, Any]:
         "now": ctx.now,
         "headline": title,
         "outcome": outcome,
+        "mention": Mention(ctx.mention),
     }

@@ -12,7 +12,7 @@ from dwnotify.channels import CHANNEL_TYPES
 from dwnotify.channels.kind import TemplateFormat
 from dwnotify.sandbox import MeteredEnvironment, RenderLimits
 
-from .context import Url
+from .context import Mention, Url
 from .filters import (
     format_datetime,
     format_duration,
@@ -80,6 +80,8 @@ class _Environment(MeteredEnvironment):
     def _finalize(self, value: object) -> str:
         if isinstance(value, _Raw):
             return value
+        if isinstance(value, Mention):
+            return self.format.escape_output(value)
         if value is None:
             return ""
         if isinstance(value, Url):

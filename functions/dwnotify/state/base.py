@@ -152,6 +152,8 @@ class OutboxMessage:
     created_at: float
     blocks_json: str | None = None
     event_types: tuple[str, ...] = ()
+    mentions_json: str | None = None  # the people the text mentions, as JSON (`outbox.record`)
+    reply: str | None = None  # a living message's thread reply (Slack app channels)
     status: str = PENDING
     attempts: int = 0
     next_attempt_at: float = 0.0
@@ -199,6 +201,8 @@ MESSAGE_DATA_FIELDS = (
     "text",
     "blocks_json",
     "event_types",
+    "mentions_json",
+    "reply",
     "attempts",
     "last_error",
 )
