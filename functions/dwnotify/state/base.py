@@ -1,11 +1,13 @@
 """The StateStore Protocol and the records it keeps. Every backend passes one shared test suite.
 
-A store keeps four kinds of record:
+A store keeps five kinds of record:
 - run states: the last seen statuses of each run and the keys of the events already announced;
 - project cursors: per workspace, the run count at the last listing and the runs still moving;
 - the outbox: rendered messages waiting for (or done with) delivery, ordered per channel;
 - leases: short-lived claims (the tick's discovery lease, one per channel being delivered to),
-  each with a small JSON payload (a channel's rate budget).
+  each with a small JSON payload (a channel's rate budget);
+- living messages: per channel and run, the chat message that a channel able to edit keeps current
+  (its id in the service, and whether a post of it was started and not yet recorded).
 
 Concurrency rules every backend keeps: `commit` is atomic and applies only while the caller still
 holds the tick lease; run states are compare-and-set on their version; a lease is taken only when it
@@ -191,6 +193,53 @@ class Lease:
         """Whether it ends further ahead than a `ttl_s` lease taken now could: taken on a clock that
         has gone back since, so it is cut to `ttl_s` from now rather than waited out."""
         return self.expires_at > now + 2 * ttl_s
+
+
+@dataclass(frozen=True)
+class LivingMessage:
+    """The one chat message a run has on a channel that edits its messages (a Slack app channel).
+
+    `ts` and `channel_id` are the service's ids of the message ("" until its post was recorded).
+    `posting_since` is set, before a post is sent, to when it was started, and cleared once its id is
+    stored: a record that still has it after a crash may have a message in the chat that no one
+    recorded, which must be looked for before posting again. Writes are compare-and-set on `version`
+    (0: none stored).
+    """
+
+    channel: str
+    run_key: str
+    ts: str = ""
+    channel_id: str = ""
+    posting_since: float | None = None
+    version: int = 0
+
+    @property
+    def posted(self) -> bool:
+        """Whether the message's id is known: later changes edit it."""
+        return bool(self.ts)
+
+    def to_data(self) -> dict[str, Any]:
+        """What a backend keeps beyond the key and version, as JSON-able data."""
+        return {"ts": self.ts, "channel_id": self.channel_id, "posting_since": self.posting_since}
+
+    @classmethod
+    def from_data(cls, channel: str, run_key: str, version: int, raw: str | bytes) -> LivingMessage:
+        """The record `to_data` wrote; a damaged one reads as a post started at an unknown time
+        (so the chat is searched before anything is posted again)."""
+        try:
+            data = json.loads(raw)
+            since = data.get("posting_since")
+            return cls(
+                channel,
+                run_key,
+                str(data.get("ts") or ""),
+                str(data.get("channel_id") or ""),
+                float(since) if since is not None else None,
+                int(version),
+            )
+        except UNREADABLE as error:
+            _warn_unreadable(f"the living message of run {run_key} on {channel}", error)
+            return cls(channel, run_key, posting_since=0.0, version=int(version))
 
 
 # Both backends keep these fields of a message as one JSON blob; the rest are columns they query.
@@ -388,6 +437,19 @@ class StateStore(Protocol):
         """Store messages' new delivery status and `lease.data` (the channel's rate budget) at once.
 
         Raises ConflictError, writing nothing, when `lease` is no longer held by its owner.
+        """
+        ...
+
+    def load_living(self, channel: str, run_keys: Collection[str]) -> dict[str, LivingMessage]:
+        """The living messages of these runs on `channel` (runs without one are missing)."""
+        ...
+
+    def store_living(self, living: LivingMessage, now: float) -> LivingMessage:
+        """Store a living message at its next version; the stored record is returned.
+
+        Raises ConflictError, writing nothing, when the stored record is not at `living.version`
+        (another sender stored it since it was read). Not conditional on the channel lease: a sender
+        that lost its lease while a post was in flight still records the message it made, truthfully.
         """
         ...
 

@@ -6,6 +6,7 @@ import json
 import sqlite3
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from .base import (
     PENDING,
     TICK_LEASE,
     Lease,
+    LivingMessage,
     OutboxMessage,
     ProjectCursor,
     StatusReport,
@@ -61,6 +63,15 @@ CREATE TABLE IF NOT EXISTS outbox (
     finished_at REAL,
     data TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS living (
+    channel TEXT NOT NULL,
+    run_key TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (channel, run_key)
+);
+CREATE INDEX IF NOT EXISTS living_by_age ON living (updated_at);
 CREATE INDEX IF NOT EXISTS outbox_by_channel ON outbox (status, channel, seq);
 CREATE INDEX IF NOT EXISTS outbox_by_seq ON outbox (seq);
 CREATE INDEX IF NOT EXISTS outbox_done ON outbox (finished_at) WHERE status != '{PENDING}';
@@ -71,6 +82,7 @@ CREATE INDEX IF NOT EXISTS runs_done ON runs (updated_at) WHERE final = 1;
 PRUNE_EVERY_S = 3600.0
 _PRUNE_OUTBOX = f"DELETE FROM outbox WHERE status != '{PENDING}' AND finished_at < ?"  # noqa: S608 - a constant
 _PRUNE_RUNS = "DELETE FROM runs WHERE final = 1 AND updated_at < ?"
+_PRUNE_LIVING = "DELETE FROM living WHERE updated_at < ?"
 
 _MESSAGE_COLUMNS = ("id", "channel", "seq", "status", "next_attempt_at", "created_at", "finished_at")
 
@@ -313,6 +325,7 @@ class SqliteStateStore:
         cutoff = now - self._retention_s
         db.execute(_PRUNE_OUTBOX, (cutoff,))
         db.execute(_PRUNE_RUNS, (cutoff,))
+        db.execute(_PRUNE_LIVING, (cutoff,))
 
     def channels_with_pending(self) -> list[str]:
         """Channels that have pending messages."""
@@ -339,6 +352,44 @@ class SqliteStateStore:
                 "UPDATE leases SET data = ? WHERE name = ? AND owner = ?",
                 (json.dumps(lease.data), lease.name, lease.owner),
             )
+
+    def load_living(self, channel: str, run_keys: Collection[str]) -> dict[str, LivingMessage]:
+        """The living messages of these runs on `channel`."""
+        found: dict[str, LivingMessage] = {}
+        keys = list(run_keys)
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._read(
+                f"SELECT * FROM living WHERE channel = ? AND run_key IN ({marks})",  # noqa: S608 - marks only
+                (channel, *chunk),
+            )
+            for row in rows:
+                found[row["run_key"]] = LivingMessage.from_data(
+                    channel, row["run_key"], row["version"], row["data"]
+                )
+        return found
+
+    def store_living(self, living: LivingMessage, now: float) -> LivingMessage:
+        """Store a living message at its next version, if that version is still the stored one."""
+        stored = replace(living, version=living.version + 1)
+        values = (json.dumps(stored.to_data()), stored.version, now, living.channel, living.run_key)
+        with self._write() as db:
+            if living.version == 0:
+                changed = db.execute(
+                    "INSERT INTO living (data, version, updated_at, channel, run_key) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT DO NOTHING",
+                    values,
+                )
+            else:
+                changed = db.execute(
+                    "UPDATE living SET data = ?, version = ?, updated_at = ? "
+                    "WHERE channel = ? AND run_key = ? AND version = ?",
+                    (*values, living.version),
+                )
+            if changed.rowcount != 1:
+                raise ConflictError(f"the living message of run {living.run_key} on {living.channel} changed")
+        return stored
 
     def report(self, limit: int = 200) -> StatusReport:
         """Runs still moving and messages pending or failed."""

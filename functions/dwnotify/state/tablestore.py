@@ -16,7 +16,7 @@ import json
 import logging
 import uuid
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..credentials import Credentials
@@ -28,6 +28,7 @@ from .base import (
     TICK_LEASE,
     UNREADABLE,
     Lease,
+    LivingMessage,
     OutboxMessage,
     ProjectCursor,
     StatusReport,
@@ -348,6 +349,25 @@ class TablestoreStateStore:
             held.data = dict(lease.data)
             held.failed = rows.failed_keys(change) if failed else held.failed
         self._outbox.update(messages)
+
+    # -- living messages ---------------------------------------------------------------------
+    def load_living(self, channel: str, run_keys: Collection[str]) -> dict[str, LivingMessage]:
+        """The living messages of these runs on `channel` (one BatchGetRow per 100)."""
+        found = self._table.get_many(rows.living_key(channel, key) for key in run_keys)
+        return {key[1]: rows.living_from_cells(key, cells) for key, cells in found.items()}
+
+    def store_living(self, living: LivingMessage, now: float) -> LivingMessage:
+        """Store a living message at its next version: one write, conditional on the stored version."""
+        stored = replace(living, version=living.version + 1)
+        cells = {"data": json.dumps(stored.to_data()), "version": stored.version, "updated_at": float(now)}
+        key = rows.living_key(living.channel, living.run_key)
+        if living.version == 0:
+            write = Write("put", key, cells, "EXPECT_NOT_EXIST")
+        else:
+            write = Write("put", key, cells, "EXPECT_EXIST", equals=(("version", living.version),))
+        if not self._table.write([write])[0]:
+            raise ConflictError(f"the living message of run {living.run_key} on {living.channel} changed")
+        return stored
 
     # -- status ------------------------------------------------------------------------------
     def report(self, limit: int = 200) -> StatusReport:

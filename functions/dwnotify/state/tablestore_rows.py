@@ -10,6 +10,7 @@ Pure: no SDK, no I/O. Every row has the primary key (`pk`, `sk`), both strings:
     outbox/<channel>    <seq:020d>/<message id>    id, status, next_attempt_at, created_at, finished_at, data
     msgid               <message id>               channel, seq
     outbox-index        <channel>                  mark, version, top
+    living/<channel>    <run key>                  data, version, updated_at
 
 Intents sit next to the tick lease, so the read that takes the tick lease also finds them.
 """
@@ -29,6 +30,7 @@ from .base import (
     TICK_LEASE,
     UNREADABLE,
     Lease,
+    LivingMessage,
     OutboxMessage,
     ProjectCursor,
     message_data,
@@ -196,6 +198,18 @@ def highest_seq(index_rows: Iterable[Cells | None]) -> int | None:
 def message_id_key(message_id: str) -> Key:
     """The row that says a message id exists (so it is never queued twice)."""
     return ("msgid", message_id)
+
+
+def living_key(channel: str, run_key: str) -> Key:
+    """The row of a run's living message on a channel."""
+    return (f"living/{channel}", run_key)
+
+
+def living_from_cells(key: Key, cells: Mapping[str, Any]) -> LivingMessage:
+    """The living message a row holds."""
+    return LivingMessage.from_data(
+        key[0].removeprefix("living/"), key[1], int(cells["version"]), cells["data"]
+    )
 
 
 def index_key(channel: str) -> Key:
