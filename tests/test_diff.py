@@ -256,3 +256,26 @@ def test_a_run_without_a_create_time_is_stored_without_one() -> None:
 def test_a_status_spelled_like_the_gone_marker_is_an_unknown_status_not_a_crash() -> None:
     events, _ = diff(None, run(GONE, stage("A", 1, GONE)))
     assert types(events) == ["stage.changed", "run.changed"]
+
+
+# -- stage times: when dwnotify first saw each stage in its status (the API gives none) --------------
+def test_stage_times_are_set_when_a_status_changes_and_carried_otherwise() -> None:
+    _, first = diff(None, run("running", stage("A", 1, "running"), stage("B", 2, "init")), now=100.0)
+    assert first.stage_since == {"A": 100.0, "B": 100.0} and first.stage_started == {"A": 100.0}
+    _, same = diff(first, run("running", stage("A", 1, "running"), stage("B", 2, "init")), now=160.0)
+    assert same.stage_since == first.stage_since and same.stage_started == first.stage_started
+    _, moved = diff(same, run("running", stage("A", 1, "success"), stage("B", 2, "running")), now=220.0)
+    assert moved.stage_since == {"A": 220.0, "B": 220.0}
+    assert moved.stage_started == {"A": 100.0, "B": 220.0}  # A started when first seen running
+
+
+def test_without_a_time_the_stored_times_are_only_carried() -> None:
+    _, first = diff(None, run("running", stage("A", 1, "running")), now=100.0)
+    _, later = diff(first, run("running", stage("A", 1, "success")))
+    assert later.stage_since == {"A": 100.0} and later.stage_started == {"A": 100.0}
+
+
+def test_a_state_stored_before_stage_times_gains_them_only_as_stages_move() -> None:
+    legacy = RunState(10000, "r1", "running", {"A": "running", "B": "init"}, frozenset({"run:running"}))
+    _, state = diff(legacy, run("running", stage("A", 1, "running"), stage("B", 2, "running")), now=50.0)
+    assert state.stage_since == {"B": 50.0} and state.stage_started == {"B": 50.0}

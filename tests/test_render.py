@@ -474,3 +474,36 @@ def test_the_plain_fallback_keeps_the_console_link_a_link_target(channel_type: s
     message = plain_message(ctx, "note", 10_000)
     # Escaped as the templates escape a link target, not as text (Lark made `[` an entity, Slack `&` one).
     assert message.text.splitlines()[-1] == CHANNEL_TYPES[channel_type].markup.url(link)
+
+
+# -- stage views: durations from dwnotify's sightings ---------------------------------------------------
+def test_a_stage_view_measures_from_first_seen_running_to_first_seen_final_or_now() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from dwnotify.model import Run, Stage
+    from dwnotify.render.context import RunView
+
+    def stage(code: str, step: int, status: str) -> Stage:
+        return Stage(code, step, "Deploy", code, "", status, "")
+
+    run = Run(
+        "r1",
+        10000,
+        "running",
+        stages=(stage("C", 3, "init"), stage("A", 1, "success"), stage("B", 2, "running")),
+    )
+    now = datetime.fromtimestamp(1000, tz=timezone.utc)
+    view = RunView.of(
+        run,
+        "",
+        now=now,
+        stage_since={"A": 400.0, "B": 400.0, "C": 100.0},
+        stage_started={"A": 100.0, "B": 400.0},
+    )
+    a, b, c = view.stages
+    assert (a.code, b.code, c.code) == ("A", "B", "C")  # Step order
+    assert a.duration == timedelta(seconds=300)  # started 100, seen succeeded at 400
+    assert b.duration == timedelta(seconds=600)  # running since 400, now 1000
+    assert c.duration is None and c.since == datetime.fromtimestamp(100, tz=timezone.utc)
+    unseen = RunView.of(run, "", now=now).stages[0]
+    assert unseen.duration is None and unseen.started_at is None

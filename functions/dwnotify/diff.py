@@ -1,4 +1,4 @@
-"""diff(previous, current) -> events: the pure heart of a tick. No I/O, no clock."""
+"""diff(previous, current, now) -> events: the pure heart of a tick. No I/O; the time is given."""
 
 from __future__ import annotations
 
@@ -26,8 +26,12 @@ def _stage_order(stage: Stage) -> tuple[int, str]:
     return (stage.step, stage.code)
 
 
-def diff(previous: RunState | None, current: Run) -> tuple[list[Event], RunState]:
+def diff(previous: RunState | None, current: Run, now: float | None = None) -> tuple[list[Event], RunState]:
     """Compare a run with what was stored of it; return the new events and the state to store.
+
+    `now` (epoch seconds; None: times are carried, none set) is when the run was seen: a stage whose
+    status changed (or that is seen for the first time) is known to have had it since `now`, and to
+    have started then if it is running (the stage times a living message shows).
 
     A run seen for the first time is compared with one whose status and stages were all `init`.
     Events come in the contract's order: `run.started`, stage events by Step, then the run's
@@ -61,6 +65,7 @@ def diff(previous: RunState | None, current: Run) -> tuple[list[Event], RunState
             announced.add(event.key)
             events.append(event)
 
+    since, started = _stage_times(previous, current, now)
     state = RunState(
         project_id=current.project_id,
         run_id=current.id,
@@ -69,8 +74,27 @@ def diff(previous: RunState | None, current: Run) -> tuple[list[Event], RunState
         announced=frozenset(announced),
         create_time_ms=_epoch_ms(current),
         version=previous.version if previous else 0,
+        stage_since=since,
+        stage_started=started,
     )
     return events, state
+
+
+def _stage_times(
+    previous: RunState | None, current: Run, now: float | None
+) -> tuple[dict[str, float], dict[str, float]]:
+    """The stages' first-seen times: the stored ones, plus `now` for every stage whose status changed."""
+    since = dict(previous.stage_since) if previous else {}
+    started = dict(previous.stage_started) if previous else {}
+    if now is None:
+        return since, started
+    known = previous.stage_statuses if previous else {}
+    for stage in current.stages:
+        if previous is None or known.get(stage.key, INIT) != stage.status:
+            since[stage.key] = now
+            if stage.status == RUNNING:
+                started.setdefault(stage.key, now)
+    return since, started
 
 
 def _epoch_ms(run: Run) -> int | None:

@@ -188,6 +188,11 @@ class RunState:
     announced: frozenset[str]
     create_time_ms: int | None = None
     version: int = 0
+    # Epoch seconds when dwnotify first saw each stage in its current status, and first saw it
+    # running (the API gives stages no times); set only when a status changes, so absent for stages
+    # of a state stored before they were kept.
+    stage_since: Mapping[str, float] = field(default_factory=dict, compare=False)
+    stage_started: Mapping[str, float] = field(default_factory=dict, compare=False)
 
     @property
     def key(self) -> str:

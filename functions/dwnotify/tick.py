@@ -417,7 +417,7 @@ class Notifier:
         undiffed: set[int] = set()
         for observation in found.observations:
             try:
-                events, state = diff(observation.previous, observation.run)
+                events, state = diff(observation.previous, observation.run, now)
             except Exception as error:  # one malformed run must not silence every other run
                 log.warning(
                     "run %s skipped this tick, it cannot be compared: %s: %s",
@@ -439,7 +439,7 @@ class Notifier:
             items: tuple[RunItem, ...] = ()
             if routes and self.settings.dataworks.items and _wants_items(observation.previous, events):
                 items = self._items(observation.run, deadline, summary)
-            messages.extend(self._render(observation.run, routes, now, len(messages), summary, items))
+            messages.extend(self._render(observation.run, state, routes, now, len(messages), summary, items))
         return states, messages, events_found, undiffed
 
     def _items(self, run: Run, deadline: float | None, summary: TickSummary) -> tuple[RunItem, ...]:
@@ -471,6 +471,7 @@ class Notifier:
     def _render(
         self,
         run: Run,
+        state: RunState,
         routes: Sequence[Route],
         now: float,
         offset: int,
@@ -500,6 +501,8 @@ class Notifier:
                 items=items,
                 person=person,
                 mention=mention,
+                stage_since=state.stage_since,
+                stage_started=state.stage_started,
             )
             rendered = self._render_safely(item.rule.template, context, summary)
             if mentioned is not None and mention:  # DingTalk lists its mentions beside the text (`at`)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from dwnotify.model import (
@@ -17,6 +17,8 @@ from dwnotify.model import (
     Event,
     Run,
     RunItem,
+    Stage,
+    is_final,
 )
 from dwnotify.settings import PersonSettings, ProjectSettings
 
@@ -36,6 +38,8 @@ class MessageContext:
     items: tuple[RunItem, ...] = ()  # read for this message only (first announcement, failures)
     person: PersonSettings | None = None  # the run's creator in the `people` map, if listed
     mention: str = ""  # the live mention of the creator in the channel's markup, when the rule asks
+    stage_since: Mapping[str, float] = field(default_factory=dict)  # `RunState.stage_since`
+    stage_started: Mapping[str, float] = field(default_factory=dict)  # `RunState.stage_started`
 
 
 class Url(str):
@@ -51,12 +55,44 @@ class Mention(str):
 
 
 @dataclass(frozen=True)
+class StageView(Stage):
+    """A stage as a template sees it: plus `since` (when dwnotify first saw its status), `started_at`
+    (when it first saw it running) and `duration` (started to finished, or to now while it runs).
+
+    DataWorks gives stages no times, so these are dwnotify's sightings, as exact as its polling;
+    None when not seen (a stage that went from init to success between two polls has no duration)."""
+
+    since: datetime | None = None
+    started_at: datetime | None = None
+    duration: timedelta | None = None
+
+    @classmethod
+    def of(cls, stage: Stage, since: float | None, started: float | None, now: datetime) -> StageView:
+        """The view of `stage` from its first-seen times (epoch seconds)."""
+        values = {item.name: getattr(stage, item.name) for item in fields(Stage)}
+        seen = _moment(since)
+        began = _moment(started)
+        duration = None
+        if began is not None and stage.status != INIT:
+            end = seen if is_final(stage.status) and seen is not None else now
+            duration = max(end - began, timedelta(0))
+        return cls(**values, since=seen, started_at=began, duration=duration)
+
+
+def _moment(epoch: float | None) -> datetime | None:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc) if epoch is not None else None
+
+
+@dataclass(frozen=True)
 class RunView(Run):
-    """The `run` a template sees: Id trimmed, stages in Step order, plus `console_url`, `duration` and
-    `items` (what it deploys, the failed ones first; empty when they were not read for this message)."""
+    """The `run` a template sees: Id trimmed, stages (`StageView`s) in Step order, plus `console_url`,
+    `duration` (of a finished run), `elapsed` (since it was created, while it runs), `items` (what it
+    deploys, the failed ones first; empty when they were not read for this message) and
+    `creator_person` (the creator's `people` entry, or None)."""
 
     console_url: str = ""
     duration: timedelta | None = None
+    elapsed: timedelta | None = None
     items: tuple[RunItem, ...] = ()
     creator_person: PersonSettings | None = None
 
@@ -72,18 +108,32 @@ class RunView(Run):
         console_url: str,
         items: Sequence[RunItem] = (),
         creator_person: PersonSettings | None = None,
+        *,
+        now: datetime | None = None,
+        stage_since: Mapping[str, float] | None = None,
+        stage_started: Mapping[str, float] | None = None,
     ) -> RunView:
-        """The view of `run` with its console link, items and the creator's `people` entry."""
-        duration = None
+        """The view of `run` with its console link, items, the creator's `people` entry and the
+        stages' first-seen times."""
+        duration = elapsed = None
         if run.final and run.create_time is not None and run.modify_time is not None:
             duration = max(run.modify_time - run.create_time, timedelta(0))
+        elif not run.final and run.create_time is not None and now is not None:
+            elapsed = max(now - run.create_time, timedelta(0))
+        moment = now or datetime.now(timezone.utc)
+        since, started = stage_since or {}, stage_started or {}
+        stages = tuple(
+            StageView.of(stage, since.get(stage.key), started.get(stage.key), moment)
+            for stage in sorted(run.stages, key=lambda stage: stage.step)
+        )
         values = {item.name: getattr(run, item.name) for item in fields(Run)}
-        values.update(id=run.id.strip(), stages=tuple(sorted(run.stages, key=lambda stage: stage.step)))
+        values.update(id=run.id.strip(), stages=stages)
         ordered = sorted(items, key=lambda item: not item.failed)  # stable: the rest keep their order
         return cls(
             **values,
             console_url=Url(console_url),
             duration=duration,
+            elapsed=elapsed,
             items=tuple(ordered),
             creator_person=creator_person,
         )
@@ -123,7 +173,15 @@ def template_context(ctx: MessageContext) -> dict[str, Any]:
     """The variables a template is rendered with (listed in the `dwnotify.render` docstring)."""
     title, outcome = headline(ctx.run.status, ctx.events)
     return {
-        "run": RunView.of(ctx.run, ctx.console_url, ctx.items, ctx.person),
+        "run": RunView.of(
+            ctx.run,
+            ctx.console_url,
+            ctx.items,
+            ctx.person,
+            now=ctx.now,
+            stage_since=ctx.stage_since,
+            stage_started=ctx.stage_started,
+        ),
         "events": list(ctx.events),
         "project": ctx.project,
         "rule": {"name": ctx.rule_name},

@@ -263,6 +263,8 @@ def run_data(state: RunState) -> dict[str, Any]:
         "stages": state.stage_statuses,
         "announced": sorted(state.announced),
         "create_time_ms": state.create_time_ms,
+        "stage_since": dict(state.stage_since),
+        "stage_started": dict(state.stage_started),
     }
 
 
@@ -278,6 +280,8 @@ def run_from_data(
         announced=frozenset(data["announced"]),
         create_time_ms=data.get("create_time_ms"),
         version=int(version),
+        stage_since={str(k): float(v) for k, v in data.get("stage_since", {}).items()},
+        stage_started={str(k): float(v) for k, v in data.get("stage_started", {}).items()},
     )
 
 
