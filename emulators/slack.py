@@ -1,26 +1,100 @@
-"""Slack incoming webhook stand-in that keeps what it receives (records and `inject` from `_chat`).
+"""Slack stand-in: incoming webhooks and the Web API a bot token uses, on one server.
 
-Slack (`POST /services/<T/B/X>`): 404 `no_service`; 429 `rate_limited` with `Retry-After` from a token
-bucket per hook (1 message/s, burst of 3); 400 `invalid_payload` (bad JSON, none of text, blocks or
-legacy attachments, attachments not a list of objects); 400 `too_many_attachments` (over 100);
-400 `invalid_blocks` (in the message or in an attachment: over 50 blocks, an unknown block type, a
-header not plain_text of 1-150 characters, section text over 3,000, a section with neither text nor
-fields, over 10 fields or a field over 2,000, over 10 context elements, an empty text object or one
-over 3,000, a block_id over 255, or anything slack_sdk's Block Kit models refuse:
-`Block.parse(block)` must know the block and `validate_json()` and `to_dict()` must pass); else 200
-`ok`. Why each 400 was given is kept in `SlackEmulator.refused`.
+Incoming webhooks (`POST /services/<T/B/X>`, records and `inject` from `_chat`): 404 `no_service`;
+429 `rate_limited` with `Retry-After` from a token bucket per hook (1 message/s, burst of 3); 400
+`invalid_payload` (bad JSON, none of text, blocks or legacy attachments, attachments not a list of
+objects); 400 `too_many_attachments` (over 100); 400 `invalid_blocks` (in the message or in an
+attachment: over 50 blocks, an unknown block type, a header not plain_text of 1-150 characters,
+section text over 3,000, a section with neither text nor fields, over 10 fields or a field over
+2,000, over 10 context elements, an empty text object or one over 3,000, a block_id over 255, or
+anything slack_sdk's Block Kit models refuse: `Block.parse(block)` must know the block and
+`validate_json()` and `to_dict()` must pass); else 200 `ok`. Why each 400 was given is kept in
+`SlackEmulator.refused`.
+
+Web API (`/api/<method>`: `auth.test`, `chat.postMessage`, `chat.update`, `conversations.history`),
+every answer JSON `{"ok": true, ...}` or `{"ok": false, "error": word}`, HTTP 200 unless said. What
+was established about real Slack, and where:
+
+- What slack_sdk 3.48 sends (read in its `web/base_client.py`, `web/client.py`): every call is a POST
+  whatever `http_verb` says; `chat_postMessage`/`chat_update` send a JSON body
+  (`application/json;charset=utf-8`, `blocks`/`metadata` as JSON values, booleans as JSON); others,
+  `conversations_history` included, send their params form-encoded in the body
+  (`application/x-www-form-urlencoded`, booleans as "1"/"0"); the token always goes in
+  `Authorization: Bearer`. Its default retry handler retries a connection error once
+  (`ConnectionErrorRetryHandler`), so a dropped answer after the post landed is posted twice.
+- Arguments come as query parameters, a form body, or a mix; JSON bodies only with the token in the
+  Authorization header ("To make use of sending JSON on write operations, you must provide your token
+  value using an Authorization HTTP header": changelog 2017-10 "Keeping up with the JSONs"); the
+  `token` form parameter is taken, and a query-string token too (refused only for apps created after
+  2021-02-24: changelog 2020-11 "no more tokens in querystrings"). No token `not_authed`, an unknown one
+  `invalid_auth` (auth.test examples). A JSON body that is not an object: `json_not_object`, with the
+  `missing_charset` warning when JSON came without `charset` (abinoda/slack-action#19); a form body with
+  a charset warns `superfluous_charset` (python-slack-sdk#692). Warnings ride as `warning` and
+  `response_metadata.warnings`.
+- Scopes (docs.slack.dev method reference, as mirrored in slack-ruby/slack-api-ref): chat.postMessage
+  and chat.update `chat:write`; conversations.history `channels:history` (public), `groups:history`
+  (private); auth.test none. Refusal: `missing_scope` with `needed` and `provided` (comma-separated).
+  With `chat:write.public` a bot may post to a public channel it is not in; else `not_in_channel`.
+  Private channels the bot is not in are `channel_not_found` (they are invisible to it).
+- chat.postMessage: `channel` an ID or a name (`deploys` or `#deploys`); neither text, blocks nor
+  attachments `no_text`; `blocks` not a JSON array (e.g. an object, or a form string that is not JSON)
+  `invalid_blocks_format` (jolicode/slack-php-api#114, os/slacker#164); a block the judge refuses
+  `invalid_blocks` with `errors` and `response_metadata.messages` as Slack gives them; `metadata` not
+  `{event_type: str, event_payload: object}` `invalid_metadata_format`; over 100 attachments
+  `too_many_attachments`. Text over 40,000 characters is not refused: it is truncated to 40,000 and
+  the answer warns `message_truncated` (changelog 2018-04 "Truncating really long messages"; chat.update
+  documents the same warning). A `thread_ts` that is not a timestamp ("0") is `invalid_thread_ts`
+  (jenkinsci/slack-plugin#584: "0 is not a valid thread_ts"); a well-formed one that names no message
+  is NOT an error: Slack answers ok and the reply is seen nowhere (node-slack-sdk#780,
+  python-slack-sdk#840, jolicode/slack-php-api#40); here it is kept under that thread_ts
+  (`replies(channel, thread_ts)`) and is in no history. Answer `{ok, channel: ID, ts, message}`;
+  `ts` is `"<seconds>.<6 digits>"`, unique and increasing per channel.
+- chat.update: `channel` must be the ID (a name is `channel_not_found`); unknown or deleted `ts`
+  `message_not_found`; another poster's message `cant_update_message`. Omitted `blocks`,
+  `attachments` and `metadata` are kept; `[]` / `{}` removes them (the method's argument docs for
+  metadata; slack-go/slack#1214 for blocks). Answer `{ok, channel, ts, text, message}`.
+- conversations.history: `channel` an ID; `latest` (default now), `oldest` (default 0), both exclusive
+  unless `inclusive`; `limit` default 100, maximum 999 (larger is served as 999); `cursor` paging with
+  `has_more` and `response_metadata.next_cursor` (Slack's cursors decode to `next_ts:<ts>`, so do
+  these); bad `latest`/`oldest`/`cursor`: `invalid_ts_latest`/`invalid_ts_oldest`/`invalid_cursor`;
+  a public channel the bot is not in `not_in_channel`. Newest first, top-level messages only; a
+  parent carries `thread_ts`, `reply_count`, `reply_users`, `reply_users_count`, `latest_reply`;
+  `metadata` only with `include_all_metadata`. (Since 2025-05-29 commercially distributed
+  non-Marketplace apps get 1 request a minute and 15 messages a page here; internal apps keep Tier 3:
+  docs.slack.dev "Rate limits". Configure `api_rates` to play the former.)
+- Rate limits (docs.slack.dev "Rate limits"): chat.postMessage about 1 a second per channel with
+  short bursts; Tier 3 (chat.update, conversations.history) 50+ a minute. Over: HTTP 429 with
+  `Retry-After` (seconds) and `{"ok": false, "error": "ratelimited"}`.
+- Unknown method: `unknown_method` (the error list); served as HTTP 404 with `req_method`
+  (UNCONFIRMED status).
+- UNCONFIRMED, chosen here: a JSON body that does not parse is `json_not_object` too; `limit` not an
+  integer is `invalid_limit`; a `thread_ts` naming a reply (docs: "use its parent instead") is a
+  thread of its own like a missing one; chat.update keeps `text` when it is omitted; a body of
+  another Content-Type is `invalid_post_type`; one without a Content-Type `missing_post_type`.
+
+A message the Web API refuses as `invalid_blocks` is recorded in `refused` too (the test World fails
+on any). Faults: `inject(...)` cans the next answers on any path; `fail_next(method, error, ...)`
+fails the next calls of one method without effect; `lose_answer(method, ...)` lets the call take
+effect and then answers HTTP 500 (or drops the connection). `api_calls` keeps (method, params,
+result) for every Web API call.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
-from collections.abc import Callable, Iterable, Sequence
+import re
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl
 
-from emulators._base import Request, Response, cli_parser, serve
+from emulators._base import Request, Response, cli_parser, serve, split_pairs
 from emulators._chat import _json, _Webhook
 
 SLACK_MAX_BLOCKS = 50
@@ -36,9 +110,119 @@ _SLACK_ERROR_BODIES = {
     500: "rollup_error",
 }
 
+DEFAULT_BOT_TOKEN = "xoxb-test-token"  # noqa: S105 (a stand-in's made-up token)
+DEFAULT_SCOPES = frozenset({"chat:write", "channels:history", "groups:history"})
+HISTORY_DEFAULT_LIMIT = 100
+HISTORY_MAX_LIMIT = 999
+# method -> (tokens refilled per second, bucket size), per team, method and channel.
+DEFAULT_API_RATES: dict[str, tuple[float, int]] = {
+    "chat.postMessage": (1.0, 3),
+    "chat.update": (50 / 60, 10),
+    "conversations.history": (50 / 60, 10),
+}
+_HISTORY_SCOPES = ("channels:history", "groups:history", "mpim:history", "im:history")
+_API_SCOPES: dict[str, tuple[str, ...]] = {
+    "auth.test": (),
+    "chat.postMessage": ("chat:write",),
+    "chat.update": ("chat:write",),
+    "conversations.history": _HISTORY_SCOPES,
+}
+_THREAD_TS = re.compile(r"^\d+\.\d+$")
+_POST_OPTIONS = (
+    "unfurl_links",
+    "unfurl_media",
+    "mrkdwn",
+    "parse",
+    "link_names",
+    "username",
+    "icon_emoji",
+    "icon_url",
+    "reply_broadcast",
+    "as_user",
+)
+
+
+@dataclass(frozen=True)
+class SlackToken:
+    """Who a Web API token is: its workspace, its bot user and bot, and the scopes it was granted."""
+
+    team_id: str = "T0000DEMO"
+    bot_user_id: str = "U0000BOT"
+    bot_id: str = "B0000BOT"
+    scopes: frozenset[str] = DEFAULT_SCOPES
+    team: str = "dwnotify demo"
+    domain: str = "dwnotify-demo"
+    user: str = "dwnotify"
+    app_id: str = "A0000APP"
+
+
+@dataclass(frozen=True)
+class SlackChannel:
+    """A conversation the Web API knows; `members` are the bot user IDs in it (None: every token's bot)."""
+
+    id: str
+    name: str
+    private: bool = False
+    members: frozenset[str] | None = None
+
+    def has(self, user_id: str) -> bool:
+        """Whether this user (a bot user) is in the channel."""
+        return self.members is None or user_id in self.members
+
+
+DEFAULT_CHANNELS = (SlackChannel("C0123456", "deploys"),)
+
+
+class ApiCall(NamedTuple):
+    """One Web API call: the method, its parameters (token left out) and "ok" or the error word."""
+
+    method: str
+    params: dict[str, Any]
+    result: str
+
+
+@dataclass
+class _Message:
+    channel: str
+    ts: str
+    user: str
+    bot_id: str | None
+    app_id: str | None
+    team: str
+    text: str
+    blocks: list[Any] | None
+    attachments: list[Any] | None
+    metadata: dict[str, Any] | None
+    thread_ts: str | None
+    options: dict[str, Any]
+    posted_at: float
+    edits: list[dict[str, Any]] = field(default_factory=list)
+    edited: dict[str, str] | None = None
+    deleted: bool = False
+
+
+@dataclass
+class _Fault:
+    method: str
+    remaining: int
+    error: str = ""
+    status: int = 200
+    retry_after: float | None = None
+    drop: bool = False
+
+
+class _ApiError(Exception):
+    """A Web API refusal: the error word, extra fields, and the HTTP status."""
+
+    def __init__(self, word: str, extra: Mapping[str, Any] | None = None, status: int = 200) -> None:
+        super().__init__(word)
+        self.word = word
+        self.extra = dict(extra or {})
+        self.status = status
+
 
 class SlackEmulator(_Webhook):
-    """Slack incoming webhooks: payload and Block Kit checks, a per-hook rate limit."""
+    """Slack incoming webhooks and the bot-token Web API: payload and Block Kit checks, rate limits."""
 
     service = "slack"
 
@@ -49,6 +233,9 @@ class SlackEmulator(_Webhook):
         *,
         rate_per_s: float = 1.0,
         burst: int = 3,
+        tokens: Mapping[str, SlackToken] | None = None,
+        channels: Iterable[SlackChannel] | None = None,
+        api_rates: Mapping[str, tuple[float, int]] | None = None,
         verbose: bool = False,
     ) -> None:
         super().__init__(clock, verbose)
@@ -58,6 +245,20 @@ class SlackEmulator(_Webhook):
         self._buckets: dict[str, tuple[float, float]] = {}
         # Why each 400 was given, e.g. "invalid_blocks: blocks[0] (header): ..."; tests read and clear it.
         self.refused: list[str] = []
+        # -- Web API
+        self.tokens = dict(tokens if tokens is not None else {DEFAULT_BOT_TOKEN: SlackToken()})
+        self.channels = {c.id: c for c in (channels if channels is not None else DEFAULT_CHANNELS)}
+        # method -> (per second, burst); a method not named here is not limited. {} turns limits off.
+        self.api_rates = dict(DEFAULT_API_RATES if api_rates is None else api_rates)
+        self._api_buckets: dict[tuple[str, str, str], tuple[float, float]] = {}
+        self._api_calls: list[ApiCall] = []
+        self._top: dict[str, list[_Message]] = {}  # channel -> top-level messages in posting order
+        self._threads: dict[tuple[str, str], list[_Message]] = {}  # (channel, thread_ts) -> replies
+        self._by_ts: dict[tuple[str, str], _Message] = {}
+        self._last_us: dict[str, int] = {}
+        self._all: list[_Message] = []
+        self._failures: deque[_Fault] = deque()
+        self._losses: deque[_Fault] = deque()
         _slack_sdk_models()  # the Block Kit judge is required: fail here, not on the first message
 
     def default_body(self, status: int) -> str:
@@ -69,8 +270,10 @@ class SlackEmulator(_Webhook):
         with self._lock:
             return [a.body for a in self.attempts if a.target == hook and a.result == "ok"]
 
-    def handle(self, request: Request) -> Response:
-        """Answer one webhook post."""
+    def handle(self, request: Request) -> Response | None:
+        """Answer one Web API call or one webhook post."""
+        if request.path.startswith("/api/"):
+            return self._api(request)
         hook = request.path.removeprefix("/services/").strip("/")
         payload = _slack_payload(request)
         canned = self._canned_answer()
@@ -100,21 +303,574 @@ class SlackEmulator(_Webhook):
         return 200, "ok", {}
 
     def snapshot(self) -> dict[str, Any]:
-        """The shared snapshot plus why each 400 was given."""
+        """The shared snapshot, why each 400 was given, and the Web API's messages and calls."""
         with self._lock:
-            return {**super().snapshot(), "refused": list(self.refused)}
+            return {
+                **super().snapshot(),
+                "refused": list(self.refused),
+                "api": {
+                    "messages": [self._record(m) for m in self._all],
+                    "calls": [c._asdict() for c in self._api_calls],
+                },
+            }
 
     def _take_token(self, hook: str) -> float:
         """Spend one token of the hook's bucket; return 0, or the seconds until one is available."""
         with self._lock:
-            now = self.now()
-            tokens, last = self._buckets.get(hook, (float(self.burst), now))
-            tokens = min(float(self.burst), tokens + (now - last) * self.rate_per_s)
-            if tokens < 1:
-                self._buckets[hook] = (tokens, now)
-                return (1 - tokens) / self.rate_per_s
-            self._buckets[hook] = (tokens - 1, now)
-            return 0.0
+            return _spend(self._buckets, hook, self.now(), self.rate_per_s, self.burst)
+
+    # -- Web API faults and test accessors ---------------------------------------------------
+    def fail_next(
+        self,
+        method: str,
+        error: str,
+        *,
+        times: int = 1,
+        status: int = 200,
+        retry_after: float | None = None,
+    ) -> None:
+        """Answer the next `times` calls of `method` with `error` (HTTP `status`), without effect."""
+        with self._lock:
+            self._failures.append(_Fault(method, times, error, status, retry_after))
+
+    def lose_answer(self, method: str, *, times: int = 1, status: int = 500, drop: bool = False) -> None:
+        """The next `times` calls of `method` that succeed take effect, then get HTTP `status` (or a drop)."""
+        with self._lock:
+            self._losses.append(_Fault(method, times, status=status, drop=drop))
+
+    @property
+    def api_calls(self) -> list[ApiCall]:
+        """Every Web API call in arrival order: (method, params without the token, "ok" or error)."""
+        with self._lock:
+            return list(self._api_calls)
+
+    def posted(self, channel: str) -> list[dict[str, Any]]:
+        """Top-level messages of a channel (ID or name) in posting order, deleted ones flagged."""
+        with self._lock:
+            cid = self._channel_id(channel)
+            return [self._record(m) for m in self._top.get(cid, [])]
+
+    def replies(self, channel: str, ts: str) -> list[dict[str, Any]]:
+        """Replies posted under `ts` (also a thread_ts that names no message) in posting order."""
+        with self._lock:
+            return [self._record(m) for m in self._threads.get((self._channel_id(channel), ts), [])]
+
+    def message(self, channel: str, ts: str) -> dict[str, Any] | None:
+        """One message (top-level or reply) by channel and ts, or None."""
+        with self._lock:
+            found = self._by_ts.get((self._channel_id(channel), ts))
+            return None if found is None else self._record(found)
+
+    def delete_message(self, channel: str, ts: str) -> None:
+        """A person deletes the message: it leaves the history, later updates get message_not_found."""
+        with self._lock:
+            found = self._by_ts.get((self._channel_id(channel), ts))
+            if found is None:
+                raise KeyError(f"no message {ts} in {channel}")
+            found.deleted = True
+
+    def add_message(
+        self,
+        channel: str,
+        text: str,
+        *,
+        user: str = "U0PERSON1",
+        thread_ts: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> str:
+        """A person posts `text` (in a thread with `thread_ts`); return its ts."""
+        with self._lock:
+            cid = self._channel_id(channel)
+            if cid not in self.channels:
+                raise KeyError(f"unknown channel {channel}")
+            team = next(iter(self.tokens.values()), SlackToken()).team_id
+            message = _Message(
+                cid, self._next_ts(cid), user, None, None, team, text, None, None, metadata, thread_ts,
+                {}, self.now(),
+            )  # fmt: skip
+            self._store(message)
+            return message.ts
+
+    def _control(self, request: Request) -> Response:
+        action = request.path.removeprefix("/_emulator").strip("/")
+        if request.method == "POST" and action in ("fail_next", "lose_answer", "delete_message"):
+            try:
+                args = json.loads(request.body or b"{}")
+                getattr(self, action)(**args)
+            except (ValueError, TypeError, KeyError) as exc:
+                return Response.json(400, {"error": str(exc)})
+            return Response.json(200, {"ok": True, "now": self.now()})
+        return super()._control(request)
+
+    # -- Web API ------------------------------------------------------------------------------
+    def _api(self, request: Request) -> Response | None:
+        method = request.path.removeprefix("/api/").strip("/")
+        canned = self._canned_answer()
+        if canned is not None:
+            self._note(method, {}, "injected")
+            return canned
+        warnings: list[str] = []
+        params: dict[str, Any] = {}
+        loss: _Fault | None = None
+        try:
+            params, token = _api_params(request, warnings)
+            failure = self._take_fault(self._failures, method)
+            if failure is not None:
+                headers = {}
+                if failure.retry_after is not None or failure.status == 429:
+                    headers["Retry-After"] = str(max(1, math.ceil(failure.retry_after or 1)))
+                raise _ApiError(failure.error, status=failure.status, extra={"_headers": headers})
+            if method not in _API_SCOPES:
+                raise _ApiError("unknown_method", {"req_method": method}, status=404)
+            who = self._authenticate(token)
+            self._check_scope(method, who, params)
+            self._rate(method, who, params)
+            with self._lock:
+                fields = getattr(self, "_api_" + method.replace(".", "_"))(who, params, warnings)
+            loss = self._take_fault(self._losses, method)
+        except _ApiError as refusal:
+            self._note(method, params, refusal.word)
+            headers = refusal.extra.pop("_headers", {})
+            body = {"ok": False, "error": refusal.word, **refusal.extra}
+            return _api_answer(refusal.status, body, warnings, headers)
+        self._note(method, params, "ok")
+        if loss is not None:
+            return (
+                None
+                if loss.drop
+                else Response.text(loss.status, "<html><body>Internal Server Error</body></html>")
+            )
+        return _api_answer(200, {"ok": True, **fields}, warnings)
+
+    def _note(self, method: str, params: Mapping[str, Any], result: str) -> None:
+        with self._lock:
+            self._api_calls.append(ApiCall(method, dict(params), result))
+
+    def _take_fault(self, faults: deque[_Fault], method: str) -> _Fault | None:
+        with self._lock:
+            for fault in faults:
+                if fault.method == method and fault.remaining > 0:
+                    fault.remaining -= 1
+                    return fault
+            return None
+
+    def _authenticate(self, token: str | None) -> SlackToken:
+        if not token:
+            raise _ApiError("not_authed")
+        who = self.tokens.get(token)
+        if who is None:
+            raise _ApiError("invalid_auth")
+        return who
+
+    def _check_scope(self, method: str, who: SlackToken, params: Mapping[str, Any]) -> None:
+        needed = _API_SCOPES[method]
+        if method == "conversations.history":
+            channel = self.channels.get(str(params.get("channel") or ""))
+            if channel is not None:
+                needed = ("groups:history",) if channel.private else ("channels:history",)
+        if needed and not any(scope in who.scopes for scope in needed):
+            provided = ",".join(sorted(who.scopes))
+            raise _ApiError("missing_scope", {"needed": ",".join(needed), "provided": provided})
+
+    def _rate(self, method: str, who: SlackToken, params: Mapping[str, Any]) -> None:
+        rate = self.api_rates.get(method)
+        if rate is None:
+            return
+        raw = str(params.get("channel") or "")
+        with self._lock:
+            key = (who.team_id, method, self._channel_id(raw))
+            wait = _spend(self._api_buckets, key, self.now(), rate[0], rate[1])
+        if wait > 0:
+            retry = {"Retry-After": str(max(1, math.ceil(wait)))}
+            raise _ApiError("ratelimited", {"_headers": retry}, status=429)
+
+    def _api_auth_test(
+        self, who: SlackToken, params: Mapping[str, Any], warnings: list[str]
+    ) -> dict[str, Any]:
+        return {
+            "url": f"https://{who.domain}.slack.com/",
+            "team": who.team,
+            "user": who.user,
+            "team_id": who.team_id,
+            "user_id": who.bot_user_id,
+            "bot_id": who.bot_id,
+            "is_enterprise_install": False,
+        }
+
+    def _api_chat_postMessage(
+        self, who: SlackToken, params: Mapping[str, Any], warnings: list[str]
+    ) -> dict[str, Any]:
+        channel = self._visible(who, params.get("channel"), by_name=True)
+        if not channel.has(who.bot_user_id) and (channel.private or "chat:write.public" not in who.scopes):
+            raise _ApiError("not_in_channel")
+        text, blocks, attachments, metadata = self._content(params, warnings, "chat.postMessage")
+        if not text and not blocks and not attachments:
+            raise _ApiError("no_text")
+        thread_ts = params.get("thread_ts")
+        thread_ts = None if thread_ts in (None, "") else str(thread_ts)
+        if thread_ts is not None and not _THREAD_TS.match(thread_ts):
+            raise _ApiError("invalid_thread_ts", _messages(f"{thread_ts} is not a valid thread_ts"))
+        options = {name: params[name] for name in _POST_OPTIONS if name in params}
+        message = _Message(
+            channel.id, self._next_ts(channel.id), who.bot_user_id, who.bot_id, who.app_id, who.team_id,
+            text or "", blocks, attachments, metadata or None, thread_ts, options, self.now(),
+        )  # fmt: skip
+        self._store(message)
+        return {"channel": channel.id, "ts": message.ts, "message": self._wire(message, metadata=True)}
+
+    def _api_chat_update(
+        self, who: SlackToken, params: Mapping[str, Any], warnings: list[str]
+    ) -> dict[str, Any]:
+        channel = self._visible(who, params.get("channel"), by_name=False)
+        message = self._by_ts.get((channel.id, str(params.get("ts") or "")))
+        if message is None or message.deleted:
+            raise _ApiError("message_not_found")
+        if message.bot_id is None or message.bot_id != who.bot_id:
+            raise _ApiError("cant_update_message")
+        text, blocks, attachments, metadata = self._content(params, warnings, "chat.update")
+        if not text and not blocks and not attachments:
+            raise _ApiError("no_text")
+        edit_ts = _format_ts(_us(self.now()))
+        message.edits.append({**self._content_of(message), "replaced_at": edit_ts})
+        if text is not None:
+            message.text = text
+        if blocks is not None:
+            message.blocks = blocks or None
+        if attachments is not None:
+            message.attachments = attachments or None
+        if metadata is not None:
+            message.metadata = metadata or None
+        message.edited = {"user": who.bot_user_id, "ts": edit_ts}
+        wire = self._wire(message, metadata=True)
+        return {"channel": channel.id, "ts": message.ts, "text": message.text, "message": wire}
+
+    def _api_conversations_history(
+        self, who: SlackToken, params: Mapping[str, Any], warnings: list[str]
+    ) -> dict[str, Any]:
+        channel = self._visible(who, params.get("channel"), by_name=False)
+        if not channel.has(who.bot_user_id):
+            raise _ApiError("not_in_channel")
+        latest = _ts_param(params.get("latest"), "invalid_ts_latest")
+        oldest = _ts_param(params.get("oldest"), "invalid_ts_oldest")
+        inclusive = _flag(params.get("inclusive"))
+        limit = _limit(params.get("limit"))
+        with_metadata = _flag(params.get("include_all_metadata"))
+        start = _cursor(params.get("cursor"))
+        page: list[_Message] = []
+        for message in reversed(self._top.get(channel.id, [])):
+            at = _ts_us(message.ts)
+            if message.deleted or (start is not None and at > start):
+                continue
+            if latest is not None and (at > latest or (at == latest and not inclusive)):
+                continue
+            if oldest is not None and (at < oldest or (at == oldest and not inclusive)):
+                continue
+            page.append(message)
+        more = len(page) > limit
+        answer: dict[str, Any] = {
+            "messages": [self._wire(m, metadata=with_metadata) for m in page[:limit]],
+            "has_more": more,
+            "pin_count": 0,
+            "channel_actions_ts": None,
+            "channel_actions_count": 0,
+        }
+        for name in ("latest", "oldest"):
+            if params.get(name) not in (None, ""):
+                answer[name] = str(params[name])
+        if more:
+            cursor = base64.b64encode(f"next_ts:{page[limit].ts}".encode()).decode()
+            answer["response_metadata"] = {"next_cursor": cursor}
+        return answer
+
+    # -- Web API helpers (called with the lock held) -------------------------------------------
+    def _channel_id(self, channel: str) -> str:
+        if channel in self.channels:
+            return channel
+        name = channel.removeprefix("#")
+        return next((c.id for c in self.channels.values() if c.name == name), channel)
+
+    def _visible(self, who: SlackToken, raw: Any, *, by_name: bool) -> SlackChannel:
+        """The channel named by `raw` (an ID, or also a name), if this token's bot can see it."""
+        key = str(raw or "")
+        channel = self.channels.get(self._channel_id(key) if by_name else key)
+        if channel is None or (channel.private and not channel.has(who.bot_user_id)):
+            raise _ApiError("channel_not_found")
+        return channel
+
+    def _content(
+        self, params: Mapping[str, Any], warnings: list[str], method: str
+    ) -> tuple[str | None, list[Any] | None, list[Any] | None, dict[str, Any] | None]:
+        """text, blocks, attachments, metadata of a post or update (None: not given), judged."""
+        text = params.get("text")
+        markdown = params.get("markdown_text")
+        if markdown not in (None, ""):
+            if text not in (None, "") or params.get("blocks") not in (None, ""):
+                raise _ApiError("markdown_text_conflict")
+            text = markdown
+        if text is not None:
+            text = str(text)
+            if len(text) > SLACK_MAX_TEXT:
+                text = text[:SLACK_MAX_TEXT]
+                warnings.append("message_truncated")
+        blocks = _json_list(params.get("blocks"), "invalid_blocks_format")
+        if blocks:
+            problem = _blocks_problem(blocks)
+            if problem is not None:
+                self.refused.append(f"invalid_blocks: {method} blocks{problem}")
+                raise _ApiError(
+                    "invalid_blocks", {"errors": [f"blocks{problem}"], **_messages(f"blocks{problem}")}
+                )
+        attachments = _json_list(params.get("attachments"), "invalid_attachments")
+        if attachments:
+            if not all(isinstance(a, dict) for a in attachments):
+                raise _ApiError("invalid_attachments")
+            if len(attachments) > SLACK_MAX_ATTACHMENTS:
+                raise _ApiError("too_many_attachments")
+            for index, attachment in enumerate(attachments):
+                problem = _blocks_problem(attachment["blocks"]) if "blocks" in attachment else None
+                if problem is not None:
+                    where = f"attachments[{index}].blocks{problem}"
+                    self.refused.append(f"invalid_blocks: {method} {where}")
+                    raise _ApiError("invalid_blocks", {"errors": [where], **_messages(where)})
+        return text, blocks, attachments, _metadata(params.get("metadata"))
+
+    def _next_ts(self, channel: str) -> str:
+        """A ts from the emulator clock, later than every earlier one of the channel."""
+        at = max(_us(self.now()), self._last_us.get(channel, 0) + 1)
+        self._last_us[channel] = at
+        return _format_ts(at)
+
+    def _store(self, message: _Message) -> None:
+        self._by_ts[(message.channel, message.ts)] = message
+        self._all.append(message)
+        if message.thread_ts is None:
+            self._top.setdefault(message.channel, []).append(message)
+        else:
+            self._threads.setdefault((message.channel, message.thread_ts), []).append(message)
+
+    @staticmethod
+    def _content_of(message: _Message) -> dict[str, Any]:
+        return {
+            "text": message.text,
+            "blocks": message.blocks,
+            "attachments": message.attachments,
+            "metadata": message.metadata,
+        }
+
+    def _record(self, message: _Message) -> dict[str, Any]:
+        """What the test accessors give: a JSON-able copy of the message and its history."""
+        return json.loads(
+            json.dumps(
+                {
+                    "channel": message.channel,
+                    "ts": message.ts,
+                    "thread_ts": message.thread_ts,
+                    "user": message.user,
+                    "bot_id": message.bot_id,
+                    **self._content_of(message),
+                    "options": message.options,
+                    "posted_at": message.posted_at,
+                    "edits": message.edits,
+                    "edited": message.edited,
+                    "deleted": message.deleted,
+                    "reply_count": len(self._live_replies(message)),
+                }
+            )
+        )
+
+    def _live_replies(self, message: _Message) -> list[_Message]:
+        if message.thread_ts is not None:
+            return []
+        return [r for r in self._threads.get((message.channel, message.ts), []) if not r.deleted]
+
+    def _wire(self, message: _Message, *, metadata: bool) -> dict[str, Any]:
+        """The message object as Slack serves it."""
+        out: dict[str, Any] = {
+            "type": "message",
+            "user": message.user,
+            "text": message.text,
+            "ts": message.ts,
+        }
+        if message.bot_id is not None:
+            out["bot_id"] = message.bot_id
+            out["app_id"] = message.app_id
+        out["team"] = message.team
+        if message.bot_id is not None:
+            profile = next((t for t in self.tokens.values() if t.bot_id == message.bot_id), None)
+            name = profile.user if profile is not None else message.bot_id
+            out["bot_profile"] = {
+                "id": message.bot_id,
+                "app_id": message.app_id,
+                "name": name,
+                "deleted": False,
+                "team_id": message.team,
+            }
+        if message.blocks is not None:
+            out["blocks"] = message.blocks
+        if message.attachments is not None:
+            out["attachments"] = message.attachments
+        if metadata and message.metadata:
+            out["metadata"] = message.metadata
+        if message.edited is not None:
+            out["edited"] = dict(message.edited)
+        if message.thread_ts is not None:
+            out["thread_ts"] = message.thread_ts
+            parent = self._by_ts.get((message.channel, message.thread_ts))
+            if parent is not None:
+                out["parent_user_id"] = parent.user
+        replies = self._live_replies(message)
+        if replies:
+            users = list(dict.fromkeys(r.user for r in replies))
+            out.update(
+                thread_ts=message.ts,
+                reply_count=len(replies),
+                reply_users_count=len(users),
+                latest_reply=replies[-1].ts,
+                reply_users=users,
+            )
+        return json.loads(json.dumps(out))
+
+
+def _spend(buckets: dict[Any, tuple[float, float]], key: Any, now: float, rate: float, burst: int) -> float:
+    """Spend one token of `key`'s bucket; return 0, or the seconds until one is available."""
+    tokens, last = buckets.get(key, (float(burst), now))
+    tokens = min(float(burst), tokens + (now - last) * rate)
+    if tokens < 1:
+        buckets[key] = (tokens, now)
+        return (1 - tokens) / rate
+    buckets[key] = (tokens - 1, now)
+    return 0.0
+
+
+def _api_params(request: Request, warnings: list[str]) -> tuple[dict[str, Any], str | None]:
+    """A Web API call's arguments (query and body merged, the token left out) and its token."""
+    params: dict[str, Any] = dict(request.query)
+    token = params.pop("token", None)
+    content_type = request.headers.get("Content-Type", "")
+    kind, _, options = content_type.partition(";")
+    kind = kind.strip().lower()
+    has_charset = "charset" in options.lower()
+    if request.body:
+        if not kind:
+            raise _ApiError("missing_post_type")
+        if kind == "application/json":
+            if not has_charset:
+                warnings.append("missing_charset")
+            body = _json(request.body)
+            if not isinstance(body, dict):
+                raise _ApiError("json_not_object")
+            body.pop("token", None)  # a JSON body's token is not read: the header must carry it
+            params.update(body)
+        elif kind == "application/x-www-form-urlencoded":
+            if has_charset:
+                warnings.append("superfluous_charset")
+            form = dict(parse_qsl(request.body.decode("utf-8", "replace"), keep_blank_values=True))
+            token = form.pop("token", None) or token
+            params.update(form)
+        else:
+            raise _ApiError("invalid_post_type")
+    scheme, _, value = (request.headers.get("Authorization") or "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        token = value.strip()
+    return params, token
+
+
+def _api_answer(
+    status: int, body: dict[str, Any], warnings: Sequence[str], headers: Mapping[str, str] | None = None
+) -> Response:
+    if warnings:
+        unique = list(dict.fromkeys(warnings))
+        body["warning"] = ",".join(unique)
+        meta = body.setdefault("response_metadata", {})
+        meta["warnings"] = unique
+    return Response.json(status, body, {"Content-Type": "application/json; charset=utf-8", **(headers or {})})
+
+
+def _messages(text: str) -> dict[str, Any]:
+    return {"response_metadata": {"messages": [f"[ERROR] {text}"]}}
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in ("1", "true")
+
+
+def _json_list(value: Any, word: str) -> list[Any] | None:
+    """A JSON array argument (a JSON value, or a JSON string as form bodies carry it); None if absent."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise _ApiError(word) from None
+    if not isinstance(value, list):
+        raise _ApiError(word)
+    return value
+
+
+def _metadata(value: Any) -> dict[str, Any] | None:
+    """The `metadata` argument: None if absent, {} to remove, else {event_type, event_payload}."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise _ApiError("invalid_metadata_format") from None
+    if not isinstance(value, dict):
+        raise _ApiError("invalid_metadata_format")
+    if value and not (
+        isinstance(value.get("event_type"), str) and isinstance(value.get("event_payload"), dict)
+    ):
+        raise _ApiError("invalid_metadata_format")
+    return value
+
+
+def _us(epoch_s: float) -> int:
+    return int(Decimal(repr(epoch_s)) * 1_000_000)
+
+
+def _format_ts(us: int) -> str:
+    return f"{us // 1_000_000}.{us % 1_000_000:06d}"
+
+
+def _ts_us(ts: str) -> int:
+    return int(Decimal(ts) * 1_000_000)
+
+
+def _ts_param(value: Any, word: str) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        return int(Decimal(str(value)) * 1_000_000)
+    except InvalidOperation:
+        raise _ApiError(word) from None
+
+
+def _limit(value: Any) -> int:
+    if value is None or value == "":
+        return HISTORY_DEFAULT_LIMIT
+    try:
+        limit = int(value)
+    except (TypeError, ValueError):
+        raise _ApiError("invalid_limit") from None
+    return HISTORY_DEFAULT_LIMIT if limit < 1 else min(limit, HISTORY_MAX_LIMIT)
+
+
+def _cursor(value: Any) -> int | None:
+    """The ts (in microseconds) a `next_ts:<ts>` cursor starts at; None without a cursor."""
+    if value is None or value == "":
+        return None
+    try:
+        decoded = base64.b64decode(str(value), validate=True).decode()
+        prefix, _, ts = decoded.partition(":")
+        if prefix != "next_ts" or not _THREAD_TS.match(ts):
+            raise ValueError(decoded)
+        return _ts_us(ts)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise _ApiError("invalid_cursor") from None
 
 
 def _slack_payload(request: Request) -> Any:
@@ -231,8 +987,41 @@ def _holds_none(value: Any) -> bool:
 
 
 def main_slack(argv: Sequence[str]) -> int:
-    """`python -m emulators slack`: serve incoming webhooks until SIGTERM/SIGINT."""
-    parser = cli_parser("slack", "Slack incoming webhook stand-in.")
+    """`python -m emulators slack`: serve incoming webhooks and the Web API until SIGTERM/SIGINT."""
+    parser = cli_parser("slack", "Slack incoming webhook and Web API stand-in.")
     parser.add_argument("--hook", action="append", default=[], metavar="PATH", help="default: T000/B000/demo")
+    parser.add_argument(
+        "--token",
+        action="append",
+        default=[],
+        metavar="TOKEN",
+        help=f"bot token; default: {DEFAULT_BOT_TOKEN}",
+    )
+    parser.add_argument(
+        "--scopes", default=",".join(sorted(DEFAULT_SCOPES)), metavar="A,B", help="every token's scopes"
+    )
+    parser.add_argument(
+        "--channel",
+        action="append",
+        default=[],
+        metavar="ID=NAME",
+        help="repeatable; default: C0123456=deploys",
+    )
+    parser.add_argument("--no-api-rates", action="store_true", help="no Web API rate limits")
     args = parser.parse_args(argv)
-    return serve(SlackEmulator(args.hook or None, verbose=args.verbose), args.host, args.port)
+    scopes = frozenset(s for s in args.scopes.split(",") if s)
+    tokens = {
+        token: SlackToken(bot_user_id=f"U{index:04d}BOT", bot_id=f"B{index:04d}BOT", scopes=scopes)
+        for index, token in enumerate(args.token or [DEFAULT_BOT_TOKEN])
+    }
+    channels = [
+        SlackChannel(cid, name or cid.lower()) for cid, name in split_pairs(args.channel, "--channel")
+    ]
+    emulator = SlackEmulator(
+        args.hook or None,
+        tokens=tokens,
+        channels=channels or None,
+        api_rates={} if args.no_api_rates else None,
+        verbose=args.verbose,
+    )
+    return serve(emulator, args.host, args.port)
