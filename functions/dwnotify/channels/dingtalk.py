@@ -5,7 +5,12 @@ render some HTML such as `<font>`): DingTalk documents no escaping, so values ar
 CommonMark does (MARKUP, `base.escape_markdown`), written so that a client that ignored backslash
 escapes would show stray backslashes but still no link, image, tag, heading or list: a value like
 `[x](http://evil)` stays text. An `@13800000000` in a value mentions no one: a markdown mention
-needs the mobile in `at.atMobiles` too, and only the channel's configured `at_mobiles` go there.
+needs the mobile in `at.atMobiles` too ("在 text 内容里要有 @人的手机号" and the list, DingTalk's
+custom robot guide), and only the channel's configured `at_mobiles` and the people a message
+mentions (`Message.mentions`, from the config's `people`) go there.
+
+A person is mentioned by mobile when the config gives one (`atMobiles` is what every custom robot
+takes), else by userid (`atUserIds`), with the same `@<mobile>` / `@<userid>` in the text.
 """
 
 from __future__ import annotations
@@ -14,11 +19,12 @@ import base64
 import hashlib
 import hmac
 import urllib.parse
+from collections.abc import Iterable
 from typing import Any
 
 from ..errors import DeliveryError
 from ..message import Message
-from ..settings import ChannelSettings
+from ..settings import ChannelSettings, PersonSettings
 from ..text import fit_encoded
 from .base import MARKDOWN, HttpChannel, encode_json, raise_for_transport
 from .kind import WEBHOOK, ChannelType, DigestRules, RateBudget, TemplateFormat
@@ -46,15 +52,36 @@ def sign(secret: str, timestamp_ms: int) -> str:
     return urllib.parse.quote_plus(base64.b64encode(digest).decode("ascii"))
 
 
+def dingtalk_mention(person: PersonSettings) -> str:
+    """`@<mobile>`, else `@<userid>`: the text a markdown mention needs beside its `at` entry."""
+    return f"@{person.dingtalk_mobile or person.dingtalk_user_id}" if _mentionable(person) else ""
+
+
+def _mentionable(person: PersonSettings) -> bool:
+    return bool(person.dingtalk_mobile or person.dingtalk_user_id)
+
+
+def _merged(*groups: Iterable[str]) -> list[str]:
+    """The ids of every group in order, each once."""
+    return list(dict.fromkeys(item for group in groups for item in group))
+
+
 def build_payload(settings: ChannelSettings, message: Message) -> dict[str, Any]:
     """The markdown message with the keyword and @mentions the robot needs, its body within 20,000 bytes.
 
-    DingTalk measures the request body, not the text: JSON escaping of quotes, backslashes and
-    control characters can make a body several times its text, so the encoded body is what is fitted.
+    The `at` lists are the channel's configured ones and the message's mentioned people, each once;
+    a person's `@` text the template left out is added to the footer (DingTalk highlights nothing
+    without it). DingTalk measures the request body, not the text: JSON escaping of quotes,
+    backslashes and control characters can make a body several times its text, so the encoded body
+    is what is fitted.
     """
-    mentions = [f"@{mobile}" for mobile in settings.at_mobiles]
-    mentions += [f"@{user_id}" for user_id in settings.at_user_ids]
-    footer = " ".join(mentions)
+    people = [person for person in message.mentions if _mentionable(person)]
+    mobiles = _merged(settings.at_mobiles, (p.dingtalk_mobile for p in people if p.dingtalk_mobile))
+    user_ids = _merged(settings.at_user_ids, (p.dingtalk_user_id for p in people if not p.dingtalk_mobile))
+    configured = [f"@{mobile}" for mobile in settings.at_mobiles]
+    configured += [f"@{user_id}" for user_id in settings.at_user_ids]
+    missing = [dingtalk_mention(p) for p in people if dingtalk_mention(p) not in message.text]
+    footer = " ".join(_merged(configured, missing))
     if settings.keyword and settings.keyword not in message.text and settings.keyword not in message.title:
         footer = f"{footer} {settings.keyword}".strip()
     title = (message.title or "DataWorks")[:100]
@@ -68,11 +95,7 @@ def build_payload(settings: ChannelSettings, message: Message) -> dict[str, Any]
                 "title": f"{title} {keyword}" if keyword and keyword not in text else title,
                 "text": text,
             },
-            "at": {
-                "atMobiles": list(settings.at_mobiles),
-                "atUserIds": list(settings.at_user_ids),
-                "isAtAll": settings.at_all,
-            },
+            "at": {"atMobiles": mobiles, "atUserIds": user_ids, "isAtAll": settings.at_all},
         }
 
     limit = MAX_BODY_BYTES - _HEADROOM_BYTES
@@ -136,4 +159,5 @@ TYPE = ChannelType(
     digest=DigestRules(17_000, heading="### {title}"),
     sender=DingTalkChannel,
     check=_check,
+    mention=dingtalk_mention,
 )

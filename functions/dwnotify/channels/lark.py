@@ -15,7 +15,10 @@ add-custom-bot, mirrored at open.larkoffice.com/document/ukTMukTMukTM/ucTM5YjL3E
   19024 keyword not found, 9499 bad request (malformed, or over 20 KB). All but 11232 are permanent.
 - Card markdown (JSON 1.0): bold, italic, links, lists, code blocks and `---`; headings and quotes
   are JSON 2.0 only, so heading lines are sent as bold lines and the title goes in the card header.
-  `<at id=all></at>` mentions everyone, `<at id=ou_...>` one person, `<a href>` and `<font>` tags work.
+  `<at id=all></at>` mentions everyone, `<at id=ou_...></at>` one person, `<a href>` and `<font>`
+  tags work. That `id=` form is the card's (the rich text component page, JSON 1.0); `<at
+  user_id="ou_...">name</at>` is the form of `text` messages, which a card shows as it is, and a
+  custom bot can mention by open_id only (the Markdown module page: "自定义机器人仅支持使用open_id@人").
 - Special characters ("如果你要展示的字符命中了 markdown 语法使用的特殊字符…需要对特殊字符进行 HTML
   转义", the Markdown component page): written as `&#<number>;` entities they show as themselves, so
   every value a template interpolates has `< > * ~ ` [ ] \\`, `_` outside words, `&` starting an
@@ -34,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import DeliveryError
 from ..message import Message
-from ..settings import ChannelSettings
+from ..settings import ChannelSettings, PersonSettings
 from ..text import fit_encoded
 from .base import (
     MD_ENTITY,
@@ -81,6 +84,11 @@ def _entity_at_line_start(match: re.Match[str]) -> str:
 
 
 MARKUP = Markup(escape_card_markdown, html.unescape, markdown_url)
+
+
+def lark_mention(person: PersonSettings) -> str:
+    """`<at id=ou_...></at>`, a card markdown mention by open_id (the config checked its form), or ""."""
+    return f"<at id={person.lark_open_id}></at>" if person.lark_open_id else ""
 
 
 def sign(secret: str, timestamp_s: int) -> str:
@@ -185,6 +193,7 @@ TYPE = ChannelType(
     rate=RateBudget(5, 1.1, inline_wait_s=8.0),
     digest=DigestRules(16_000, separator="\n\n---\n\n"),
     sender=LarkChannel,
+    mention=lark_mention,
     check=url_must_contain(
         "/bot/v2/hook/", "must be a Lark/Feishu custom bot URL (.../open-apis/bot/v2/hook/<token>)"
     ),

@@ -24,6 +24,7 @@ from typing import Any
 
 from ..errors import DeliveryError
 from ..message import Message
+from ..settings import PersonSettings
 from ..text import TRIM_MARKER, trim_utf8
 from .base import HttpChannel, Markup, retry_after_seconds
 from .kind import WEBHOOK, ChannelType, DigestRules, RateBudget, TemplateFormat
@@ -264,7 +265,11 @@ def layout_problems(blocks: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def build_payload(message: Message, channel: str = "") -> dict[str, Any]:
-    """The webhook body: the message's own blocks fitted to Block Kit, else its mrkdwn layout."""
+    """The webhook body: the message's own blocks fitted to Block Kit, else its mrkdwn layout.
+
+    The top-level `text` (the notification, and the fallback where blocks do not show) is the title
+    followed by the message's mentions, so the person is named there too, not only in the blocks.
+    """
     blocks = None
     if message.blocks is not None:
         fitted = fit_blocks(message.blocks)
@@ -276,7 +281,9 @@ def build_payload(message: Message, channel: str = "") -> dict[str, Any]:
         blocks = fitted.blocks
     if blocks is None:
         blocks = sections(message.text)
-    return {"text": trim_utf8(message.title or message.text, MAX_TEXT_CHARS), "blocks": blocks}
+    mentions = " ".join(filter(None, map(slack_mention, message.mentions)))
+    text = trim_utf8(message.title or message.text, MAX_TEXT_CHARS - (len(mentions) + 1 if mentions else 0))
+    return {"text": f"{text} {mentions}" if mentions else text, "blocks": blocks}
 
 
 class SlackChannel(HttpChannel):
@@ -312,6 +319,15 @@ def mrkdwn_url(url: str) -> str:
     return escape_mrkdwn(url).replace("|", "%7C")
 
 
+def slack_mention(person: PersonSettings) -> str:
+    """`<@U0123ABCD>`, the mrkdwn that mentions a member (the config checked the id's form), or "".
+
+    An explicit mention works in a `verbatim` section too: `verbatim` only stops Slack from finding
+    names and links in plain words (values stay inert because `escape_mrkdwn` took their `<` away).
+    """
+    return f"<@{person.slack_user_id}>" if person.slack_user_id else ""
+
+
 def _mrkdwn_link(url: str, label: str) -> str:
     return f"<{mrkdwn_url(url)}|{escape_mrkdwn(label.replace('|', '/'))}>"
 
@@ -327,4 +343,5 @@ TYPE = ChannelType(
     digest=DigestRules(36_000),
     sender=SlackChannel,
     layout_problems=layout_problems,
+    mention=slack_mention,
 )

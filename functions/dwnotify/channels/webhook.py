@@ -8,6 +8,7 @@ No service defines this one; dwnotify does, and a receiver can rely on it:
     X-Dwnotify-Signature: sha256=<hex>               (only when the channel has a `secret`)
 
     {"title": "❌ 发布失败 · Deployment failed", "text": "<the rendered markdown>"}
+    (plus "mentions": [...] when the message mentions someone, see below)
 
 - `<hex>` is HMAC-SHA256(key=secret, message=f"{timestamp}.".encode() + body) over the raw body
   bytes, lower-case hex. A receiver checks it before parsing the body (compare in constant time)
@@ -19,6 +20,10 @@ No service defines this one; dwnotify does, and a receiver can rely on it:
   is trimmed further. A digest of several messages is one post whose text joins them with `---` lines.
 - Values interpolated into the template (names, messages, creators) are escaped as CommonMark text
   (`base.escape_markdown`): a receiver that renders the markdown shows them, links and all, as text.
+- A message that mentions people (a rule's `mention: creator`) names them in the text as `@<name>`,
+  plain escaped text (there is no chat service here to notify anyone), and lists them in the body as
+  `"mentions": [{"id": "<DataWorks user id>", "name": "<name or id>"}]`, so that a receiver can
+  notify them its own way. Their chat ids and mobiles are not sent: the receiver is not a chat.
 - Any 2xx answer is success. 429 (waiting `Retry-After` seconds, 60 without one), 408 and 5xx are
   retried; any other status is permanent and reported with the first 200 characters of the answer,
   in which the URL and its path and query values are blanked.
@@ -32,8 +37,9 @@ from urllib.parse import parse_qsl, urlsplit
 
 from ..errors import DeliveryError
 from ..message import Message
+from ..settings import PersonSettings
 from ..text import fit_encoded
-from .base import MARKDOWN, HttpChannel, encode_json, retry_after_seconds
+from .base import MARKDOWN, HttpChannel, encode_json, escape_markdown, retry_after_seconds
 from .kind import WEBHOOK, ChannelType, DigestRules, RateBudget, TemplateFormat
 
 MAX_TEXT_BYTES = 32_000
@@ -50,11 +56,18 @@ def sign(secret: str, timestamp_s: int, body: bytes) -> str:
     return f"sha256={digest.hexdigest()}"
 
 
+def webhook_mention(person: PersonSettings) -> str:
+    """`@<name>` as inert markdown: a receiver of our own has no mention syntax to notify with."""
+    return escape_markdown(f"@{person.label}")
+
+
 def encode_body(message: Message) -> bytes:
     """The JSON body, its text within MAX_TEXT_BYTES and itself within MAX_BODY_BYTES; sent as returned."""
+    mentions = [{"id": person.id, "name": person.label} for person in message.mentions]
 
     def body(text: str) -> bytes:
-        return encode_json({"title": message.title, "text": text})
+        fields = {"title": message.title, "text": text}
+        return encode_json({**fields, "mentions": mentions} if mentions else fields)
 
     def size(text: str) -> int:  # over the limit when the text alone is
         return len(body(text)) if len(text.encode("utf-8")) <= MAX_TEXT_BYTES else MAX_BODY_BYTES + 1
@@ -106,4 +119,5 @@ TYPE = ChannelType(
     rate=RateBudget(60, 60.0),
     digest=DigestRules(30_000, separator="\n\n---\n\n"),
     sender=WebhookChannel,
+    mention=webhook_mention,
 )

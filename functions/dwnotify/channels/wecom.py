@@ -27,7 +27,7 @@ from typing import Any
 
 from ..errors import DeliveryError
 from ..message import Message
-from ..settings import ChannelSettings
+from ..settings import ChannelSettings, PersonSettings
 from ..text import fit_text
 from .base import HttpChannel, Markup, markdown_url, raise_for_transport
 from .kind import WEBHOOK, ChannelType, DigestRules, RateBudget, TemplateFormat, url_must_contain
@@ -56,6 +56,11 @@ def plain_wecom_markdown(markup: str) -> str:
 
 
 MARKUP = Markup(escape_wecom_markdown, plain_wecom_markdown, markdown_url)
+
+
+def wecom_mention(person: PersonSettings) -> str:
+    """`<@userid>`, the markdown mention of a member (the config checked the userid's form), or ""."""
+    return f"<@{person.wecom_user_id}>" if person.wecom_user_id else ""
 
 
 def build_payload(settings: ChannelSettings, message: Message) -> dict[str, Any]:
@@ -102,6 +107,7 @@ TYPE = ChannelType(
     rate=RateBudget(19, 60.0),  # 20 messages a minute per robot, then errcode 45009
     digest=DigestRules(3_800),
     sender=WeComChannel,
+    mention=wecom_mention,
     check=url_must_contain(
         "key=", "must be a WeCom group robot URL with its key (.../webhook/send?key=<key>)"
     ),
