@@ -3,8 +3,15 @@
 DingTalk (`POST /robot/send?access_token=T[&timestamp=ms&sign=S]`, always HTTP 200 + errcode), checked
 in this order: 300001 unknown token; 130101 robot silenced; 310000 sign missing/wrong or timestamp
 over 1 h off; 460101 body over 20,000 bytes; 40035 invalid JSON, missing/unknown msgtype or missing
-content; 400402 markdown without title; 310000 keyword missing; 130101 the 21st message within 60 s,
-which also silences the robot for 10 minutes.
+content; 400402 markdown without title; 40035 an `at` that is not `{atMobiles: [str], atUserIds: [str],
+isAtAll: bool}` (the guide's types; which errcode DingTalk gives a malformed one is not documented, so
+this stand-in is the stricter); 310000 keyword missing; 130101 the 21st message within 60 s, which also
+silences the robot for 10 minutes.
+
+`mentions(token)` is who the accepted messages highlight, as the guide has it ("在 content 里添加@人的
+手机号 / userid"): a mobile or userid that is both in the `at` lists and written `@<it>` in the text (an
+`@13800000000` in the text alone, or an at entry the text does not show, mentions no one); `all` for
+`isAtAll`.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -59,6 +67,17 @@ class DingTalkEmulator(_RobotWebhook):
         """DingTalk's "system busy" answer."""
         return {"errcode": -1, "errmsg": "系统繁忙"}
 
+    def mentions(self, token: str) -> list[str]:
+        """Who the accepted messages of one robot mention (`all` for everyone), in order."""
+        found: list[str] = []
+        for body in self.messages(token):
+            at = body.get("at") or {}
+            text = _visible_text(body.get(body.get("msgtype"), {}))
+            listed = [*at.get("atMobiles", []), *at.get("atUserIds", [])]
+            found += [who for who in listed if _written(who, text)]
+            found += ["all"] if at.get("isAtAll") else []
+        return found
+
     def silenced(self, token: str) -> bool:
         """Whether the robot is serving its 10-minute penalty for sending too fast."""
         with self._lock:
@@ -100,6 +119,8 @@ class DingTalkEmulator(_RobotWebhook):
                 return (
                     (400402, "缺少参数 title") if name == "title" else (40035, f"缺少参数 {msgtype}.{name}")
                 )
+        if _at_problem(body.get("at")):
+            return 40035, f"不合法的参数 at: {_at_problem(body.get('at'))}"
         words = self.keywords.get(token)
         if words and not any(w in _visible_text(content) for w in words):
             return 310000, "关键词不匹配 (keywords not in content)"
@@ -128,6 +149,25 @@ class DingTalkEmulator(_RobotWebhook):
             return 130101, "send too fast, exceed 20 times per minute"
         window.append(now)
         return 0, "ok"
+
+
+def _at_problem(at: Any) -> str | None:
+    if at is None:
+        return None
+    if not isinstance(at, dict):
+        return "at must be an object"
+    for key in ("atMobiles", "atUserIds"):
+        value = at.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+            return f"{key} must be a list of non-empty strings"
+    if not isinstance(at.get("isAtAll", False), bool):
+        return "isAtAll must be true or false"
+    return None
+
+
+def _written(who: str, text: str) -> bool:
+    """Whether `@<who>` is in the text as a whole mention (not the start of a longer number or id)."""
+    return re.search(rf"@{re.escape(who)}(?![0-9A-Za-z_.-])", text) is not None
 
 
 def _visible_text(content: Mapping[str, Any]) -> str:

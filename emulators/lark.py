@@ -8,8 +8,13 @@ checked in this order: 19001 unknown token; 11232 over 5 messages a second or 10
 over 20 KB or not JSON; 19021 `timestamp`/`sign` missing, wrong, or over an hour off (signing bots);
 9499 unknown `msg_type` or missing content (`content.text`, `content.post`, or a `card` with elements);
 19024 none of the bot's keywords in the message text. Success: `{"StatusCode": 0, "StatusMessage":
-"success", "code": 0, "data": {}, "msg": "success"}`. `mentions(token)` lists the `<at id=...>` (and
-`user_id=`, `open_id=`, `email=`, `ids=`) of accepted messages, `all` for everyone.
+"success", "code": 0, "data": {}, "msg": "success"}`.
+
+`mentions(token)` lists who the accepted messages mention, `all` for everyone, each in the syntax of
+its message type, as Lark reads them: in a card's markdown `<at id=...></at>` or `<at ids=a,b></at>`
+(the card rich text component); in `text` and `post` content `<at user_id="...">` (the message
+content page). Either form in the other place is shown as text and mentions no one, and a custom bot
+mentions by open_id (`ou_...`) only ("自定义机器人仅支持使用open_id@人"), so other ids are no mention.
 """
 
 from __future__ import annotations
@@ -48,7 +53,10 @@ def lark_sign(secret: str, timestamp: str) -> str:
     return base64.b64encode(hmac.new(string_to_sign, digestmod=hashlib.sha256).digest()).decode()
 
 
-_LARK_AT = re.compile(r"<at\s+(?:id|ids|user_id|open_id|email)\s*=\s*['\"]?([^'\"<>\s]+)", re.IGNORECASE)
+# The attribute that names who an `<at>` mentions, per message type (see the module docstring).
+_AT_ATTRIBUTES = {"interactive": ("id", "ids"), "text": ("user_id",), "post": ("user_id",)}
+_LARK_AT = re.compile(r"<at\s+([a-z_]+)\s*=\s*['\"]?([^'\"<>\s]+)", re.IGNORECASE)
+_OPEN_ID = re.compile(r"ou_[0-9A-Za-z]+|all")
 
 
 class LarkEmulator(_RobotWebhook):
@@ -78,9 +86,15 @@ class LarkEmulator(_RobotWebhook):
         """Who the accepted messages of one bot mention (`<at id=all>` gives `all`), in order."""
         found: list[str] = []
         for body in self.messages(token):
-            for text in _strings(body.get("card") or body.get("content")):
-                for ids in _LARK_AT.findall(text):
-                    found += ids.split(",")
+            kind = body.get("msg_type")
+            attributes = _AT_ATTRIBUTES.get(kind, ())
+            texts = (
+                _card_markdown(body.get("card")) if kind == "interactive" else _strings(body.get("content"))
+            )
+            for text in texts:
+                for attribute, ids in _LARK_AT.findall(text):
+                    if attribute.lower() in attributes:
+                        found += [who for who in ids.split(",") if _OPEN_ID.fullmatch(who)]
         return found
 
     def handle(self, request: Request) -> Response:
@@ -124,6 +138,21 @@ class LarkEmulator(_RobotWebhook):
         if not timestamp.isdigit() or abs(self.now() - int(timestamp)) > 3600:
             return False
         return hmac.compare_digest(lark_sign(secret, timestamp), sign)
+
+
+def _card_markdown(card: Any) -> Iterable[str]:
+    """The markdown a card renders: `markdown` elements and `lark_md` texts (a header is plain text)."""
+    if not isinstance(card, dict):
+        return
+    elements = card.get("elements") or (card.get("body") or {}).get("elements") or []
+    for element in elements if isinstance(elements, list) else []:
+        if not isinstance(element, dict):
+            continue
+        text = element.get("text")
+        if element.get("tag") == "markdown" and isinstance(element.get("content"), str):
+            yield element["content"]
+        elif isinstance(text, dict) and text.get("tag") == "lark_md" and isinstance(text.get("content"), str):
+            yield text["content"]
 
 
 def _lark_content_problem(body: Mapping[str, Any]) -> str | None:

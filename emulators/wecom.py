@@ -6,7 +6,9 @@ Same records and canned answers as the other chat stand-ins (`emulators._chat`: 
 WeCom (`POST /cgi-bin/webhook/send?key=K`, "群机器人配置说明"), always HTTP 200 + `errcode`: 93000 unknown
 key; 45009 over 20 messages a minute; 47001 not JSON; 40008 unknown `msgtype`; 44004 empty content;
 40058 text over 2,048 or markdown over 4,096 bytes. `errmsg` ends with WeCom's `, hint: [...], from
-ip: ..., more info at ...` tail. `mentions(key)` lists the `<@userid>` of accepted markdown.
+ip: ..., more info at ...` tail. `mentions(key)` lists who accepted messages mention, in the guide's
+two ways: `<@userid>` in markdown content, `mentioned_list` beside a text (a `<@userid>` in a text, or
+a `mentioned_list` beside markdown, mentions no one).
 """
 
 from __future__ import annotations
@@ -54,10 +56,13 @@ class WeComEmulator(_Webhook):
             return [a.body for a in self.attempts if a.target == key and a.result == "0"]
 
     def mentions(self, key: str) -> list[str]:
-        """The `<@userid>` mentions in the accepted markdown messages of one robot, in order."""
+        """Who the accepted messages of one robot mention, in order (see the module docstring)."""
         found: list[str] = []
         for body in self.messages(key):
-            found += _MENTION.findall(str((body.get("markdown") or {}).get("content", "")))
+            if body.get("msgtype") == "markdown":
+                found += _MENTION.findall(str((body.get("markdown") or {}).get("content", "")))
+            elif body.get("msgtype") == "text":
+                found += [str(who) for who in (body.get("text") or {}).get("mentioned_list") or ()]
         return found
 
     def handle(self, request: Request) -> Response:
