@@ -4,6 +4,8 @@
 what `check` renders per rule and channel: every event type the rule matches in one message, then
 each of them alone, on a run in the state that event leaves it in (a `run.*` event has no stage, a
 running run has no duration), so a template that only works for some events fails `check`, not a tick.
+The first of them has its creator listed in `people` and mentioned (as a rule with `mention: creator`
+has it), the others an unknown creator, so a template's mention branch is rendered too.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 
+from dwnotify.channels import CHANNEL_TYPES
 from dwnotify.model import (
     CANCELED,
     EVENT_TYPES,
@@ -27,7 +30,7 @@ from dwnotify.model import (
     run_key,
 )
 from dwnotify.render import MessageContext
-from dwnotify.settings import DEFAULT_CONSOLE_URL, ProjectSettings
+from dwnotify.settings import DEFAULT_CONSOLE_URL, PersonSettings, ProjectSettings
 
 SAMPLE_RUN_ID = "a7ef0634-20ec-4a7c-a214-54020f91c3d2"
 # A status outside the contract's list, as a `*.changed` event reports it (kept as it came).
@@ -76,6 +79,19 @@ _DEPLOY = Stage(
 )
 
 
+SAMPLE_CREATOR = "1379463177661024"
+# The sample run's creator as a `people` entry would list them: an id for every chat service.
+SAMPLE_PERSON = PersonSettings(
+    id=SAMPLE_CREATOR,
+    name="张三 Zhang San",
+    dingtalk_mobile="13800000000",
+    dingtalk_user_id="zhangsan",
+    slack_user_id="U0123ABCD",
+    lark_open_id="ou_7d8a6e6df7621556ce0d21922b676706",
+    wecom_user_id="zhangsan",
+)
+
+
 def _run(project_id: int, now: datetime, status: str, stage_statuses: tuple[str, str, str]) -> Run:
     """The sample run in `status`, its build, check and deploy stages in `stage_statuses`."""
     stages = tuple(
@@ -86,7 +102,7 @@ def _run(project_id: int, now: datetime, status: str, stage_statuses: tuple[str,
         id=SAMPLE_RUN_ID + "\n",  # the API's own example ends the Id with a newline
         project_id=project_id,
         status=status,
-        creator="1379463177661024",
+        creator=SAMPLE_CREATOR,
         description="订单宽表 dwd_trade_order_di 上线",
         message="发布检查未通过 (Check failed)" if status == FAIL else "",
         create_time=now - timedelta(minutes=4, seconds=27),
@@ -201,7 +217,9 @@ def rule_samples(
     """The messages `check` renders for a rule and channel: all `event_types` at once, then each alone.
 
     The message with all of them is the failed sample run's; it is left out for a single type, whose
-    message alone (on a run in the state it leaves it in) says more.
+    message alone (on a run in the state it leaves it in) says more. The first message's creator is
+    known (`SAMPLE_PERSON`) and mentioned in the channel type's markup, as a rule with `mention:
+    creator` has it; the others' creator is not in `people`.
     """
     wanted = [event_type for event_type in EVENT_TYPES if event_type in event_types]
     channel = (channel_name, channel_type)
@@ -213,4 +231,7 @@ def rule_samples(
     for event_type in wanted:
         alone, event = single_event_sample(event_type, project.id, now)
         contexts.append(_context(alone, (event,), channel, rule_name, project, now, console_url))
+    if contexts:  # the first one's creator is known and mentioned; the others' creator is unknown
+        mention = CHANNEL_TYPES[channel_type].mention(SAMPLE_PERSON)
+        contexts[0] = replace(contexts[0], person=SAMPLE_PERSON, mention=mention)
     return contexts
