@@ -127,6 +127,7 @@ _API_SCOPES: dict[str, tuple[str, ...]] = {
     "chat.update": ("chat:write",),
     "conversations.history": _HISTORY_SCOPES,
 }
+_LOST_BODY = b"<html><body><h1>Internal Server Error</h1></body></html>"
 _THREAD_TS = re.compile(r"^\d+\.\d+$")
 _POST_OPTIONS = (
     "unfurl_links",
@@ -438,7 +439,7 @@ class SlackEmulator(_Webhook):
             return (
                 None
                 if loss.drop
-                else Response.text(loss.status, "<html><body>Internal Server Error</body></html>")
+                else Response(loss.status, _LOST_BODY, {"Content-Type": "text/html; charset=utf-8"})
             )
         return _api_answer(200, {"ok": True, **fields}, warnings)
 
