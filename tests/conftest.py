@@ -37,6 +37,7 @@ from emulators.tablestore import TablestoreEmulator  # noqa: E402
 DING_TOKEN = "ding-ops-token-5f1e"
 DING_SECRET = "SEC0123456789abcdef0123456789abcdef"
 SLACK_HOOK = "T000/B000/team-hook-9c2d"
+SLACK_BOT_TOKEN = "xoxb-test-token"  # the Slack stand-in's default bot token
 CREDENTIALS = Credentials("test-ak", Secret("test-secret"))
 STATE_BACKENDS = ("sqlite", "tablestore")
 # Modules whose `world` tests also run with state in Tablestore (the others stay on SQLite only).
@@ -50,6 +51,7 @@ TABLESTORE_MODULES = frozenset(
         "test_discovery",
         "test_crash",
         "test_cli",
+        "test_slack_app",
     }
 )
 
@@ -145,7 +147,12 @@ class World:
         return path
 
     def environ(self) -> dict[str, str]:
-        return {"DING_TOKEN": DING_TOKEN, "DING_SECRET": DING_SECRET, "SLACK_HOOK": SLACK_HOOK}
+        return {
+            "DING_TOKEN": DING_TOKEN,
+            "DING_SECRET": DING_SECRET,
+            "SLACK_HOOK": SLACK_HOOK,
+            "SLACK_BOT_TOKEN": SLACK_BOT_TOKEN,
+        }
 
     def build(self, wrap_store: Callable[[StateStore], StateStore] | None = None) -> App:
         """The app on the current config; `wrap_store` (a fault seam) wraps the store its notifier uses."""

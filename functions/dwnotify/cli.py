@@ -6,14 +6,17 @@ import argparse
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from . import __version__, config, logs
 from .channels import CHANNEL_TYPES
 from .errors import ConfigError, NotifierError, TemplateError
+from .living import reply_template
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -54,8 +57,11 @@ def _parser() -> argparse.ArgumentParser:
         "tick", parents=[after], help="run one tick and print its summary as one JSON line"
     )
     tick.add_argument("--dry-run", action="store_true", help="diff and render, but store and send nothing")
-    commands.add_parser(
+    check = commands.add_parser(
         "check", parents=[after], help="validate the config and render a sample message per rule and channel"
+    )
+    check.add_argument(
+        "--online", action="store_true", help="also ask each Slack app channel's API whether its token works"
     )
     demo = commands.add_parser(
         "demo", parents=[after], help="play a scripted morning of deployments on local emulators"
@@ -112,6 +118,9 @@ def check_templates(settings: Settings) -> list[str]:
         project = settings.dataworks.project(project_id)
         for name in rule.channels:
             channel = settings.channels[name]
+            templates = [rule.template]
+            if CHANNEL_TYPES[channel.type].living:  # its thread replies have templates of their own
+                templates.append(reply_template(rule.template, partial(renderer.exists, channel.type)))
             contexts = rule_samples(
                 event_types,
                 name,
@@ -121,8 +130,9 @@ def check_templates(settings: Settings) -> list[str]:
                 now,
                 console_url=settings.dataworks.console_url,
             )
-            for problem in _sample_problems(renderer, channel.type, rule.template, contexts):
-                problems.setdefault(f"rules[{index}].template: {problem}")
+            for template in templates:
+                for problem in _sample_problems(renderer, channel.type, template, contexts):
+                    problems.setdefault(f"rules[{index}].template: {problem}")
     return list(problems)
 
 
@@ -178,14 +188,49 @@ def _validated(args: argparse.Namespace) -> Settings:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    """`check`: exit 0 when the config and every template are valid."""
+    """`check`: exit 0 when the config and every template are valid (and, `--online`, every token)."""
     settings = _validated(args)
     pairs = sum(len(rule.channels) for rule in settings.rules)
+    if args.online:
+        from .app import register_secrets_of
+
+        register_secrets_of(settings, None)  # an answer or an error must not show a token
+        problems = online_problems(settings, sys.stdout)
+        if problems:
+            raise ConfigError(problems)
     print(
         f"config ok: {len(settings.dataworks.projects)} workspace(s), {len(settings.channels)} channel(s), "
         f"{len(settings.rules)} rule(s), {pairs} sample message(s) rendered"
     )
     return EXIT_OK
+
+
+def online_problems(settings: Settings, stream: TextIO) -> list[str]:
+    """Ask each Slack app channel's Web API who its token is (`auth.test`); the refusals, by dotted path.
+
+    What each accepted token is (team and bot user) is printed to `stream`.
+    """
+    from .app import ChannelFactory
+    from .channels.slack_app import SlackAppChannel
+    from .errors import DeliveryError
+
+    factory = ChannelFactory(settings.delivery.timeout.total_seconds(), time.time)
+    problems: list[str] = []
+    try:
+        for name, channel in settings.channels.items():
+            sender = factory(channel)
+            if not isinstance(sender, SlackAppChannel):
+                continue
+            try:
+                who = sender.auth_test()
+            except DeliveryError as error:
+                problems.append(f"channels.{name}.token: Slack refused it: {logs.mask(str(error))}")
+                continue
+            team, user = who.get("team") or who.get("team_id"), who.get("user") or who.get("user_id")
+            print(f"channels.{name}: auth.test ok (team {team}, bot user {user})", file=stream)
+    finally:
+        factory.close()
+    return problems
 
 
 def _credentials() -> Credentials:

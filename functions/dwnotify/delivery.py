@@ -28,20 +28,30 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 from .channels import CHANNEL_TYPES
 from .channels.base import Channel
 from .channels.kind import RateBudget
 from .errors import ConflictError, DeliveryError, StateError
+from .living import LivingChannel, LivingSteps, by_run
 from .logs import mask
 from .message import Message
 from .outbox import message_of
 from .settings import ChannelSettings
-from .state.base import FAILED, SENT, Lease, OutboxMessage, StateStore, channel_lease, leased_channel
+from .state.base import (
+    FAILED,
+    SENT,
+    Lease,
+    LivingMessage,
+    OutboxMessage,
+    StateStore,
+    channel_lease,
+    leased_channel,
+)
 from .timing import backoff
 
 log = logging.getLogger(__name__)
@@ -113,6 +123,16 @@ class _SerialStore:
         """See StateStore."""
         with self._lock:
             self._store.update_messages(lease, messages)
+
+    def load_living(self, channel: str, run_keys: Collection[str]) -> dict[str, LivingMessage]:
+        """See StateStore."""
+        with self._lock:
+            return self._store.load_living(channel, run_keys)
+
+    def store_living(self, living: LivingMessage, now: float) -> LivingMessage:
+        """See StateStore."""
+        with self._lock:
+            return self._store.store_living(living, now)
 
 
 @dataclass
@@ -352,7 +372,10 @@ class Deliverer:
             stats.pending += waiting
             return
         sent_before, failed_before = stats.sent, stats.failed
-        self._send_due(settings, lease, budget, due, stats, deadline)
+        if CHANNEL_TYPES[settings.type].living:
+            self._send_living(settings, lease, budget, due, stats, deadline)
+        else:
+            self._send_due(settings, lease, budget, due, stats, deadline)
         handled = (stats.sent - sent_before) + (stats.failed - failed_before)
         stats.pending += waiting + len(due) - handled
 
@@ -400,16 +423,116 @@ class Deliverer:
             if wait > 0:
                 self._sleep(wait)
                 waited += wait
-            left = lease.expires_at - self._clock()
-            # Renewed when this send could outlast it; also when far more is left than it was taken
-            # for, which only a clock gone back can show (and which another tick would cut).
-            if left < self._send_timeout_s + LEASE_MARGIN_S or left > self._lease_s + LEASE_MARGIN_S:
-                renewed = self._store.acquire_lease(lease.name, self._owner, self._lease_s, self._clock())
-                if renewed is None:
-                    return
-                lease = renewed
+            renewed = self._renewed(lease)
+            if renewed is None:
+                return
+            lease = renewed
             if not self._send_unit(settings, lease, budget, unit, stats, deadline):
                 return
+
+    def _renewed(self, lease: Lease) -> Lease | None:
+        """The lease, renewed when a send could outlast it; None when another tick has taken it.
+
+        Also renewed when far more is left than it was taken for, which only a clock gone back can
+        show (and which another tick would cut).
+        """
+        left = lease.expires_at - self._clock()
+        if self._send_timeout_s + LEASE_MARGIN_S <= left <= self._lease_s + LEASE_MARGIN_S:
+            return lease
+        return self._store.acquire_lease(lease.name, self._owner, self._lease_s, self._clock())
+
+    def _sender(self, settings: ChannelSettings, deadline: float | None) -> Channel:
+        """The channel's sender (built once), its send budget ending at `deadline` at the latest."""
+        with self._building:  # the factory opens its one shared HTTP client at the first call
+            channel = self._built.get(settings.name) or self._make_channel(settings)
+            self._built[settings.name] = channel
+        channel.deadline = deadline
+        return channel
+
+    def _send_living(
+        self,
+        settings: ChannelSettings,
+        lease: Lease,
+        budget: _Budget,
+        due: list[OutboxMessage],
+        stats: DeliveryStats,
+        deadline: float | None,
+    ) -> None:
+        """A living channel's due messages, one run at a time (`dwnotify.living`)."""
+        if not due or budget.paused_until > self._clock():
+            return
+        channel = cast(LivingChannel, self._sender(settings, deadline))
+        records = self._store.load_living(settings.name, {message.run_key for message in due})
+        waited = 0.0
+
+        def pace() -> bool:  # before every call to the service: the rate budget, and the deadline
+            nonlocal waited
+            wait = budget.wait_for_room(self._clock())
+            if deadline is not None and self._clock() + wait + self._send_timeout_s >= deadline:
+                return False
+            if wait > 0 and waited + wait > budget.rate.inline_wait_s:
+                return False
+            if wait > 0:
+                self._sleep(wait)
+                waited += wait
+            budget.sent_at.append(self._clock())  # every attempt counts: a timed-out one may have landed
+            return True
+
+        steps = LivingSteps(self._store, channel, self._clock, pace)
+        for group in by_run(due):
+            renewed = self._renewed(lease)
+            if renewed is None:
+                return
+            lease = renewed
+            run = group[0].run_key
+            record = records.get(run) or LivingMessage(settings.name, run)
+            shown = self._send_living_run(steps, lease, budget, record, group, stats)
+            if shown is None:
+                return
+            records[run] = shown
+
+    def _send_living_run(
+        self,
+        steps: LivingSteps,
+        lease: Lease,
+        budget: _Budget,
+        record: LivingMessage,
+        group: list[OutboxMessage],
+        stats: DeliveryStats,
+    ) -> LivingMessage | None:
+        """Show a run's newest message and send each message's reply; the record after, or None when
+        the channel should not be tried again this tick."""
+        done: list[OutboxMessage] = []
+        try:
+            shown = steps.show(record, message_of(group[-1]))  # the earlier renderings are superseded
+            if shown is None:
+                return None
+            calls = 1
+            for message in group:
+                if message.reply and not steps.reply(shown, message.reply):
+                    self._record_done(lease, budget, done, stats, calls)
+                    return None
+                calls += bool(message.reply)
+                done.append(message)
+        except DeliveryError as error:
+            self._record_done(lease, budget, done, stats, 0)
+            left = group[len(done) :]
+            return record if self._record_failure(lease, budget, left, error, stats) else None
+        self._record_done(lease, budget, done, stats, calls)
+        return shown
+
+    def _record_done(
+        self, lease: Lease, budget: _Budget, done: list[OutboxMessage], stats: DeliveryStats, calls: int
+    ) -> None:
+        if not done:
+            return
+        now = self._clock()
+        sent = [
+            replace(m, status=SENT, attempts=m.attempts + 1, finished_at=now, last_error="") for m in done
+        ]
+        self._record_sent(replace(lease, data=budget.dump()), sent)
+        stats.sent += len(sent)
+        stats.posts += calls
 
     def _send_unit(
         self,
@@ -421,10 +544,7 @@ class Deliverer:
         deadline: float | None,
     ) -> bool:
         """Send one message or digest; False when the channel should not be tried again this tick."""
-        with self._building:  # the factory opens its one shared HTTP client at the first call
-            channel = self._built.get(settings.name) or self._make_channel(settings)
-            self._built[settings.name] = channel
-        channel.deadline = deadline  # the send's own budget ends there at the latest
+        channel = self._sender(settings, deadline)
         budget.sent_at.append(self._clock())  # every attempt counts: a timed-out one may have landed
         try:
             channel.send(digest(settings.type, unit))

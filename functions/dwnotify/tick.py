@@ -9,12 +9,14 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import outbox
 from .diff import diff
 from .discovery import Discoverer, Discovery, Observation, RunSource
 from .errors import ConflictError, NotifierError
+from .living import REPLY_TEMPLATE, reply_template, wants_reply
 from .logs import mask
 from .model import FAIL, Event, Run, RunItem, RunState, run_key
 from .pacing import CallBudget, Ledger
@@ -505,6 +507,11 @@ class Notifier:
                 stage_started=state.stage_started,
             )
             rendered = self._render_safely(item.rule.template, context, summary)
+            if CHANNEL_TYPES[channel.type].living and wants_reply(item.events):
+                exists = partial(self.renderer.exists, channel.type)
+                name = reply_template(item.rule.template, exists)
+                reply = self._render_safely(name, context, summary, REPLY_TEMPLATE)
+                rendered = replace(rendered, reply=reply.text)
             if mentioned is not None and mention:  # DingTalk lists its mentions beside the text (`at`)
                 rendered = replace(rendered, mentions=(mentioned,))
             messages.append(
@@ -520,13 +527,17 @@ class Notifier:
             )
         return messages
 
-    def _render_safely(self, template: str, context: MessageContext, summary: TickSummary) -> Message:
+    def _render_safely(
+        self, template: str, context: MessageContext, summary: TickSummary, fallback: str = "default"
+    ) -> Message:
         """The rule's template; if it fails on these events, `default`, then plain text, with a note.
 
         One broken or runaway template must not hold back every message behind it, tick after tick:
         each render is bounded in time and size (`dwnotify.sandbox`), the fallbacks too.
         """
-        rendered, failures = self.renderer.render_or_fall_back(context.channel_type, template, context)
+        rendered, failures = self.renderer.render_or_fall_back(
+            context.channel_type, template, context, fallback
+        )
         for name, error in failures:
             problem = f"template {name!r} for {context.channel_type} failed on run {context.run.id}: {error}"
             where = {"run_id": context.run.id, "project_id": context.run.project_id}

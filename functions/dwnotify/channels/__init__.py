@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from . import dingtalk, lark, slack, webhook, wecom
+from . import dingtalk, lark, slack, slack_app, webhook, wecom
 from .base import Channel
 from .kind import ChannelType
 
@@ -23,6 +23,7 @@ CHANNEL_TYPES: Mapping[str, ChannelType] = {
     for kind in (
         dingtalk.TYPE,
         slack.TYPE,
+        slack_app.TYPE,
         lark.TYPE,
         wecom.TYPE,
         webhook.TYPE,

@@ -90,6 +90,8 @@ class ChannelType:
     limits that blocks break (what `dwnotify check` reports of a template's sample output).
     `mention(person)` is the live mention of a person in this type's markup ("" when the person has
     no id this service knows): the only live mention a message holds, values stay inert.
+    `living` types keep one message per run and edit it (their sender is a `living.LivingChannel`);
+    their messages are never merged into digests.
     """
 
     name: str
@@ -102,6 +104,7 @@ class ChannelType:
     layout_problems: Callable[[Sequence[Mapping[str, Any]]], list[str]] | None = None
     required: frozenset[str] = frozenset({"url"})
     mention: Callable[[PersonSettings], str] = field(default=_no_mention)
+    living: bool = False
 
     def __post_init__(self) -> None:
         unknown = {kind for kind in self.options.values() if kind not in OPTION_KINDS}

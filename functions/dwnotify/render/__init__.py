@@ -120,6 +120,15 @@ class Renderer:
         """Load, check and cache template `name` for a channel type; TemplateError if missing or invalid."""
         self._template(channel_type, name)
 
+    def exists(self, channel_type: str, name: str) -> bool:
+        """Whether some folder of the search path has template `name` for the channel type."""
+        formats = _formats(channel_type) or ()
+        return any(
+            (folder / f"{channel_type}/{name}.{fmt.ext}.j2").is_file()
+            for folder in self.search_path
+            for fmt in formats
+        )
+
     def render(self, channel_type: str, name: str, ctx: MessageContext) -> Message:
         """Render one message; TemplateError names the template file and line when anything fails.
 
@@ -151,21 +160,21 @@ class Renderer:
         return _message(text, compiled)
 
     def render_or_fall_back(
-        self, channel_type: str, name: str, ctx: MessageContext
+        self, channel_type: str, name: str, ctx: MessageContext, fallback: str = "default"
     ) -> tuple[Message, list[tuple[str, TemplateError]]]:
-        """Template `name`; if it fails, `default`, then plain text, with a note saying why. Never raises.
+        """Template `name`; if it fails, `fallback`, then plain text, with a note saying why. Never raises.
 
         Returns the message and the failures, (template name, error), for the caller to log.
         """
         failures: list[tuple[str, TemplateError]] = []
-        for candidate in dict.fromkeys((name, "default")):
+        for candidate in dict.fromkeys((name, fallback)):
             try:
                 message = self.render(channel_type, candidate, ctx)
             except TemplateError as error:
                 failures.append((candidate, error))
                 continue
             if failures:
-                message = with_note(message, fallback_note(failures, "default"), channel_type)
+                message = with_note(message, fallback_note(failures, fallback), channel_type)
             return message, failures
         return plain_message(ctx, fallback_note(failures, "plain"), self.limits.output_chars), failures
 

@@ -28,7 +28,7 @@ def fallback_note(failures: Sequence[tuple[str, TemplateError]], stand_in: str) 
     why = (
         first.reason if isinstance(first, TemplateLimitError) else "it failed; the error is in the tick's log"
     )
-    zh, en = ("默认模板", "the default template") if stand_in == "default" else ("纯文本", "plain text")
+    zh, en = ("纯文本", "plain text") if stand_in == "plain" else ("默认模板", "the default template")
     return (
         f"⚠️ 模板 {names} 未能生成此消息，已改用{zh} · "
         f"Template {names} could not render this message ({why}); {en} stands in."

@@ -1,0 +1,218 @@
+"""Slack app channels (a bot token and a channel id): one living message per run, edited as it moves.
+
+The Web API (`<api_url>/<method>`, `Authorization: Bearer <token>`) answers HTTP 200 with
+`{"ok": true, ...}` or `{"ok": false, "error": "<word>"}`; rate limits come as HTTP 429 with
+`Retry-After` (or `ratelimited` in the body). Methods used:
+
+- `chat.postMessage` posts a run's message (its `ts` and the channel's id come back) and, with
+  `thread_ts`, the replies in its thread; the message carries `metadata` naming the run and the
+  dwnotify channel, so that a post whose answer was lost can be found again;
+- `chat.update` edits the message to the run's current state (`message_not_found`: it was deleted,
+  so the run is posted anew);
+- `conversations.history` (scope `channels:history`, `groups:history` for a private channel) with
+  `include_all_metadata` finds that message after a crash between the post and its record;
+- `auth.test` checks the token (`dwnotify check --online` only).
+
+The message layout (Block Kit fitting, mrkdwn sections, escaping) is Slack's, shared with the
+incoming-webhook channel (`channels.slack`). The living-message protocol itself (which call when,
+what is stored) is in `dwnotify.living`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlencode
+
+from ..errors import DeliveryError
+from ..living import MessageGone, Posted
+from ..message import Message
+from ..text import trim_utf8
+from .base import HttpChannel, retry_after_seconds
+from .kind import ChannelType, DigestRules, RateBudget, TemplateFormat
+from .slack import MARKUP, MAX_TEXT_CHARS, build_payload, layout_problems, sections, slack_mention
+
+log = logging.getLogger(__name__)
+
+DEFAULT_API_URL = "https://slack.com/api"
+METADATA_EVENT = "dwnotify_run"  # the `event_type` of the metadata a run's message carries
+HISTORY_PAGE = 200  # messages per conversations.history page
+HISTORY_PAGES = 5  # pages looked through for a lost post before it is taken as not made
+HISTORY_SLACK_S = 120.0  # looked for from this long before the post started: clocks differ
+_RATE_LIMIT_WAIT_S = 30.0  # when a 429 gives no Retry-After
+
+# Error words worth trying again; any other `ok: false` is the request's own fault, for good.
+_TRANSIENT = frozenset(
+    {"ratelimited", "rate_limited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+)
+_RATE_LIMITED = frozenset({"ratelimited", "rate_limited"})
+
+
+class SlackAppChannel(HttpChannel):
+    """One Slack channel through the Web API with a bot token."""
+
+    def _api_url(self, method: str) -> str:
+        base = self._settings.options.get("api_url")
+        return f"{(base.reveal() if base is not None else DEFAULT_API_URL).rstrip('/')}/{method}"
+
+    def _headers(self, kind: str) -> dict[str, str]:
+        token = self._settings.options.get("token")
+        if token is None:
+            raise DeliveryError("the channel has no token", channel=self.name, retryable=False)
+        return {"Content-Type": kind, "Authorization": f"Bearer {token.reveal()}"}
+
+    def call(self, method: str, payload: Mapping[str, Any], *, form: bool = False) -> dict[str, Any]:
+        """One Web API call; its answer when `ok`, else a DeliveryError (MessageGone for a deleted message).
+
+        Write methods take JSON; read methods (`form`) take form fields, as Slack requires.
+        """
+        if form:
+            body = urlencode({k: str(v).lower() if isinstance(v, bool) else v for k, v in payload.items()})
+            response = self._post(
+                self._api_url(method),
+                content=body.encode(),
+                headers=self._headers("application/x-www-form-urlencoded"),
+            )
+        else:
+            content = json.dumps(dict(payload), ensure_ascii=False).encode("utf-8")
+            response = self._post(
+                self._api_url(method),
+                content=content,
+                headers=self._headers("application/json; charset=utf-8"),
+            )
+        if response.status_code == 429:
+            wait = retry_after_seconds(response, _RATE_LIMIT_WAIT_S)
+            raise DeliveryError(
+                f"{method}: rate limited", channel=self.name, retryable=True, retry_after=wait
+            )
+        if response.status_code != 200:
+            retryable = response.status_code >= 500 or response.status_code == 408
+            raise DeliveryError(
+                f"{method}: HTTP {response.status_code}", channel=self.name, retryable=retryable
+            )
+        try:
+            answer = response.json()
+        except ValueError:
+            raise DeliveryError(
+                f"{method}: the answer is not JSON", channel=self.name, retryable=True
+            ) from None
+        if not isinstance(answer, dict):
+            raise DeliveryError(
+                f"{method}: the answer is not a JSON object", channel=self.name, retryable=True
+            )
+        if answer.get("ok") is True:
+            return answer
+        word = str(answer.get("error") or "unknown_error")[:100]
+        needed = (
+            f" (needs scope {answer['needed']})" if word == "missing_scope" and answer.get("needed") else ""
+        )
+        reason = f"{method}: {word}{needed}"
+        if word == "message_not_found":
+            raise MessageGone(reason, channel=self.name, retryable=False)
+        if word in _RATE_LIMITED:
+            wait = retry_after_seconds(response, _RATE_LIMIT_WAIT_S)
+            raise DeliveryError(reason, channel=self.name, retryable=True, retry_after=wait)
+        raise DeliveryError(reason, channel=self.name, retryable=word in _TRANSIENT)
+
+    def _channel(self) -> str:
+        return str(self._settings.options.get("channel") or "")
+
+    def _content(self, message: Message) -> dict[str, Any]:
+        return {**build_payload(message, self.name), "unfurl_links": False, "unfurl_media": False}
+
+    def send(self, message: Message) -> None:
+        """Post a message of its own (not a run's living message)."""
+        self.call("chat.postMessage", {"channel": self._channel(), **self._content(message)})
+
+    def post(self, message: Message, run_key: str) -> Posted:
+        """Post a run's message, marked with metadata that `find` looks for; where it was posted."""
+        metadata = {"event_type": METADATA_EVENT, "event_payload": {"run": run_key, "channel": self.name}}
+        answer = self.call(
+            "chat.postMessage", {"channel": self._channel(), **self._content(message), "metadata": metadata}
+        )
+        return self._posted(answer, "chat.postMessage")
+
+    def update(self, posted: Posted, message: Message) -> None:
+        """Edit a run's message to `message`; MessageGone when it no longer exists."""
+        self.call("chat.update", {"channel": posted.channel_id, "ts": posted.ts, **self._content(message)})
+
+    def reply(self, posted: Posted, text: str) -> None:
+        """Reply in a run's message's thread."""
+        payload = {
+            "channel": posted.channel_id,
+            "thread_ts": posted.ts,
+            "text": trim_utf8(text, MAX_TEXT_CHARS),
+            "blocks": sections(text),
+            "unfurl_links": False,
+            "unfurl_media": False,
+        }
+        self.call("chat.postMessage", payload)
+
+    def find(self, run_key: str, since: float) -> Posted | None:
+        """The run's message posted since `since` (epoch seconds), if the channel's history has it."""
+        cursor = ""
+        for _ in range(HISTORY_PAGES):
+            fields: dict[str, Any] = {
+                "channel": self._channel(),
+                "oldest": f"{max(0.0, since - HISTORY_SLACK_S):.6f}",
+                "include_all_metadata": True,
+                "limit": HISTORY_PAGE,
+            }
+            if cursor:
+                fields["cursor"] = cursor
+            answer = self.call("conversations.history", fields, form=True)
+            for message in answer.get("messages") or ():
+                if self._is_ours(message, run_key) and message.get("ts"):
+                    return Posted(str(answer.get("channel") or self._channel()), str(message["ts"]))
+            cursor = str((answer.get("response_metadata") or {}).get("next_cursor") or "")
+            if not answer.get("has_more") or not cursor:
+                return None
+        log.warning(
+            "slack-app: run %s's message was not among the last %d messages of %s; taken as not posted",
+            run_key,
+            HISTORY_PAGES * HISTORY_PAGE,
+            self.name,
+        )
+        return None
+
+    def _is_ours(self, message: Any, run_key: str) -> bool:
+        metadata = message.get("metadata") if isinstance(message, dict) else None
+        if not isinstance(metadata, dict) or metadata.get("event_type") != METADATA_EVENT:
+            return False
+        payload = metadata.get("event_payload")
+        return (
+            isinstance(payload, dict)
+            and payload.get("run") == run_key
+            and payload.get("channel") == self.name
+        )
+
+    def auth_test(self) -> dict[str, Any]:
+        """Who the token is (`auth.test`): team, user and bot ids; DeliveryError when it is refused."""
+        return self.call("auth.test", {}, form=True)
+
+    def _posted(self, answer: Mapping[str, Any], method: str) -> Posted:
+        ts, channel = answer.get("ts"), answer.get("channel")
+        if not isinstance(ts, str) or not ts:
+            # Posted, perhaps, but not known where: the post is looked for before it is tried again.
+            raise DeliveryError(f"{method}: the answer has no ts", channel=self.name, retryable=True)
+        return Posted(str(channel or self._channel()), ts)
+
+
+TYPE = ChannelType(
+    name="slack-app",
+    options={"token": "secret", "channel": "text", "api_url": "url"},
+    required=frozenset({"token", "channel"}),
+    # Within one folder a `blocks.json` template wins over a `mrkdwn` one; `<name>-reply.mrkdwn.j2`
+    # renders a thread reply.
+    formats=(TemplateFormat("blocks.json", MARKUP, is_json=True), TemplateFormat("mrkdwn", MARKUP)),
+    # chat.postMessage allows about one message a second per channel; chat.update more. One call a
+    # second keeps a burst of changes inside both; a 429 pauses the channel for its Retry-After.
+    rate=RateBudget(1, 1.1, inline_wait_s=8.0),
+    digest=DigestRules(36_000),
+    sender=SlackAppChannel,
+    layout_problems=layout_problems,
+    mention=slack_mention,
+    living=True,
+)
