@@ -237,3 +237,50 @@ def test_check_calls_auth_test_only_when_asked(app_world: World) -> None:
     assert bad.returncode == 2
     assert "config error: channels.deploys.token: Slack refused it: auth.test: invalid_auth" in bad.stderr
     assert "xoxb-nope" not in bad.stderr + bad.stdout
+
+
+def test_a_failure_mentions_its_creator_in_the_thread_and_names_them_in_the_message(app_world: World) -> None:
+    world = app_world
+    world.config_overrides["people"] = {12345: {"name": "李雷 Li Lei", "slack_user_id": "U0LILEI01"}}
+    world.config_overrides["rules"] = [
+        {"name": "everything", "events": ["*"], "channels": ["deploys"], "mention": "creator"}
+    ]
+    run_id = world.dataworks.add_run(
+        10000, status="Running", stages=STAGES, stage_statuses={"BUILD": "Running"}, creator="12345"
+    )
+    world.tick()
+    [message] = messages(world)
+    assert "李雷 Li Lei" in text_of(message) and "<@U0LILEI01>" not in text_of(message)  # no ping on progress
+    fail(world, run_id)
+    world.tick()
+    [message] = messages(world)
+    [reply] = world.slack.replies(CHANNEL, message["ts"])
+    assert "<@U0LILEI01>" in reply["text"]
+    assert any(
+        "<@U0LILEI01>" in block["text"]["text"] for block in reply["blocks"]
+    )  # shown, not only the fallback
+
+
+def test_text_from_dataworks_cannot_mention_anyone(app_world: World) -> None:
+    world = app_world
+    run_id = world.dataworks.add_run(
+        10000,
+        status="Running",
+        stages=STAGES,
+        stage_statuses={"BUILD": "Running"},
+        creator="<@U0EVIL> <!channel>",
+        description="<!here> deploy <https://evil.example|click>",
+    )
+    world.tick()
+    fail(world, run_id)
+    world.dataworks.set_run_status(
+        run_id,
+        stages={"BUILD": "Success", "CHECK": {"status": "Fail", "message": "<!channel> <@U0EVIL> broke"}},
+    )
+    world.tick()
+    [message] = messages(world)
+    texts = [text_of(message), *(r["text"] for r in world.slack.replies(CHANNEL, message["ts"]))]
+    for text in texts:
+        assert "<@U0EVIL>" not in text and "<!channel>" not in text and "<!here>" not in text
+        assert "<https://evil.example" not in text
+    assert "&lt;@U0EVIL&gt;" in texts[0]
