@@ -25,6 +25,17 @@ TICK_S = 60.0
 DING_TOKEN = "demo-ops"  # noqa: S105 - the emulator's robot, not a credential
 DING_SECRET = "SECdemo0000000000000000000000000000000000000000"  # noqa: S105
 SLACK_HOOK = "T000/B000/demo"
+SLACK_BOT_TOKEN = "xoxb-test-token"  # noqa: S105 - the emulator's bot, not a credential
+SLACK_CHANNEL = "C0123456"  # the emulator's #deploys
+# The scenario's creators as the `people` map would name them: failures mention them in the threads.
+PEOPLE = {
+    "137946317766XXXX": {
+        "name": "李雷 Li Lei",
+        "slack_user_id": "U0LILEI01",
+        "dingtalk_mobile": "13800000001",
+    },
+    "204517703358XXXX": {"name": "韩梅梅 Han Meimei", "slack_user_id": "U0HANMM02"},
+}
 BEIJING = timezone(timedelta(hours=8))
 
 
@@ -62,7 +73,14 @@ def _config(workdir: Path, dataworks_url: str, ding_url: str, slack_url: str, st
                 "secret": DING_SECRET,
             },
             "team": {"type": "slack", "url": f"{slack_url}/services/{SLACK_HOOK}"},
+            "deploys": {
+                "type": "slack-app",
+                "token": SLACK_BOT_TOKEN,
+                "channel": SLACK_CHANNEL,
+                "api_url": f"{slack_url}/api",
+            },
         },
+        "people": PEOPLE,
         "rules": [
             {
                 "name": "failures",
@@ -72,6 +90,7 @@ def _config(workdir: Path, dataworks_url: str, ding_url: str, slack_url: str, st
             },
             {"name": "landed", "events": ["run.succeeded"], "channels": ["ops"]},
             {"name": "everything", "events": ["*"], "channels": ["team"]},
+            {"name": "living", "events": ["*"], "channels": ["deploys"], "mention": "creator"},
         ],
     }
     path = workdir / "notifier.yaml"
@@ -92,14 +111,46 @@ def _show_dingtalk(message: dict[str, Any]) -> str:
 
 
 def _show_slack(message: dict[str, Any]) -> str:
+    return _card("Slack #team", str(message.get("text", "")), _section_texts(message))
+
+
+def _section_texts(message: dict[str, Any]) -> str:
     texts = [
         block["text"]["text"]
-        for block in message.get("blocks", [])
+        for block in message.get("blocks") or []
         if block.get("type") == "section" and isinstance(block.get("text"), dict)
     ]
-    return _card(
-        "Slack #team", str(message.get("text", "")), "\n".join(texts) or str(message.get("text", ""))
-    )
+    return "\n".join(texts) or str(message.get("text", ""))
+
+
+class _LivingView:
+    """What changed in the Slack app channel since the last look: messages posted or edited, replies."""
+
+    def __init__(self, slack: Any) -> None:
+        self._slack = slack
+        self._seen: dict[str, tuple[int, int]] = {}  # ts -> (edits, replies) shown
+
+    def changes(self) -> list[str]:
+        cards = []
+        for message in self._slack.posted(SLACK_CHANNEL):
+            ts = message["ts"]
+            edits, replies = self._seen.get(ts, (-1, 0))
+            thread = self._slack.replies(SLACK_CHANNEL, ts)
+            if len(message["edits"]) != edits:
+                what = "posted" if edits < 0 else f"edited ({len(message['edits'])} edits so far)"
+                cards.append(_card(f"Slack app #deploys, {what}", "", _section_texts(message)))
+            for reply in thread[replies:]:
+                cards.append(_card("Slack app #deploys, thread reply", "", _section_texts(reply)))
+            self._seen[ts] = (len(message["edits"]), len(thread))
+        return cards
+
+    @property
+    def edits(self) -> int:
+        return sum(edits for edits, _ in self._seen.values())
+
+    @property
+    def replies(self) -> int:
+        return sum(replies for _, replies in self._seen.values())
 
 
 @contextmanager
@@ -149,6 +200,7 @@ def run_demo(state_backend: str = "sqlite", max_ticks: int = 0, echo: Callable[[
         )
         totals = {"events": 0, "sent": 0, "api_calls": 0}
         shown_ding = shown_slack = 0
+        living = _LivingView(slack)
         for _ in range(ticks):
             clock.now += TICK_S
             summary = app.notifier.tick()
@@ -165,11 +217,14 @@ def run_demo(state_backend: str = "sqlite", max_ticks: int = 0, echo: Callable[[
                 echo(_show_dingtalk(message))
             for message in slack.messages(SLACK_HOOK)[shown_slack:]:
                 echo(_show_slack(message))
+            for card in living.changes():
+                echo(card)
             shown_ding = len(dingtalk.messages(DING_TOKEN))
             shown_slack = len(slack.messages(SLACK_HOOK))
         echo(
             f"\nsummary: {ticks} ticks, {totals['events']} events, {totals['sent']} messages delivered "
-            f"({shown_ding} DingTalk, {shown_slack} Slack), {totals['api_calls']} DataWorks API calls "
-            f"({totals['api_calls'] / ticks:.2f} per tick)"
+            f"({shown_ding} DingTalk, {shown_slack} Slack webhook, {len(slack.posted(SLACK_CHANNEL))} "
+            f"living Slack app messages edited {living.edits} times with {living.replies} thread replies), "
+            f"{totals['api_calls']} DataWorks API calls ({totals['api_calls'] / ticks:.2f} per tick)"
         )
     return 0
