@@ -250,10 +250,12 @@ def test_a_failure_mentions_its_creator_in_the_thread_and_names_them_in_the_mess
     )
     world.tick()
     [message] = messages(world)
-    assert "李雷 Li Lei" in text_of(message) and "<@U0LILEI01>" not in text_of(message)  # no ping on progress
+    assert "李雷 Li Lei" in text_of(message)
+    assert "<@U0LILEI01>" not in text_of(message) + message["text"]  # no ping on progress
     fail(world, run_id)
     world.tick()
     [message] = messages(world)
+    assert "<@U0LILEI01>" not in text_of(message) + message["text"]  # the edit notifies no one anyway
     [reply] = world.slack.replies(CHANNEL, message["ts"])
     assert "<@U0LILEI01>" in reply["text"]
     assert any(

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -120,7 +121,10 @@ class SlackAppChannel(HttpChannel):
         return str(self._settings.options.get("channel") or "")
 
     def _content(self, message: Message) -> dict[str, Any]:
-        return {**build_payload(message, self.name), "unfurl_links": False, "unfurl_media": False}
+        # The run's message pings no one, not even in its notification text: who is to act is
+        # mentioned in the thread replies, which notify (an edit never does).
+        quiet = replace(message, mentions=())
+        return {**build_payload(quiet, self.name), "unfurl_links": False, "unfurl_media": False}
 
     def send(self, message: Message) -> None:
         """Post a message of its own (not a run's living message)."""
