@@ -507,3 +507,19 @@ def test_a_stage_view_measures_from_first_seen_running_to_first_seen_final_or_no
     assert c.duration is None and c.since == datetime.fromtimestamp(100, tz=timezone.utc)
     unseen = RunView.of(run, "", now=now).stages[0]
     assert unseen.duration is None and unseen.started_at is None
+
+
+def test_a_stage_duration_lies_within_the_runs_own_times() -> None:
+    """Sightings are up to a poll late; DataWorks' creation and end times of the run are not."""
+    from datetime import datetime, timedelta, timezone
+
+    from dwnotify.model import Run, Stage
+    from dwnotify.render.context import RunView
+
+    def at(epoch: float) -> datetime:
+        return datetime.fromtimestamp(epoch, tz=timezone.utc)
+
+    stage = Stage("A", 1, "Deploy", "A", "", "fail", "")
+    run = Run("r1", 10000, "fail", create_time=at(130), modify_time=at(250), stages=(stage,))
+    [view] = RunView.of(run, "", now=at(400), stage_since={"A": 300.0}, stage_started={"A": 100.0}).stages
+    assert view.duration == timedelta(seconds=120)  # 130 (created) to 250 (ended), not 100 to 300

@@ -67,15 +67,28 @@ class StageView(Stage):
     duration: timedelta | None = None
 
     @classmethod
-    def of(cls, stage: Stage, since: float | None, started: float | None, now: datetime) -> StageView:
-        """The view of `stage` from its first-seen times (epoch seconds)."""
+    def of(
+        cls,
+        stage: Stage,
+        since: float | None,
+        started: float | None,
+        now: datetime,
+        run_span: tuple[datetime | None, datetime | None] = (None, None),
+    ) -> StageView:
+        """The view of `stage` from its first-seen times (epoch seconds).
+
+        Its duration lies within `run_span`, the run's creation and (once it is final) its end as
+        DataWorks reports them: a sighting is up to a poll late, the run's own times are not.
+        """
         values = {item.name: getattr(stage, item.name) for item in fields(Stage)}
-        seen = _moment(since)
-        began = _moment(started)
+        seen, began = _moment(since), _moment(started)
         duration = None
         if began is not None and stage.status != INIT:
             end = seen if is_final(stage.status) and seen is not None else now
-            duration = max(end - began, timedelta(0))
+            created, ended = run_span
+            start = max(began, created) if created is not None else began
+            end = min(end, ended) if ended is not None else end
+            duration = max(end - start, timedelta(0))
         return cls(**values, since=seen, started_at=began, duration=duration)
 
 
@@ -122,8 +135,9 @@ class RunView(Run):
             elapsed = max(now - run.create_time, timedelta(0))
         moment = now or datetime.now(timezone.utc)
         since, started = stage_since or {}, stage_started or {}
+        span = (run.create_time, run.modify_time if run.final else None)
         stages = tuple(
-            StageView.of(stage, since.get(stage.key), started.get(stage.key), moment)
+            StageView.of(stage, since.get(stage.key), started.get(stage.key), moment, span)
             for stage in sorted(run.stages, key=lambda stage: stage.step)
         )
         values = {item.name: getattr(run, item.name) for item in fields(Run)}
