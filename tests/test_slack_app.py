@@ -286,3 +286,40 @@ def test_text_from_dataworks_cannot_mention_anyone(app_world: World) -> None:
         assert "<@U0EVIL>" not in text and "<!channel>" not in text and "<!here>" not in text
         assert "<https://evil.example" not in text
     assert "&lt;@U0EVIL&gt;" in texts[0]
+
+
+def test_the_living_message_shows_what_the_run_deploys_at_every_edit_read_at_most_twice(
+    app_world: World,
+) -> None:
+    world = app_world
+    world.config_overrides["dataworks.items"] = True
+    items = [
+        {"name": "ods_user", "type": "Node", "version": 3},
+        {"name": "dwd_order", "type": "Node", "version": 7},
+    ]
+    run_id = world.dataworks.add_run(
+        10000, status="Running", stages=STAGES, stage_statuses={"BUILD": "Running"}, items=items
+    )
+    world.tick()
+    world.dataworks.set_run_status(run_id, stages={"BUILD": "Success", "CHECK": "Running"})
+    world.tick()
+    [message] = messages(world)
+    assert "发布内容 Items* (2)" in text_of(message) and "ods_user · Node v3" in text_of(
+        message
+    )  # not read again
+    assert world.app is not None
+    world.app.close()
+    world.app = None  # kept in the run's state, so a new instance shows them too
+    world.dataworks.set_run_status(
+        run_id,
+        status="Fail",
+        stages={"CHECK": {"status": "Fail", "message": "检查未通过"}},
+        items={"dwd_order": {"status": "Fail", "message": "节点 dwd_order 依赖缺失"}},
+    )
+    world.tick()
+    world.dataworks.set_run_status(run_id, stages={"DEPLOY": "Canceled"})
+    world.tick()
+    [message] = messages(world)
+    shown = text_of(message)
+    assert shown.index("dwd_order") < shown.index("ods_user") and "节点 dwd_order 依赖缺失" in shown
+    assert world.dataworks.call_count("ListPipelineRunItems") == 2

@@ -76,6 +76,7 @@ def diff(previous: RunState | None, current: Run, now: float | None = None) -> t
         version=previous.version if previous else 0,
         stage_since=since,
         stage_started=started,
+        items=previous.items if previous else (),
     )
     return events, state
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -115,6 +115,14 @@ class RunItem:
         return self.status == FAIL
 
 
+MAX_KEPT_ITEMS = 100  # the items a run state keeps (the failed ones first): a row stays small
+
+
+def kept_items(items: Sequence[RunItem]) -> tuple[RunItem, ...]:
+    """The items a run state keeps: the failed ones first, at most MAX_KEPT_ITEMS."""
+    return tuple(sorted(items, key=lambda item: not item.failed)[:MAX_KEPT_ITEMS])
+
+
 @dataclass(frozen=True)
 class Run:
     """A deployment pipeline run as the DataWorks API reports it, normalized."""
@@ -193,6 +201,9 @@ class RunState:
     # of a state stored before they were kept.
     stage_since: Mapping[str, float] = field(default_factory=dict, compare=False)
     stage_started: Mapping[str, float] = field(default_factory=dict, compare=False)
+    # What the run deploys as last read (its first message, its first failure; `MAX_KEPT_ITEMS` at
+    # most): a living message shows it at every edit, not only when it was read.
+    items: tuple[RunItem, ...] = field(default=(), compare=False)
 
     @property
     def key(self) -> str:

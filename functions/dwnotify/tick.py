@@ -18,7 +18,7 @@ from .discovery import Discoverer, Discovery, Observation, RunSource
 from .errors import ConflictError, NotifierError
 from .living import REPLY_TEMPLATE, reply_template, wants_reply
 from .logs import mask
-from .model import FAIL, Event, Run, RunItem, RunState, run_key
+from .model import FAIL, Event, Run, RunItem, RunState, kept_items, run_key
 from .pacing import CallBudget, Ledger
 from .rules import Route, route
 from .settings import ProjectSettings, Settings
@@ -431,16 +431,17 @@ class Notifier:
                 summary.errors.append(f"run {observation.run.key}: cannot be compared")
                 undiffed.add(observation.run.project_id)
                 continue
+            routes: list[Route] = []
+            items: tuple[RunItem, ...] = ()
+            if not observation.silent and events:
+                events_found += len(events)
+                self._log_events(observation, events)
+                routes = route(events, observation.run.project_id, self.settings.rules)
+                if routes and self.settings.dataworks.items and _wants_items(observation.previous, events):
+                    items = self._items(observation.run, deadline, summary)
+                    state = replace(state, items=kept_items(items)) if items else state
             if _changed(observation.previous, state):
                 states.append(state)
-            if observation.silent or not events:
-                continue
-            events_found += len(events)
-            self._log_events(observation, events)
-            routes = route(events, observation.run.project_id, self.settings.rules)
-            items: tuple[RunItem, ...] = ()
-            if routes and self.settings.dataworks.items and _wants_items(observation.previous, events):
-                items = self._items(observation.run, deadline, summary)
             messages.extend(self._render(observation.run, state, routes, now, len(messages), summary, items))
         return states, messages, events_found, undiffed
 
@@ -491,6 +492,8 @@ class Notifier:
             channel = self.settings.channels[item.channel]
             mentioned = person if person is not None and item.rule.mention == "creator" else None
             mention = CHANNEL_TYPES[channel.type].mention(mentioned) if mentioned is not None else ""
+            # A living message shows the whole run at every edit: what it deploys too, as last read.
+            shown = items or (state.items if CHANNEL_TYPES[channel.type].living else ())
             context = MessageContext(
                 run=run,
                 events=item.events,
@@ -500,7 +503,7 @@ class Notifier:
                 channel_type=channel.type,
                 console_url=link,
                 now=datetime.fromtimestamp(now, tz=timezone.utc),
-                items=items,
+                items=shown,
                 person=person,
                 mention=mention,
                 stage_since=state.stage_since,

@@ -28,11 +28,11 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
 from ..errors import ConflictError
-from ..model import RunState
+from ..model import RunItem, RunState
 
 log = logging.getLogger(__name__)
 
@@ -265,6 +265,7 @@ def run_data(state: RunState) -> dict[str, Any]:
         "create_time_ms": state.create_time_ms,
         "stage_since": dict(state.stage_since),
         "stage_started": dict(state.stage_started),
+        "items": [asdict(item) for item in state.items],
     }
 
 
@@ -282,6 +283,7 @@ def run_from_data(
         version=int(version),
         stage_since={str(k): float(v) for k, v in data.get("stage_since", {}).items()},
         stage_started={str(k): float(v) for k, v in data.get("stage_started", {}).items()},
+        items=tuple(RunItem(**item) for item in data.get("items", ())),
     )
 
 
