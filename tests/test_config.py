@@ -542,7 +542,13 @@ PROBLEM_CASES: list[tuple[dict[str, Any], str, str]] = [
     (
         {"channels.team.type": "slak"},
         "channels.team.type",
-        "'slak' is not one of 'dingtalk', 'lark', 'slack', 'webhook', 'wecom' (did you mean 'slack'?)",
+        "'slak' is not one of 'dingtalk', 'lark', 'slack', 'slack-app', 'webhook', 'wecom' "
+        "(did you mean 'slack'?)",
+    ),
+    (
+        {"templates": "~no-such-user-here/templates"},
+        "templates",
+        "names the home folder of a user this machine does not know",
     ),
     ({"channels.ops.url": DELETE}, "channels.ops.url", "this required key is missing"),
     ({"channels.ops.url": ""}, "channels.ops.url", "must not be empty"),

@@ -366,7 +366,13 @@ class Checker:
         if "\0" in text or len(text) > 4096 or any(len(part.encode()) > 255 for part in Path(text).parts):
             self.add(loc, "is not a usable path (a NUL character, or a name too long for the file system)")
             return None
-        return base_dir / Path(text).expanduser()
+        try:
+            return base_dir / Path(text).expanduser()
+        except RuntimeError:  # `~user` for a user this machine does not know
+            self.add(
+                loc, f"{self.quote(loc, text)} names the home folder of a user this machine does not know"
+            )
+            return None
 
 
 def _float(value: object) -> float | None:
