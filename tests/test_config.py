@@ -935,3 +935,36 @@ def test_a_run_id_in_a_console_link_is_percent_encoded() -> None:
         project.console_url(pattern, "x&admin=1#y")
         == "https://console.test/cn-shanghai/10000?run=x%26admin%3D1%23y"
     )
+
+
+# -- the Slack app channel -----------------------------------------------------------------------------
+SLACK_APP = {"type": "slack-app", "token": "xoxb-1-2-abc", "channel": "C0123456"}
+
+
+def test_a_slack_app_channel_needs_a_token_and_a_channel_id_and_nothing_else(tmp_path: Path) -> None:
+    settings = parse(changed({"channels.team": SLACK_APP}), tmp_path, ENV)
+    team = settings.channels["team"]
+    assert team.type == "slack-app" and team.url is None
+    assert team.options["token"].reveal() == "xoxb-1-2-abc" and team.options["channel"] == "C0123456"
+    assert team.options["api_url"] is None  # https://slack.com/api, the channel's default
+
+
+@pytest.mark.parametrize(
+    ("change", "where", "fragment"),
+    [
+        ({"channel": "#deploys"}, "channels.team.channel", "must be the channel's ID such as C0123456"),
+        ({"channel": "deploys"}, "channels.team.channel", "editing and finding a message need the ID"),
+        ({"token": "https://hooks.slack.com/services/T/B/X"}, "channels.team.token", "starts with 'xoxb-'"),
+        ({"token": DELETE}, "channels.team.token", "this required key is missing"),
+        ({"channel": DELETE}, "channels.team.channel", "this required key is missing"),
+        ({"url": TEAM_URL}, "channels.team.url", "unknown key"),
+        ({"api_url": "http://slack.example.com/api"}, "channels.team.api_url", "https"),
+    ],
+)
+def test_slack_app_mistakes_are_named_by_their_path(
+    tmp_path: Path, change: dict[str, Any], where: str, fragment: str
+) -> None:
+    channel = {key: value for key, value in {**SLACK_APP, **change}.items() if value is not DELETE}
+    problems = problems_of(changed({"channels.team": channel}), tmp_path)
+    assert any(line.startswith(f"{where}: ") and fragment in line for line in problems), problems
+    assert "xoxb-1-2-abc" not in "\n".join(problems)

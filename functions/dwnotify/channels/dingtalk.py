@@ -19,7 +19,7 @@ import base64
 import hashlib
 import hmac
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..errors import DeliveryError
@@ -136,7 +136,8 @@ class DingTalkChannel(HttpChannel):
         )
 
 
-def _check(url: str | None, secret: str | None) -> list[tuple[str, str]]:
+def _check(options: Mapping[str, str | None]) -> list[tuple[str, str]]:
+    secret = options.get("secret")
     if secret and not secret.startswith("SEC"):
         return [("secret", "a DingTalk signing secret starts with 'SEC' (is this the access token instead?)")]
     return []

@@ -68,10 +68,11 @@ class DigestRules:
     heading: str = "*{title}*"
 
 
-OptionCheck = Callable[[str | None, str | None], Iterable[tuple[str, str]]]
+# A check of a configured channel's option values, as text (secrets revealed; None: not set).
+OptionCheck = Callable[[Mapping[str, str | None]], Iterable[tuple[str, str]]]
 
 
-def _no_problems(url: str | None, secret: str | None) -> Iterable[tuple[str, str]]:
+def _no_problems(options: Mapping[str, str | None]) -> Iterable[tuple[str, str]]:
     return ()
 
 
@@ -84,8 +85,9 @@ class ChannelType:
     """One chat service's knowledge. `formats` are in lookup order within one template folder.
 
     `options` maps each option key to its kind (OPTION_KINDS); `required` are the keys a channel must
-    set. `check(url, secret)` gives the (option, problem) pairs of a configured channel beyond the
-    generic checks (a URL of the wrong service, a token where the signing secret belongs).
+    set. `check(options)` (each option's value as text) gives the (option, problem) pairs of a
+    configured channel beyond the generic checks (a URL of the wrong service, a token where the
+    signing secret belongs, a channel name where its ID belongs).
     `layout_problems(blocks)`, for a type whose templates may render JSON blocks, lists the service's
     limits that blocks break (what `dwnotify check` reports of a template's sample output).
     `mention(person)` is the live mention of a person in this type's markup ("" when the person has
@@ -133,7 +135,8 @@ class ChannelType:
 def url_must_contain(piece: str, problem: str) -> OptionCheck:
     """A `check` that the URL holds `piece` (what the service's webhook URLs always hold)."""
 
-    def check(url: str | None, secret: str | None) -> Iterable[tuple[str, str]]:
+    def check(options: Mapping[str, str | None]) -> Iterable[tuple[str, str]]:
+        url = options.get("url")
         return [("url", problem)] if url is not None and piece not in url else []
 
     return check

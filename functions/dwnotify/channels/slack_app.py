@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -204,6 +205,25 @@ class SlackAppChannel(HttpChannel):
         return Posted(str(channel or self._channel()), ts)
 
 
+_CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{2,}")
+
+
+def _check(options: Mapping[str, str | None]) -> list[tuple[str, str]]:
+    problems = []
+    channel, token = options.get("channel"), options.get("token")
+    if channel is not None and not _CHANNEL_ID.fullmatch(channel):
+        problems.append(
+            (
+                "channel",
+                "must be the channel's ID such as C0123456 (channel details, at the bottom): editing and "
+                "finding a message need the ID, not the name",
+            )
+        )
+    if token and not token.startswith(("xoxb-", "xoxp-")):
+        problems.append(("token", "a Slack app token starts with 'xoxb-' (bot) or 'xoxp-' (user)"))
+    return problems
+
+
 TYPE = ChannelType(
     name="slack-app",
     options={"token": "secret", "channel": "text", "api_url": "url"},
@@ -216,6 +236,7 @@ TYPE = ChannelType(
     rate=RateBudget(1, 1.1, inline_wait_s=8.0),
     digest=DigestRules(36_000),
     sender=SlackAppChannel,
+    check=_check,
     layout_problems=layout_problems,
     mention=slack_mention,
     living=True,
