@@ -425,3 +425,12 @@ def test_a_url_password_is_a_secret_too() -> None:
     assert logs.mask("POST https://bot:hunter2-pass@chat.example.com/hook failed") == (
         "POST https://***@chat.example.com/hook failed"
     )
+
+
+def test_render_for_a_slack_app_shows_the_living_message_and_its_thread_reply(tmp_path: Path) -> None:
+    (tmp_path / "run.json").write_text(json.dumps(pipeline("Fail", "Fail")), encoding="utf-8")
+    result = dwnotify("render", "run.json", "--type", "slack-app", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "--- slack-app (slack-app, rule render) ---\n" in result.stdout
+    assert "--- slack-app (slack-app, rule render), thread reply ---\n" in result.stdout
+    assert "发布失败 · Deployment failed" in result.stdout

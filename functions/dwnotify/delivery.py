@@ -503,11 +503,12 @@ class Deliverer:
         """Show a run's newest message and send each message's reply; the record after, or None when
         the channel should not be tried again this tick."""
         done: list[OutboxMessage] = []
+        calls = 0  # that changed the chat: the edit (or post), then each reply
         try:
             shown = steps.show(record, message_of(group[-1]))  # the earlier renderings are superseded
             if shown is None:
                 return None
-            calls = 1
+            calls += 1
             for message in group:
                 if message.reply and not steps.reply(shown, message.reply):
                     self._record_done(lease, budget, done, stats, calls)
@@ -515,7 +516,7 @@ class Deliverer:
                 calls += bool(message.reply)
                 done.append(message)
         except DeliveryError as error:
-            self._record_done(lease, budget, done, stats, 0)
+            self._record_done(lease, budget, done, stats, calls)
             left = group[len(done) :]
             return record if self._record_failure(lease, budget, left, error, stats) else None
         self._record_done(lease, budget, done, stats, calls)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from .answers import parse_run
+from .channels import CHANNEL_TYPES
 from .diff import diff
 from .errors import ConfigError, TemplateError
+from .living import reply_template, wants_reply
 from .model import Event, Run
 from .rules import route
 from .settings import DEFAULT_CONSOLE_URL, ProjectSettings, RuleSettings, Settings
@@ -79,13 +82,19 @@ def render_preview(
         renderer = Renderer(settings.templates, builtin_templates_dir())
         link = project.console_url(settings.dataworks.console_url, run.id)
     now = datetime.now(timezone.utc)
+    person = settings.person(run.creator) if settings is not None else None
     output = []
     for name, kind, rule, chosen in targets:
-        context = MessageContext(run, chosen, project, rule.name, name, kind, link, now)
-        try:
-            rendered = renderer.render(kind, template or rule.template, context)
-        except TemplateError as error:
-            types = ", ".join(event.type for event in chosen)
-            raise ConfigError([f"template: {error} (rendering {types})"]) from None
-        output.append((f"{name} ({kind}, rule {rule.name})", rendered.text))
+        context = MessageContext(run, chosen, project, rule.name, name, kind, link, now, person=person)
+        label = f"{name} ({kind}, rule {rule.name})"
+        names = [template or rule.template]
+        if CHANNEL_TYPES[kind].living and wants_reply(chosen):  # and its thread reply
+            names.append(reply_template(names[0], partial(renderer.exists, kind)))
+        for index, chosen_template in enumerate(names):
+            try:
+                rendered = renderer.render(kind, chosen_template, context)
+            except TemplateError as error:
+                types = ", ".join(event.type for event in chosen)
+                raise ConfigError([f"template: {error} (rendering {types})"]) from None
+            output.append((f"{label}, thread reply" if index else label, rendered.text))
     return Preview(tuple(events), tuple(output))
