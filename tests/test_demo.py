@@ -20,4 +20,5 @@ def test_the_demo_plays_the_morning_with_one_living_message_per_run() -> None:
     posted = output.count("Slack app #deploys, posted")
     assert living == posted > 0 and edits > living and replies > 0
     assert "<@U0HANMM02>" in output  # a failure's thread reply mentions its creator
+    assert "@hanmeimei 请查看并处理" in output  # and so does DingTalk's failure message
     assert "DingTalk #ops" in output and "Slack #team" in output

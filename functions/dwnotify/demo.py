@@ -34,7 +34,11 @@ PEOPLE = {
         "slack_user_id": "U0LILEI01",
         "dingtalk_mobile": "13800000001",
     },
-    "204517703358XXXX": {"name": "韩梅梅 Han Meimei", "slack_user_id": "U0HANMM02"},
+    "204517703358XXXX": {
+        "name": "韩梅梅 Han Meimei",
+        "slack_user_id": "U0HANMM02",
+        "dingtalk_user_id": "hanmeimei",
+    },
 }
 BEIJING = timezone(timedelta(hours=8))
 
@@ -87,6 +91,7 @@ def _config(workdir: Path, dataworks_url: str, ding_url: str, slack_url: str, st
                 "events": ["run.failed", "run.terminated", "run.canceled", "stage.failed"],
                 "channels": ["ops"],
                 "template": "failure",
+                "mention": "creator",
             },
             {"name": "landed", "events": ["run.succeeded"], "channels": ["ops"]},
             {"name": "everything", "events": ["*"], "channels": ["team"]},
