@@ -323,3 +323,39 @@ def test_the_living_message_shows_what_the_run_deploys_at_every_edit_read_at_mos
     shown = text_of(message)
     assert shown.index("dwd_order") < shown.index("ods_user") and "节点 dwd_order 依赖缺失" in shown
     assert world.dataworks.call_count("ListPipelineRunItems") == 2
+
+
+class _CountingStore(StateInterposer):
+    """Counts the living-message reads and writes the notifier makes."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner)
+        self.living: dict[str, int] = {"load_living": 0, "store_living": 0}
+
+    def _before(self, name: str) -> None:
+        if name in self.living:
+            self.living[name] += 1
+
+
+def test_what_a_living_message_costs_a_new_run_and_an_edit(app_world: World) -> None:
+    world = app_world
+    counting: list[_CountingStore] = []
+
+    def wrap(store: Any) -> Any:
+        counting.append(_CountingStore(store))
+        return counting[-1]
+
+    world.app = world.build(wrap_store=wrap)
+    run_ids = [start(world) for _ in range(5)]
+    world.tick()
+    assert counting[0].living == {"load_living": 1, "store_living": 10}  # per new run: "posting", then ts
+    assert api(world, "chat.postMessage") == 5
+    for run_id in run_ids:
+        world.dataworks.set_run_status(run_id, stages={"BUILD": "Success", "CHECK": "Running"})
+    counting[0].living = {"load_living": 0, "store_living": 0}
+    world.tick()
+    assert counting[0].living == {"load_living": 1, "store_living": 0}  # edits write no record
+    assert api(world, "chat.update") == 5 and api(world, "chat.postMessage") == 5
+    counting[0].living = {"load_living": 0, "store_living": 0}
+    world.tick()  # nothing moved: nothing read, nothing called
+    assert counting[0].living == {"load_living": 0, "store_living": 0} and api(world, "chat.update") == 5
