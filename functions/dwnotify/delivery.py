@@ -176,6 +176,45 @@ class _Budget:
         return float(self.sent_at[0] + self.rate.window_s - now)
 
 
+class _Pacer:
+    """Room for the next send of one pass: within the rate budget, waiting at most what a tick may
+    wait in all (`inline_wait_s`), and only for a send that can finish before the tick's deadline."""
+
+    def __init__(
+        self,
+        budget: _Budget,
+        deadline: float | None,
+        clock: Callable[[], float],
+        sleep: Callable[[float], None],
+        send_timeout_s: float,
+    ) -> None:
+        self._budget = budget
+        self._deadline = deadline
+        self._clock = clock
+        self._sleep = sleep
+        self._send_timeout_s = send_timeout_s
+        self._waited = 0.0
+
+    def room(self) -> bool:
+        """Wait for room if need be; False when there is none this tick."""
+        wait = self._budget.wait_for_room(self._clock())
+        if self._deadline is not None and self._clock() + wait + self._send_timeout_s >= self._deadline:
+            return False  # a send that might not finish before FC's timeout waits for the next tick
+        if wait > 0 and self._waited + wait > self._budget.rate.inline_wait_s:
+            return False
+        if wait > 0:
+            self._sleep(wait)
+            self._waited += wait
+        return True
+
+    def take(self) -> bool:
+        """`room`, and the send counted in the budget (every attempt: a timed-out one may have landed)."""
+        if not self.room():
+            return False
+        self._budget.sent_at.append(self._clock())
+        return True
+
+
 def retry_delay(attempts: int, retry_after: float | None, jitter: float) -> float:
     """Exponential backoff with jitter, at least the service's Retry-After, capped at two minutes."""
     return min(RETRY_CAP_S, max(backoff(attempts, RETRY_BASE_S, RETRY_CAP_S, jitter), retry_after or 0.0))
@@ -413,22 +452,19 @@ class Deliverer:
             units = [[message] for message in due]
         else:
             units = pack(settings.type, due)
-        waited = 0.0
+        pacer = self._pacer(budget, deadline)
         for unit in units:
-            wait = budget.wait_for_room(self._clock())
-            if deadline is not None and self._clock() + wait + self._send_timeout_s >= deadline:
-                return  # a send that might not finish before FC's timeout waits for the next tick
-            if wait > 0 and waited + wait > budget.rate.inline_wait_s:
+            if not pacer.room():
                 return  # the rest waits for the next tick, still in order
-            if wait > 0:
-                self._sleep(wait)
-                waited += wait
             renewed = self._renewed(lease)
             if renewed is None:
                 return
             lease = renewed
             if not self._send_unit(settings, lease, budget, unit, stats, deadline):
                 return
+
+    def _pacer(self, budget: _Budget, deadline: float | None) -> _Pacer:
+        return _Pacer(budget, deadline, self._clock, self._sleep, self._send_timeout_s)
 
     def _renewed(self, lease: Lease) -> Lease | None:
         """The lease, renewed when a send could outlast it; None when another tick has taken it.
@@ -463,22 +499,7 @@ class Deliverer:
             return
         channel = cast(LivingChannel, self._sender(settings, deadline))
         records = self._store.load_living(settings.name, {message.run_key for message in due})
-        waited = 0.0
-
-        def pace() -> bool:  # before every call to the service: the rate budget, and the deadline
-            nonlocal waited
-            wait = budget.wait_for_room(self._clock())
-            if deadline is not None and self._clock() + wait + self._send_timeout_s >= deadline:
-                return False
-            if wait > 0 and waited + wait > budget.rate.inline_wait_s:
-                return False
-            if wait > 0:
-                self._sleep(wait)
-                waited += wait
-            budget.sent_at.append(self._clock())  # every attempt counts: a timed-out one may have landed
-            return True
-
-        steps = LivingSteps(self._store, channel, self._clock, pace)
+        steps = LivingSteps(self._store, channel, self._clock, self._pacer(budget, deadline).take)
         for group in by_run(due):
             renewed = self._renewed(lease)
             if renewed is None:
