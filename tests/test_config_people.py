@@ -180,3 +180,13 @@ def test_a_check_prints_each_people_problem_as_a_config_error(tmp_path: Path) ->
     result = dwnotify("check", "--config", str(path))
     assert result.returncode == 2
     assert result.stderr.startswith("config error: people.42.slack_user_id: must be a Slack member ID")
+
+
+def test_every_chat_id_field_of_a_person_is_declared_by_a_channel_type() -> None:
+    from dataclasses import fields
+
+    from dwnotify.channels import CHANNEL_TYPES
+    from dwnotify.settings import PersonSettings
+
+    declared = {key for kind in CHANNEL_TYPES.values() for key in kind.person_ids}
+    assert declared == {item.name for item in fields(PersonSettings)} - {"id", "name"}

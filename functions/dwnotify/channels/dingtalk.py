@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -27,7 +28,7 @@ from ..message import Message
 from ..settings import ChannelSettings, PersonSettings
 from ..text import fit_encoded
 from .base import MARKDOWN, HttpChannel, encode_json, raise_for_transport
-from .kind import WEBHOOK, ChannelType, DigestRules, RateBudget, TemplateFormat
+from .kind import WEBHOOK, ChannelType, DigestRules, PersonId, RateBudget, TemplateFormat
 
 MAX_BODY_BYTES = 20_000
 # Kept free below the limit: how DingTalk counts (its own re-encoding, whitespace) is not documented.
@@ -143,6 +144,19 @@ def _check(options: Mapping[str, str | None]) -> list[tuple[str, str]]:
     return []
 
 
+# DingTalk: mainland numbers as digits, others as +<country>-<number> (its user admin API's form).
+PERSON_IDS = {
+    "dingtalk_mobile": PersonId(
+        re.compile(r"\+?[0-9](?:-?[0-9]){4,19}"),
+        "must be a mobile number such as 13800000000 or +86-13800000000 (digits, an optional + and dashes)",
+    ),
+    "dingtalk_user_id": PersonId(
+        re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"),
+        "must be a DingTalk userid: up to 64 letters, digits, '_', '.' and '-', starting with a letter "
+        "or digit",
+    ),
+}
+
 TYPE = ChannelType(
     name="dingtalk",
     options={
@@ -161,4 +175,5 @@ TYPE = ChannelType(
     sender=DingTalkChannel,
     check=_check,
     mention=dingtalk_mention,
+    person_ids=PERSON_IDS,
 )

@@ -8,6 +8,7 @@ line read these from the registry (`channels.CHANNEL_TYPES`) and know no type by
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -60,6 +61,16 @@ class TemplateFormat:
 
 
 @dataclass(frozen=True)
+class PersonId:
+    """How a chat service writes a person's id (a `people` entry's field): the form and, if it is not
+    met, the problem to report. The forms leave out every character that could end a mention or start
+    other markup: these ids go into messages as they are, unlike the values templates interpolate."""
+
+    pattern: re.Pattern[str]
+    problem: str
+
+
+@dataclass(frozen=True)
 class DigestRules:
     """How waiting messages merge into one post: its size limit, what parts them, its first line."""
 
@@ -91,7 +102,8 @@ class ChannelType:
     `layout_problems(blocks)`, for a type whose templates may render JSON blocks, lists the service's
     limits that blocks break (what `dwnotify check` reports of a template's sample output).
     `mention(person)` is the live mention of a person in this type's markup ("" when the person has
-    no id this service knows): the only live mention a message holds, values stay inert.
+    no id this service knows): the only live mention a message holds, values stay inert;
+    `person_ids` are the `people` fields that hold this service's ids, with their forms.
     `living` types keep one message per run and edit it (their sender is a `living.LivingChannel`);
     their messages are never merged into digests.
     """
@@ -106,6 +118,7 @@ class ChannelType:
     layout_problems: Callable[[Sequence[Mapping[str, Any]]], list[str]] | None = None
     required: frozenset[str] = frozenset({"url"})
     mention: Callable[[PersonSettings], str] = field(default=_no_mention)
+    person_ids: Mapping[str, PersonId] = field(default_factory=dict)
     living: bool = False
 
     def __post_init__(self) -> None:

@@ -48,7 +48,7 @@ from .base import (
     markdown_url,
     raise_for_transport,
 )
-from .kind import WEBHOOK, ChannelType, DigestRules, RateBudget, TemplateFormat, url_must_contain
+from .kind import WEBHOOK, ChannelType, DigestRules, PersonId, RateBudget, TemplateFormat, url_must_contain
 
 if TYPE_CHECKING:  # httpx is imported when the first message goes out (see base.HttpChannel)
     import httpx
@@ -185,6 +185,14 @@ def _answer(response: httpx.Response) -> tuple[int | None, str]:
     return None, ""
 
 
+PERSON_IDS = {
+    "lark_open_id": PersonId(
+        re.compile(r"ou_[A-Za-z0-9]{1,64}"),
+        "must be a Lark/Feishu open_id such as ou_7d8a6e6df7621556ce0d21922b676706 (custom bots mention "
+        "by open_id only)",
+    ),
+}
+
 TYPE = ChannelType(
     name="lark",
     options={**WEBHOOK, "secret": "secret", "keyword": "text"},
@@ -197,4 +205,5 @@ TYPE = ChannelType(
     check=url_must_contain(
         "/bot/v2/hook/", "must be a Lark/Feishu custom bot URL (.../open-apis/bot/v2/hook/<token>)"
     ),
+    person_ids=PERSON_IDS,
 )

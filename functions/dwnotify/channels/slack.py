@@ -27,7 +27,7 @@ from ..message import Message
 from ..settings import PersonSettings
 from ..text import TRIM_MARKER, trim_utf8
 from .base import HttpChannel, Markup, retry_after_seconds
-from .kind import WEBHOOK, ChannelType, DigestRules, RateBudget, TemplateFormat
+from .kind import WEBHOOK, ChannelType, DigestRules, PersonId, RateBudget, TemplateFormat
 
 log = logging.getLogger(__name__)
 
@@ -334,6 +334,14 @@ def _mrkdwn_link(url: str, label: str) -> str:
 
 MARKUP = Markup(escape_mrkdwn, url=mrkdwn_url, link_syntax=_mrkdwn_link, title_marks="*# \t")
 
+PERSON_IDS = {
+    "slack_user_id": PersonId(
+        re.compile(r"[UW][A-Z0-9]{2,30}"),
+        "must be a Slack member ID such as U0123ABCD (profile, then Copy member ID): U or W, then "
+        "upper-case letters and digits",
+    ),
+}
+
 TYPE = ChannelType(
     name="slack",
     options=WEBHOOK,
@@ -344,4 +352,5 @@ TYPE = ChannelType(
     sender=SlackChannel,
     layout_problems=layout_problems,
     mention=slack_mention,
+    person_ids=PERSON_IDS,
 )

@@ -34,7 +34,15 @@ from ..message import Message
 from ..text import trim_utf8
 from .base import HttpChannel, retry_after_seconds
 from .kind import ChannelType, DigestRules, RateBudget, TemplateFormat
-from .slack import MARKUP, MAX_TEXT_CHARS, build_payload, layout_problems, sections, slack_mention
+from .slack import (
+    MARKUP,
+    MAX_TEXT_CHARS,
+    PERSON_IDS,
+    build_payload,
+    layout_problems,
+    sections,
+    slack_mention,
+)
 
 log = logging.getLogger(__name__)
 
@@ -239,5 +247,6 @@ TYPE = ChannelType(
     check=_check,
     layout_problems=layout_problems,
     mention=slack_mention,
+    person_ids=PERSON_IDS,  # the same Slack member IDs
     living=True,
 )

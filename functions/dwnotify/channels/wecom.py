@@ -30,7 +30,7 @@ from ..message import Message
 from ..settings import ChannelSettings, PersonSettings
 from ..text import fit_text
 from .base import HttpChannel, Markup, markdown_url, raise_for_transport
-from .kind import WEBHOOK, ChannelType, DigestRules, RateBudget, TemplateFormat, url_must_contain
+from .kind import WEBHOOK, ChannelType, DigestRules, PersonId, RateBudget, TemplateFormat, url_must_contain
 
 MAX_CONTENT_BYTES = 4_096
 _RATE_LIMITED = 45009
@@ -100,6 +100,15 @@ class WeComChannel(HttpChannel):
         )
 
 
+# WeCom: "1~64 bytes of digits, letters and _-@., the first a letter or digit" (its member API).
+PERSON_IDS = {
+    "wecom_user_id": PersonId(
+        re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}"),
+        "must be a WeCom userid: up to 64 letters, digits, '_', '-', '@' and '.', starting with a letter "
+        "or digit",
+    ),
+}
+
 TYPE = ChannelType(
     name="wecom",
     options={**WEBHOOK, "at_user_ids": "strings"},  # markdown can only mention by userid, not by mobile
@@ -111,4 +120,5 @@ TYPE = ChannelType(
     check=url_must_contain(
         "key=", "must be a WeCom group robot URL with its key (.../webhook/send?key=<key>)"
     ),
+    person_ids=PERSON_IDS,
 )
