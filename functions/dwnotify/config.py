@@ -29,6 +29,7 @@ from dwnotify.settings import (
     StateSettings,
     TrackedRun,
 )
+from dwnotify.timeplans import parse_digest, parse_quiet, parse_reminders
 from dwnotify.yamlcheck import NAME, Checker, Fields, format_seconds, kind, read_yaml, suggest
 
 CONFIG_ENV = "DWNOTIFY_CONFIG"
@@ -102,7 +103,7 @@ def _settings(c: Checker, data: object, base_dir: Path, source: Path | None) -> 
         data,
         (),
         required=("dataworks", "channels", "rules"),
-        optional=("state", "templates", "delivery", "people"),
+        optional=("state", "templates", "delivery", "people", "reminders"),
     )
     if top is None:
         return None
@@ -118,6 +119,7 @@ def _settings(c: Checker, data: object, base_dir: Path, source: Path | None) -> 
     templates = _templates(c, *top.at("templates"), base_dir)
     delivery = _delivery(c, *top.at("delivery"))
     people = parse_people(c, *top.at("people"))
+    reminders = parse_reminders(c, *top.at("reminders"))
     if dataworks is None or channels is None or rules is None:
         return None
     return Settings(
@@ -129,6 +131,7 @@ def _settings(c: Checker, data: object, base_dir: Path, source: Path | None) -> 
         delivery=delivery,
         source=source,
         people=MappingProxyType(people),
+        reminders=reminders,
     )
 
 
@@ -498,7 +501,10 @@ def _rule(
     c: Checker, value: object, loc: Loc, channels: Collection[str] | None, projects: Collection[int] | None
 ) -> RuleSettings | None:
     f = c.section(
-        value, loc, required=("name", "events", "channels"), optional=("projects", "template", "mention")
+        value,
+        loc,
+        required=("name", "events", "channels"),
+        optional=("projects", "template", "mention", "quiet", "digest"),
     )
     if f is None:
         return None
@@ -509,10 +515,23 @@ def _rule(
     watched = _project_filter(c, *f.at("projects"), projects)
     template = c.name(*f.at("template")) or RuleSettings.template
     mention = c.choice(*f.at("mention"), MENTIONS)
+    quiet = parse_quiet(c, *f.at("quiet"), _EVENT_PATTERNS)
+    digest = parse_digest(c, *f.at("digest"))
+    if quiet is not None and digest is not None:
+        c.add(
+            f.at("quiet")[1], "a rule with a digest sends at its digest time only: quiet hours do not apply"
+        )
     if name is None or not events or not targets:
         return None
     return RuleSettings(
-        name=name, events=events, channels=targets, projects=watched, template=template, mention=mention
+        name=name,
+        events=events,
+        channels=targets,
+        projects=watched,
+        template=template,
+        mention=mention,
+        quiet=quiet,
+        digest=digest,
     )
 
 

@@ -51,6 +51,8 @@ EVENT_TYPES = (
     "stage.terminated",
     "stage.canceled",
     "stage.changed",
+    "stage.waiting",  # reminders: a manual gate waits longer than `reminders.waiting_after`
+    "stage.stuck",  # reminders: a stage runs longer than `reminders.stuck_after`
 )
 
 

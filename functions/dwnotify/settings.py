@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import time, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -118,6 +118,35 @@ class PersonSettings:
 
 
 @dataclass(frozen=True)
+class ReminderSettings:
+    """When a stage that does not move is worth a reminder (top-level `reminders`); None: never."""
+
+    waiting_after: timedelta | None = None  # a manual gate: the next stage pending this long
+    stuck_after: timedelta | None = None  # a stage running this long
+    repeat: timedelta | None = None  # again this often while it lasts; None: once
+
+
+@dataclass(frozen=True)
+class QuietSettings:
+    """A rule's quiet hours: from `start` (inclusive) to `end` (exclusive) local time, and whole `days`
+    (0 = Monday); a window whose end is not after its start runs past midnight."""
+
+    start: time | None
+    end: time | None
+    timezone: str = "Asia/Shanghai"
+    except_events: tuple[str, ...] = ()  # event patterns that go out at once
+    days: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class DigestSettings:
+    """A rule's daily digest: one summary a day at `at` local time instead of per-run messages."""
+
+    at: time
+    timezone: str = "Asia/Shanghai"
+
+
+@dataclass(frozen=True)
 class RuleSettings:
     """Which events go to which channels, rendered with which template."""
 
@@ -127,6 +156,8 @@ class RuleSettings:
     projects: tuple[int, ...] | None = None
     template: str = "default"
     mention: str | None = None  # "creator": mention the person who started the run
+    quiet: QuietSettings | None = None
+    digest: DigestSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +180,7 @@ class Settings:
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     source: Path | None = None
     people: Mapping[str, PersonSettings] = field(default_factory=dict, hash=False)
+    reminders: ReminderSettings | None = None
 
     def person(self, user_id: object) -> PersonSettings | None:
         """The `people` entry of a DataWorks user id (compared as text: YAML may read it as a number)."""

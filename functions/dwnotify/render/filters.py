@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timedelta, timezone, tzinfo
-from functools import lru_cache
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from datetime import datetime, timedelta, timezone
 
 from dwnotify.model import (
     CANCELED,
@@ -17,8 +15,8 @@ from dwnotify.model import (
     normalize_status,
 )
 from dwnotify.text import trim_utf8
+from dwnotify.zones import DEFAULT_TIMEZONE, zone
 
-DEFAULT_TIMEZONE = "Asia/Shanghai"
 DEFAULT_DATETIME_FORMAT = "%Y-%m-%d %H:%M"
 
 # --- status words -------------------------------------------------------------------------------
@@ -63,16 +61,6 @@ def format_duration(value: timedelta | None) -> str:
     return " ".join(f"{amount}{unit}" for amount, unit in amounts[first : first + 2] if amount) or "0s"
 
 
-@lru_cache(maxsize=32)
-def _zone(name: str) -> tzinfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        if name == DEFAULT_TIMEZONE:  # a runtime without tz data; China keeps UTC+8 all year
-            return timezone(timedelta(hours=8), "CST")
-        raise ValueError(f"unknown time zone {name!r}") from None
-
-
 def format_datetime(
     value: datetime | None, fmt: str = DEFAULT_DATETIME_FORMAT, tz: str = DEFAULT_TIMEZONE
 ) -> str:
@@ -81,7 +69,7 @@ def format_datetime(
         return ""
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(_zone(tz)).strftime(fmt)
+    return value.astimezone(zone(tz)).strftime(fmt)
 
 
 def truncate_bytes(value: object, n: int) -> str:
