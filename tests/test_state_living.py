@@ -88,3 +88,16 @@ def _corrupt(spec: Spec, channel: str, run_key: str, value: str) -> None:
     client = OTSClient(spec.where, AK, SECRET, INSTANCE)
     row = Row([("pk", f"living/{channel}"), ("sk", run_key)], {"PUT": [("data", value)]})
     client.update_row("dwnotify", row, Condition(RowExistenceExpectation.EXPECT_EXIST))
+
+
+def test_runs_updated_since_a_time_are_listed_newest_first(backend: Backend) -> None:
+    """What a daily digest reads: the runs that moved in its window, with their digest facts."""
+    store = backend.store
+    store.commit(tick_lease(store), [run("r1", "success")], [], [], NOW - 3600)
+    store.commit(
+        tick_lease(store, now=NOW), [replace(run("r2", "fail"), message="CHECK: 依赖缺失")], [], [], NOW
+    )
+    listed = store.runs_updated_since(NOW - 60)
+    assert [(state.run_id, at) for state, at in listed] == [("r2", NOW)]
+    assert listed[0][0].message == "CHECK: 依赖缺失"
+    assert [state.run_id for state, _ in store.runs_updated_since(NOW - 7200)] == ["r2", "r1"]

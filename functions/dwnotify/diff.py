@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from .model import (
+    CANCELED,
+    FAIL,
     FINAL_EVENT_NAMES,
     GONE,
     INIT,
     RUNNING,
+    TERMINATED,
     Event,
     Run,
     RunState,
     Stage,
 )
+from .text import trim_utf8
 
 
 def _event_type(subject: str, status: str) -> str:
@@ -77,8 +83,21 @@ def diff(previous: RunState | None, current: Run, now: float | None = None) -> t
         stage_since=since,
         stage_started=started,
         items=previous.items if previous else (),
+        description=trim_utf8(current.description, FACT_BYTES),
+        message=trim_utf8(_failure(current), FACT_BYTES),
+        finished_ms=_epoch_ms(current, current.modify_time) if current.final else None,
     )
     return events, state
+
+
+FACT_BYTES = 500  # of a run's description or failure kept in its state (a digest shows them)
+
+
+def _failure(run: Run) -> str:
+    """Why the run failed, in a line: its failed stages' names and messages, else its own message."""
+    failed = [stage for stage in run.stages if stage.status in (FAIL, TERMINATED, CANCELED)]
+    said = "; ".join(f"{stage.name}: {stage.message}" if stage.message else stage.name for stage in failed)
+    return said or (run.message if run.status in (FAIL, TERMINATED, CANCELED) else "")
 
 
 def _stage_times(
@@ -98,5 +117,7 @@ def _stage_times(
     return since, started
 
 
-def _epoch_ms(run: Run) -> int | None:
-    return int(run.create_time.timestamp() * 1000) if run.create_time else None
+def _epoch_ms(run: Run, moment: datetime | None = None) -> int | None:
+    """A time of the run (its creation unless `moment` says another) in epoch ms."""
+    when = moment if moment is not None else run.create_time
+    return int(when.timestamp() * 1000) if when else None

@@ -206,6 +206,11 @@ class RunState:
     # What the run deploys as last read (its first message, its first failure; `MAX_KEPT_ITEMS` at
     # most): a living message shows it at every edit, not only when it was read.
     items: tuple[RunItem, ...] = field(default=(), compare=False)
+    # What a daily digest says of the run: its description, why it failed (the run's message, or its
+    # failed stage's), and when DataWorks says it ended (epoch ms; None while it moves).
+    description: str = field(default="", compare=False)
+    message: str = field(default="", compare=False)
+    finished_ms: int | None = field(default=None, compare=False)
 
     @property
     def key(self) -> str:

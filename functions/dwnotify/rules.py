@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from .model import Event
 from .settings import RuleSettings
@@ -27,8 +28,13 @@ class Route:
     events: tuple[Event, ...]
 
 
-def route(events: Sequence[Event], project_id: int, rules: Sequence[RuleSettings]) -> list[Route]:
-    """Every (rule, channel) that wants some of a run's events, with those events in order."""
+def route(
+    events: Sequence[Event], project_id: int, rules: Sequence[RuleSettings], now: datetime | None = None
+) -> list[Route]:
+    """Every (rule, channel) that wants some of a run's events, with those events in order.
+
+    `now` is when the events are routed (quiet hours depend on it; None: no rule is quiet).
+    """
     routes: list[Route] = []
     for rule in rules:
         if rule.projects is not None and project_id not in rule.projects:

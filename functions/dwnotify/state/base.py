@@ -75,6 +75,7 @@ class ProjectCursor:
     watched_since: float | None = None
     fingerprints: Mapping[str, str] | None = None
     version: int = 0
+    reminders: Mapping[str, float] = field(default_factory=dict)  # run id -> when a reminder falls due
 
     def to_data(self) -> dict[str, Any]:
         """The cursor as plain JSON-able data (without its project id, the record's key)."""
@@ -87,6 +88,8 @@ class ProjectCursor:
         }
         if self.fingerprints is not None:
             data["fingerprints"] = dict(self.fingerprints)
+        if self.reminders:
+            data["reminders"] = dict(self.reminders)
         return data
 
     def stored_data(self) -> dict[str, Any]:
@@ -98,10 +101,11 @@ class ProjectCursor:
 
         Keeping the older `listed_at` only widens the window in which unseen runs count as new.
         """
-        return (self.total_count, self.active_run_ids, self.fingerprints) == (
+        return (self.total_count, self.active_run_ids, self.fingerprints, self.reminders) == (
             other.total_count,
             other.active_run_ids,
             other.fingerprints,
+            other.reminders,
         )
 
     @classmethod
@@ -118,6 +122,7 @@ class ProjectCursor:
             watched_since=float(since) if since is not None else listed_at,
             fingerprints={str(k): str(v) for k, v in prints.items()} if prints is not None else None,
             version=int(data.get("version", 0)),
+            reminders={str(k): float(v) for k, v in (data.get("reminders") or {}).items()},
         )
 
 
@@ -156,6 +161,7 @@ class OutboxMessage:
     event_types: tuple[str, ...] = ()
     mentions_json: str | None = None  # the people the text mentions, as JSON (`outbox.record`)
     reply: str | None = None  # a living message's thread reply (Slack app channels)
+    held_until: float | None = None  # quiet hours: not sent before then, then merged with the others held
     status: str = PENDING
     attempts: int = 0
     next_attempt_at: float = 0.0
@@ -252,6 +258,7 @@ MESSAGE_DATA_FIELDS = (
     "event_types",
     "mentions_json",
     "reply",
+    "held_until",
     "attempts",
     "last_error",
 )
@@ -266,6 +273,9 @@ def run_data(state: RunState) -> dict[str, Any]:
         "stage_since": dict(state.stage_since),
         "stage_started": dict(state.stage_started),
         "items": [asdict(item) for item in state.items],
+        "description": state.description,
+        "message": state.message,
+        "finished_ms": state.finished_ms,
     }
 
 
@@ -284,6 +294,9 @@ def run_from_data(
         stage_since={str(k): float(v) for k, v in data.get("stage_since", {}).items()},
         stage_started={str(k): float(v) for k, v in data.get("stage_started", {}).items()},
         items=tuple(RunItem(**item) for item in data.get("items", ())),
+        description=str(data.get("description") or ""),
+        message=str(data.get("message") or ""),
+        finished_ms=data.get("finished_ms"),
     )
 
 
@@ -444,6 +457,11 @@ class StateStore(Protocol):
 
         Raises ConflictError, writing nothing, when `lease` is no longer held by its owner.
         """
+        ...
+
+    def runs_updated_since(self, since: float, limit: int = 10_000) -> list[tuple[RunState, float]]:
+        """Every run state stored or changed at or after `since` (epoch seconds), with when it was
+        (a daily digest's runs); at most `limit`, the most recent first."""
         ...
 
     def load_living(self, channel: str, run_keys: Collection[str]) -> dict[str, LivingMessage]:

@@ -353,6 +353,13 @@ class SqliteStateStore:
                 (json.dumps(lease.data), lease.name, lease.owner),
             )
 
+    def runs_updated_since(self, since: float, limit: int = 10_000) -> list[tuple[RunState, float]]:
+        """Run states stored or changed at or after `since`, the most recent first."""
+        rows = self._read(
+            "SELECT * FROM runs WHERE updated_at >= ? ORDER BY updated_at DESC LIMIT ?", (since, limit)
+        )
+        return [(_run_from_row(row), float(row["updated_at"])) for row in rows]
+
     def load_living(self, channel: str, run_keys: Collection[str]) -> dict[str, LivingMessage]:
         """The living messages of these runs on `channel`."""
         found: dict[str, LivingMessage] = {}

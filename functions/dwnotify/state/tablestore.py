@@ -350,6 +350,16 @@ class TablestoreStateStore:
             held.failed = rows.failed_keys(change) if failed else held.failed
         self._outbox.update(messages)
 
+    def runs_updated_since(self, since: float, limit: int = 10_000) -> list[tuple[RunState, float]]:
+        """Run states stored or changed at or after `since`: one GetRange over the run rows (paged),
+        which retention bounds; meant for once a day (a digest), not for every tick."""
+        found = [
+            (rows.run_from_cells(key, cells), float(cells.get("updated_at", 0.0)))
+            for key, cells in self._table.scan("run/", pk_to="run0")
+            if float(cells.get("updated_at", 0.0)) >= since
+        ]
+        return sorted(found, key=lambda pair: pair[1], reverse=True)[:limit]
+
     # -- living messages ---------------------------------------------------------------------
     def load_living(self, channel: str, run_keys: Collection[str]) -> dict[str, LivingMessage]:
         """The living messages of these runs on `channel` (one BatchGetRow per 100)."""
