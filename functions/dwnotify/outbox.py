@@ -32,8 +32,10 @@ def record(
     events: Sequence[Event],
     now: float,
     index: int,
+    held_until: float | None = None,
 ) -> OutboxMessage:
-    """The pending outbox record of `message`, the `index`-th one a tick makes at `now`."""
+    """The pending outbox record of `message`, the `index`-th one a tick makes at `now`; held (quiet
+    hours) until `held_until` when given."""
     blocks = json.dumps(list(message.blocks), ensure_ascii=False) if message.blocks else None
     mentions = [asdict(person) for person in message.mentions]
     return OutboxMessage(
@@ -49,6 +51,8 @@ def record(
         event_types=tuple(event.type for event in events),
         mentions_json=json.dumps(mentions, ensure_ascii=False) if mentions else None,
         reply=message.reply,
+        held_until=held_until,
+        next_attempt_at=held_until or 0.0,
     )
 
 

@@ -26,6 +26,7 @@ class Route:
     rule: RuleSettings
     channel: str
     events: tuple[Event, ...]
+    held_until: float | None = None  # quiet hours: the message waits until then (epoch seconds)
 
 
 def route(

@@ -436,7 +436,8 @@ class Notifier:
             if not observation.silent and events:
                 events_found += len(events)
                 self._log_events(observation, events)
-                routes = route(events, observation.run.project_id, self.settings.rules)
+                moment = datetime.fromtimestamp(now, tz=timezone.utc)
+                routes = route(events, observation.run.project_id, self.settings.rules, moment)
                 if routes and self.settings.dataworks.items and _wants_items(observation.previous, events):
                     items = self._items(observation.run, deadline, summary)
                     state = replace(state, items=kept_items(items)) if items else state
@@ -526,6 +527,7 @@ class Notifier:
                     events=item.events,
                     now=now,
                     index=index,
+                    held_until=item.held_until,
                 )
             )
         return messages
