@@ -52,6 +52,7 @@ TABLESTORE_MODULES = frozenset(
         "test_crash",
         "test_cli",
         "test_slack_app",
+        "test_reminders",
     }
 )
 

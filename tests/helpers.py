@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -249,7 +250,7 @@ def write(folder: Path, relative: str, text: str) -> Path:
 
 
 _STATUS_OF = {"started": RUNNING, "succeeded": SUCCESS, "failed": FAIL, "terminated": TERMINATED}
-_STATUS_OF |= {"canceled": CANCELED, "changed": "Paused"}
+_STATUS_OF |= {"canceled": CANCELED, "changed": "Paused", "waiting": "init", "stuck": RUNNING}
 HEADLINES = {
     "run.started": "发布开始",
     "run.succeeded": "发布成功",
@@ -263,6 +264,8 @@ HEADLINES = {
     "stage.terminated": "阶段已终止",
     "stage.canceled": "阶段已取消",
     "stage.changed": "发布进行中",
+    "stage.waiting": "等待人工推进",
+    "stage.stuck": "阶段运行过久",
 }
 
 
@@ -273,7 +276,12 @@ def one_event_context(event_type: str, channel_type: str) -> MessageContext:
         return context(make_run(status), (event(event_type, status),), channel_type)
     changed = stage(status=status, message=CHECK_MESSAGE if status == FAIL else "")
     run = make_run(RUNNING, (stage("发布包构建", SUCCESS, "", 1), changed), message="")
-    return context(run, (event(event_type, status, on=changed),), channel_type)
+    happened = event(event_type, status, on=changed)
+    if event_type in ("stage.waiting", "stage.stuck"):  # a reminder: its stage's status, and a wait
+        happened = replace(
+            happened, previous=status, reminder=f"test:{event_type}", waited=timedelta(minutes=45)
+        )
+    return context(run, (happened,), channel_type)
 
 
 # --- text that JSON escaping grows ----------------------------------------------------------------------

@@ -137,6 +137,7 @@ def test_every_rule_sample_renders_with_every_builtin_template(channel_type: str
         "stage.succeeded",
         "stage.failed",
         *("stage.started", "stage.terminated", "stage.canceled", "stage.changed"),
+        *("stage.waiting", "stage.stuck"),
         *("run.succeeded", "run.failed", "run.terminated", "run.canceled", "run.changed"),
     ]  # the contract's order: run.started, stage events by Step, then the run's end
     for ctx in contexts[1:]:

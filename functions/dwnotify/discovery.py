@@ -196,6 +196,7 @@ class Discoverer:
         self._states: dict[str, RunState] = {}
         self._looked_up: set[str] = set()  # keys read from the store, found or not
         self._prints: dict[str, str] = {}  # run key -> fingerprint of its stored state, from the cursors
+        self._reminders_due: set[str] = set()  # run keys whose reminder (per the cursors) falls due now
         self._vanished: list[RunState] = []
 
     def _load(self, keys: Iterable[str]) -> None:
@@ -225,6 +226,9 @@ class Discoverer:
         for known in cursors.values():
             for run_id, print_ in (known.fingerprints or {}).items():
                 self._prints[run_key(known.project_id, run_id)] = print_
+            self._reminders_due.update(
+                run_key(known.project_id, run_id) for run_id, due in known.reminders.items() if due <= now
+            )
         scans = self._scan_all(cursors, now, result)
         # One batched read of the states the diffs need, for every workspace at once.
         self._load(
@@ -246,7 +250,11 @@ class Discoverer:
                     if self._observe(result, run, scan.threshold, history_if_final=empty_store):
                         stored[run.id] = run.fingerprint
             if scan.listed is not None:
-                result.cursors.append(replace(scan.listed, fingerprints=stored))
+                # Reminders still pending carry over; the tick sets those of the runs it diffed.
+                pending = scan.cursor.reminders if scan.cursor else {}
+                active = set(scan.listed.active_run_ids)
+                kept = {run_id: due for run_id, due in pending.items() if run_id in active}
+                result.cursors.append(replace(scan.listed, fingerprints=stored, reminders=kept))
         self._track_configured_runs(result, seen)
         result.runs_fetched = len(seen)
         result.vanished = self._vanished
@@ -309,8 +317,13 @@ class Discoverer:
         return run.final and (created is None or created < threshold)
 
     def _unchanged(self, run: Run) -> bool:
-        """Whether the run is stored with exactly the statuses it shows now (its cursor's fingerprint)."""
-        return run.key not in self._configured and self._prints.get(run.key) == run.fingerprint
+        """Whether the run is stored with exactly the statuses it shows now (its cursor's fingerprint)
+        and no reminder of it falls due: then nothing about it needs its stored state."""
+        return (
+            run.key not in self._configured
+            and run.key not in self._reminders_due
+            and self._prints.get(run.key) == run.fingerprint
+        )
 
     def _worth_reading(
         self, runs: Iterable[Run], cursor: ProjectCursor | None, threshold: float

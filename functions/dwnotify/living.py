@@ -86,9 +86,11 @@ class LivingStore(Protocol):
 
 
 def wants_reply(events: Sequence[Event]) -> bool:
-    """Whether a living message's change also replies in its thread: a failure, or the run's end."""
+    """Whether a living message's change also replies in its thread: a failure, the run's end, or a
+    reminder (a stage waiting for a person, or running long)."""
     return any(
-        event.status in FINAL_STATUSES and (event.stage is None or event.status != SUCCESS)
+        bool(event.reminder)
+        or (event.status in FINAL_STATUSES and (event.stage is None or event.status != SUCCESS))
         for event in events
     )
 

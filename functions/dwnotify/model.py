@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any
 
@@ -179,10 +179,16 @@ class Event:
     status: str
     previous: str | None
     stage: Stage | None = None
+    # A reminder (`dwnotify.reminders`): its own announced key, and how long the stage has waited or run.
+    reminder: str = ""
+    waited: timedelta | None = None
 
     @property
     def key(self) -> str:
-        """Identity used to announce the event once: subject and the status it moved to."""
+        """Identity used to announce the event once: subject and the status it moved to (a reminder:
+        its stage, its sighting and its repeat)."""
+        if self.reminder:
+            return self.reminder
         subject = f"stage:{self.stage.key}" if self.stage is not None else "run"
         return f"{subject}:{self.status}"
 

@@ -42,7 +42,21 @@ _STATUS_OF_VERB = {
     "terminated": TERMINATED,
     "canceled": CANCELED,
     "changed": UNKNOWN_STATUS,
+    "waiting": INIT,  # a reminder: the stage waits at a gate
+    "stuck": RUNNING,  # a reminder: the stage runs long
 }
+_SAMPLE_WAIT = timedelta(minutes=45)  # how long a sample reminder's stage has waited or run
+
+
+def _event(event_type: str, key: str, status: str, stage: Stage | None = None) -> Event:
+    """A sample event: a reminder has its stage's status as both status and previous, and a wait."""
+    if event_type in ("stage.waiting", "stage.stuck"):
+        return Event(
+            event_type, key, status, status, stage, reminder=f"sample:{event_type}", waited=_SAMPLE_WAIT
+        )
+    return Event(event_type, key, status, INIT if status == RUNNING else RUNNING, stage)
+
+
 _CHECK_FAILURE = "节点 dwd_trade_order_di 的下游依赖检查未通过: ads_order_summary_d 仍依赖已下线的输出表"
 _BUILD = Stage(
     code="PACKAGE_BUILD",
@@ -128,8 +142,7 @@ def single_event_sample(event_type: str, project_id: int, now: datetime) -> tupl
         previous = INIT if status == RUNNING else RUNNING
         return run, Event(event_type, run_key(project_id, SAMPLE_RUN_ID), status, previous)
     run = _run(project_id, now, RUNNING, (SUCCESS, status, INIT))
-    previous = INIT if status == RUNNING else RUNNING
-    return run, Event(event_type, run_key(project_id, SAMPLE_RUN_ID), status, previous, run.stages[1])
+    return run, _event(event_type, run_key(project_id, SAMPLE_RUN_ID), status, run.stages[1])
 
 
 def story_events(event_types: Sequence[str], run: Run) -> tuple[Event, ...]:
@@ -148,7 +161,7 @@ def story_events(event_types: Sequence[str], run: Run) -> tuple[Event, ...]:
             events.append((order, Event(event_type, key, status, previous)))
         else:
             stage = replace(on.get(verb, deploy), status=status)
-            events.append((stage.step, Event(event_type, key, status, previous, stage)))
+            events.append((stage.step, _event(event_type, key, status, stage)))
     return tuple(event for _, event in sorted(events, key=lambda pair: pair[0]))
 
 

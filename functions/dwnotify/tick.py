@@ -6,7 +6,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from functools import partial
@@ -20,6 +20,7 @@ from .living import REPLY_TEMPLATE, reply_template, wants_reply
 from .logs import mask
 from .model import FAIL, Event, Run, RunItem, RunState, kept_items, run_key
 from .pacing import CallBudget, Ledger
+from .reminders import Due, remind
 from .rules import Route, route
 from .settings import ProjectSettings, Settings
 from .state.base import TICK_LEASE, Lease, OutboxMessage, ProjectCursor, StateStore, TickStart
@@ -108,6 +109,18 @@ class TickSummary:
 def _cursor_moved(previous: ProjectCursor | None, cursor: ProjectCursor) -> bool:
     """Whether a cursor is worth writing: one that says what the stored one says needs no write."""
     return previous is None or not previous.same_listing(cursor)
+
+
+def _with_reminders(cursor: ProjectCursor, due: Mapping[str, float | None]) -> ProjectCursor:
+    """The cursor with the reminder times of its workspace's runs diffed this tick (None: none due)."""
+    prefix = f"{cursor.project_id}/"
+    changed = {key.removeprefix(prefix): at for key, at in due.items() if key.startswith(prefix)}
+    if not changed:
+        return cursor
+    active = set(cursor.active_run_ids)
+    kept = {run_id: at for run_id, at in cursor.reminders.items() if run_id not in changed}
+    kept.update({run_id: at for run_id, at in changed.items() if at is not None and run_id in active})
+    return replace(cursor, reminders=kept)
 
 
 def _changed(previous: RunState | None, state: RunState) -> bool:
@@ -417,9 +430,14 @@ class Notifier:
         messages: list[OutboxMessage] = []
         events_found = 0
         undiffed: set[int] = set()
+        reminders_due: dict[str, float | None] = {}  # run key -> when its next reminder falls due
         for observation in found.observations:
             try:
                 events, state = diff(observation.previous, observation.run, now)
+                if self.settings.reminders is not None and not observation.silent:
+                    due = self._remind(state, observation.run, now)
+                    events, state = [*events, *due.events], due.state
+                    reminders_due[observation.run.key] = due.next_at
             except Exception as error:  # one malformed run must not silence every other run
                 log.warning(
                     "run %s skipped this tick, it cannot be compared: %s: %s",
@@ -444,7 +462,14 @@ class Notifier:
             if _changed(observation.previous, state):
                 states.append(state)
             messages.extend(self._render(observation.run, state, routes, now, len(messages), summary, items))
+        found.cursors = [_with_reminders(cursor, reminders_due) for cursor in found.cursors]
         return states, messages, events_found, undiffed
+
+    def _remind(self, state: RunState, run: Run, now: float) -> Due:
+        """The reminders of a run just diffed (`dwnotify.reminders`), by the config's thresholds."""
+        settings = self.settings.reminders
+        assert settings is not None
+        return remind(state, run, settings.waiting_after, settings.stuck_after, settings.repeat, now)
 
     def _items(self, run: Run, deadline: float | None, summary: TickSummary) -> tuple[RunItem, ...]:
         """The run's items for its messages; none (and an error in the summary) when they cannot be read."""

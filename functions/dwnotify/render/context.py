@@ -170,6 +170,12 @@ _STAGE_HEADLINES: Mapping[str, str] = {
 }
 
 
+_REMINDER_HEADLINES: Mapping[str, str] = {
+    "stage.waiting": "等待人工推进 · Waiting for a person",
+    "stage.stuck": "阶段运行过久 · Stage running long",
+}
+
+
 def headline(run_status: str, events: Sequence[Event]) -> tuple[str, str]:
     """A message's headline and the status it reports: the run's end, else a stage failure, else progress."""
     for event in reversed(events):
@@ -178,6 +184,9 @@ def headline(run_status: str, events: Sequence[Event]) -> tuple[str, str]:
     for event in events:
         if event.stage is not None and event.status in _STAGE_HEADLINES:
             return _STAGE_HEADLINES[event.status], event.status
+    for event in events:
+        if event.type in _REMINDER_HEADLINES:
+            return _REMINDER_HEADLINES[event.type], event.status
     if any(event.type == "run.started" for event in events):
         return "发布开始 · Deployment started", RUNNING
     return _RUN_HEADLINES.get(run_status, f"发布状态 · Deployment {run_status}"), run_status

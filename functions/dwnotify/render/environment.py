@@ -14,6 +14,8 @@ from dwnotify.sandbox import MeteredEnvironment, RenderLimits
 
 from .context import Mention, Url
 from .filters import (
+    event_emoji,
+    event_label,
     format_datetime,
     format_duration,
     status_emoji,
@@ -70,6 +72,8 @@ class _Environment(MeteredEnvironment):
             datetime=format_datetime,
             status_emoji=status_emoji,
             status_label=status_label,
+            event_emoji=event_emoji,
+            event_label=event_label,
             truncate_bytes=truncate_bytes,
             quote=self._quote,
             link=self._link,

@@ -31,6 +31,35 @@ _STATUS_WORDS: Mapping[str, tuple[str, str, str]] = {
 }
 
 
+# Reminders (`stage.waiting`, `stage.stuck`): how a message names what the stage has been doing.
+_REMINDER_WORDS: Mapping[str, tuple[str, str, str]] = {
+    "stage.waiting": ("🙋", "等待推进", "waiting for a person"),
+    "stage.stuck": ("🐢", "运行过久", "running long"),
+}
+
+
+def event_emoji(event: object) -> str:
+    """The emoji of an event: a reminder's own, else its status's."""
+    kind = getattr(event, "type", "")
+    if kind in _REMINDER_WORDS:
+        return _REMINDER_WORDS[kind][0]
+    return status_emoji(getattr(event, "status", None))
+
+
+def event_label(event: object, lang: str = "both") -> str:
+    """An event in words: a reminder's with how long (`等待推进 35m · waiting for a person 35m`),
+    else its status's (`status_label`)."""
+    kind = getattr(event, "type", "")
+    if kind not in _REMINDER_WORDS:
+        return status_label(getattr(event, "status", None), lang)
+    _, chinese, english = _REMINDER_WORDS[kind]
+    waited = getattr(event, "waited", None)
+    took = f" {format_duration(waited)}" if isinstance(waited, timedelta) else ""
+    return {"zh": f"{chinese}{took}", "en": f"{english}{took}"}.get(
+        lang, f"{chinese}{took} · {english}{took}"
+    )
+
+
 def status_emoji(status: object) -> str:
     """The emoji of a status (any spelling); ❔ for an unknown one."""
     return _STATUS_WORDS.get(normalize_status(status), ("❔", "", ""))[0]
