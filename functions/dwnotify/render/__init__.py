@@ -22,6 +22,8 @@ nothing. The title is the first line read back as plain text.
 Each render is metered (`dwnotify.sandbox`): past its work or time budget, or making more than a
 message may hold, it stops with a TemplateLimitError. `Renderer.render_or_fall_back` is what a tick
 uses: the rule's template, else `default`, else plain text, with a note in the message saying so.
+`Renderer.render_variables` renders from other variables, the same way (a daily digest's: see
+`dwnotify.digest`).
 
 Variables: `run` (see `RunView`; `run.items` are the `RunItem`s it deploys, failed first: `name`,
 `type`, `version`, `status`, `message`, `owner`, `failed`; read only for a run's first message and its
@@ -37,7 +39,7 @@ from __future__ import annotations
 import json
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -134,16 +136,31 @@ class Renderer:
 
         TemplateLimitError when the render goes past its limits.
         """
+        return self._render(channel_type, name, lambda: template_context(ctx), ctx.now)
+
+    def render_variables(
+        self, channel_type: str, name: str, variables: Mapping[str, Any], now: datetime
+    ) -> Message:
+        """Render template `name` from any variables (a daily digest's), escaped, metered and failing
+        as `render` does; `now` is the moment whose messages a template out of time is not retried for.
+        """
+        return self._render(channel_type, name, lambda: dict(variables), now)
+
+    def _render(
+        self, channel_type: str, name: str, variables: Callable[[], dict[str, Any]], now: datetime
+    ) -> Message:
+        # The variables are made inside the metered try, as they always were: a view that fails to
+        # build is reported as the template's failure, and its cost counts against the budget.
         compiled = self._template(channel_type, name)
         spent = self._out_of_time.get((channel_type, name))
-        if spent is not None and spent[0] == ctx.now:
+        if spent is not None and spent[0] == now:
             first = spent[1]
             raise TemplateLimitError(
                 str(first), template=first.template, limit=first.limit, reason=first.reason
             )
         with metered(self.limits, self._clock) as meter:
             try:
-                text = self._generate(compiled, template_context(ctx), meter)
+                text = self._generate(compiled, variables(), meter)
             except Exception as exc:  # a template can fail in any way; the user needs its file and line
                 if meter.over is None:
                     raise TemplateError(_describe(exc, compiled), template=compiled.path) from exc
@@ -155,7 +172,7 @@ class Renderer:
                     reason=_reason(over.limit, self.limits),
                 )
                 if over.limit == "time":
-                    self._out_of_time[channel_type, name] = (ctx.now, error)
+                    self._out_of_time[channel_type, name] = (now, error)
                 raise error from exc
         return _message(text, compiled)
 
