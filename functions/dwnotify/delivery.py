@@ -6,15 +6,25 @@ service accepted it. A message waiting for a retry holds back the later messages
 channel, never other runs or channels. When more messages are due than the channel's rate budget
 allows, they are merged into digest messages instead of being dropped or getting the robot silenced.
 
+A message held through a rule's quiet hours (`held_until`) is not sent before then, and holds back
+nothing meanwhile: the run's later messages that are not held (the events the rule lets through)
+go at once. Once its window has ended it is an ordinary pending message: the channel's held
+messages that are due go out merged, in order, into one digest (with whatever lies between them, so
+no run's order changes; several posts if it outgrows the channel's size limit), and one whose post
+failed waits for its retry and holds back its run like any other. Its `delivery.max_age` counts from
+the window's end. A living channel (`dwnotify.living`) has no digests: a held message waits, then
+goes through its run's step as usual; a later message shown during the window first lends the held
+ones of its run its rendering, so the edit at the window's end never shows an older state.
+
 The channel lease outlasts any one send: it lasts at least twice the send timeout (plus a margin),
 and is renewed before a send whose timeout could outlast what is left of it, so no other tick takes
 the channel while a send is still waiting for its answer.
 
 Times kept in the store come from the clock of the tick that wrote them, and clocks step back. A
 stored time can lie no further ahead than dwnotify itself ever waits: a send time not after now, a
-channel's pause at most MAX_PAUSE_S, a message's retry at most RETRY_CAP_S after now (or the pause);
-one further ahead is brought back to that bound and stored so, instead of stalling the channel
-until the clock catches up.
+channel's pause at most MAX_PAUSE_S, a message's retry at most RETRY_CAP_S after now (or the pause),
+a hold at most LONGEST_WINDOW; one further ahead is brought back to that bound and stored so,
+instead of stalling the channel until the clock catches up.
 
 Channels are independent, so they send in parallel: each channel's pass (lease, sends in order,
 records, release) runs in a thread of its own, at most MAX_PARALLEL_CHANNELS at once, and a pass
@@ -41,6 +51,7 @@ from .living import LivingChannel, LivingSteps, by_run
 from .logs import mask
 from .message import Message
 from .outbox import message_of
+from .quiet import LONGEST_WINDOW
 from .settings import ChannelSettings
 from .state.base import (
     FAILED,
@@ -67,6 +78,7 @@ RECORD_ATTEMPTS = 3
 RECORD_PAUSE_S = 1.0
 # Channels sending at once: each is a thread mostly waiting on its webhook's answer.
 MAX_PARALLEL_CHANNELS = 8
+_LONGEST_HOLD_S = LONGEST_WINDOW.total_seconds()
 
 
 def channel_lease_s(send_timeout_s: float) -> float:
@@ -221,11 +233,12 @@ def retry_delay(attempts: int, retry_after: float | None, jitter: float) -> floa
 
 
 def digest(channel_type: str, messages: Sequence[OutboxMessage]) -> Message:
-    """One message carrying several, in order."""
+    """One message carrying several, in order (its title says when some were held in quiet hours)."""
     if len(messages) == 1:
         return message_of(messages[0])
     rules = CHANNEL_TYPES[channel_type].digest
-    title = f"DataWorks: {len(messages)} updates"
+    held = any(m.held_until is not None for m in messages)
+    title = f"DataWorks: {len(messages)} updates" + (" from quiet hours" if held else "")
     header = rules.heading.format(title=title)
     mentioned = {person: None for m in messages for person in message_of(m).mentions}  # ordered, once
     text = rules.separator.join([header, *(m.text for m in messages)])
@@ -353,9 +366,17 @@ class Deliverer:
 
     def _actionable(self, message: OutboxMessage) -> bool:
         now = self._clock()
+        if _holding(message, now):
+            return (message.held_until or 0.0) > now + _LONGEST_HOLD_S  # to be brought back, as below
         if message.next_attempt_at > now + MAX_PAUSE_S:
             return True  # a retry time from a clock that has gone back since: to be brought back
-        return message.due(now) or message.expired(now, self._max_age_s)
+        return message.due(now) or self._expired(message, now)
+
+    def _expired(self, message: OutboxMessage, now: float) -> bool:
+        """Unreadable, or past max_age: counted from its quiet window's end when it was held (a
+        weekend's hold outlasts a day)."""
+        since = max(message.created_at, message.held_until or 0.0)
+        return bool(message.unreadable) or now - since > self._max_age_s
 
     def _give_up(
         self, lease: Lease, messages: list[OutboxMessage], reason: str, stats: DeliveryStats
@@ -372,7 +393,8 @@ class Deliverer:
         stats.failed += len(failed)
 
     def _sort(self, messages: list[OutboxMessage]) -> tuple[list[OutboxMessage], list[OutboxMessage], int]:
-        """(due now, past max_age, still waiting): a waiting message holds back later ones of its run.
+        """(due now, past max_age, still waiting): a waiting message holds back later ones of its run,
+        one held in quiet hours does not.
 
         A message that cannot be read counts as past max_age: it can never be sent.
         """
@@ -382,8 +404,10 @@ class Deliverer:
         waiting_runs: set[str] = set()
         waiting = 0
         for message in messages:
-            if message.expired(now, self._max_age_s):
+            if self._expired(message, now):
                 expired.append(message)
+            elif _holding(message, now) and message.run_key not in waiting_runs:
+                waiting += 1
             elif message.run_key in waiting_runs or not message.due(now):
                 waiting_runs.add(message.run_key)
                 waiting += 1
@@ -412,7 +436,8 @@ class Deliverer:
             return
         sent_before, failed_before = stats.sent, stats.failed
         if CHANNEL_TYPES[settings.type].living:
-            self._send_living(settings, lease, budget, due, stats, deadline)
+            held = [message for message in pending if _holding(message, self._clock())]
+            self._send_living(settings, lease, budget, due, held, stats, deadline)
         else:
             self._send_due(settings, lease, budget, due, stats, deadline)
         handled = (stats.sent - sent_before) + (stats.failed - failed_before)
@@ -424,8 +449,9 @@ class Deliverer:
         Stored with the budget when that was brought back too: a time brought back only in memory
         would be brought back again by every tick, and the wait would never end.
         """
-        latest = max(budget.paused_until, self._clock() + RETRY_CAP_S)
-        clamped = [replace(m, next_attempt_at=latest) for m in messages if m.next_attempt_at > latest]
+        now = self._clock()
+        latest = max(budget.paused_until, now + RETRY_CAP_S)
+        clamped = [c for m in messages if (c := _bounded(m, latest, now + _LONGEST_HOLD_S)) is not None]
         if clamped or budget.rewrite:
             log.warning(
                 "delivery: channel %s: stored send, pause or retry times brought back to the bounds "
@@ -448,12 +474,8 @@ class Deliverer:
     ) -> None:
         if not due or budget.paused_until > self._clock():
             return
-        if len(due) <= max(1, budget.rate.capacity(budget.remaining(self._clock()))):
-            units = [[message] for message in due]
-        else:
-            units = pack(settings.type, due)
         pacer = self._pacer(budget, deadline)
-        for unit in units:
+        for unit in self._units(settings.type, budget, due):
             if not pacer.room():
                 return  # the rest waits for the next tick, still in order
             renewed = self._renewed(lease)
@@ -462,6 +484,21 @@ class Deliverer:
             lease = renewed
             if not self._send_unit(settings, lease, budget, unit, stats, deadline):
                 return
+
+    def _units(
+        self, channel_type: str, budget: _Budget, due: list[OutboxMessage]
+    ) -> list[list[OutboxMessage]]:
+        """The sends the due messages make, in order: each alone, except the ones held through quiet
+        hours, which go in one digest (with the messages between them, so that no run's order
+        changes); everything packed into digests when that makes more sends than the budget allows."""
+        held = [index for index, message in enumerate(due) if message.held_until is not None]
+        units = [[message] for message in due]
+        if held:
+            first, last = held[0], held[-1] + 1
+            units = [*units[:first], *pack(channel_type, due[first:last]), *units[last:]]
+        if len(units) <= max(1, budget.rate.capacity(budget.remaining(self._clock()))):
+            return units
+        return pack(channel_type, due)
 
     def _pacer(self, budget: _Budget, deadline: float | None) -> _Pacer:
         return _Pacer(budget, deadline, self._clock, self._sleep, self._send_timeout_s)
@@ -491,10 +528,12 @@ class Deliverer:
         lease: Lease,
         budget: _Budget,
         due: list[OutboxMessage],
+        held: list[OutboxMessage],
         stats: DeliveryStats,
         deadline: float | None,
     ) -> None:
-        """A living channel's due messages, one run at a time (`dwnotify.living`)."""
+        """A living channel's due messages, one run at a time (`dwnotify.living`); `held`: the ones
+        still held in quiet hours."""
         if not due or budget.paused_until > self._clock():
             return
         channel = cast(LivingChannel, self._sender(settings, deadline))
@@ -506,11 +545,33 @@ class Deliverer:
                 return
             lease = renewed
             run = group[0].run_key
+            self._lend_rendering(lease, budget, group[-1], [m for m in held if m.run_key == run])
             record = records.get(run) or LivingMessage(settings.name, run)
             shown = self._send_living_run(steps, lease, budget, record, group, stats)
             if shown is None:
                 return
             records[run] = shown
+
+    def _lend_rendering(
+        self, lease: Lease, budget: _Budget, newest: OutboxMessage, held: list[OutboxMessage]
+    ) -> None:
+        """Give the run's held messages older than `newest` its rendering, before it is shown: at the
+        window's end their edit then shows it again, not the older state they were made with (their
+        replies stay their own)."""
+        lent = [
+            replace(
+                m,
+                title=newest.title,
+                text=newest.text,
+                blocks_json=newest.blocks_json,
+                mentions_json=newest.mentions_json,
+            )
+            for m in held
+            if m.seq < newest.seq
+            and (m.title, m.text, m.blocks_json) != (newest.title, newest.text, newest.blocks_json)
+        ]
+        if lent:
+            self._store.update_messages(replace(lease, data=budget.dump()), lent)
 
     def _send_living_run(
         self,
@@ -629,6 +690,21 @@ class Deliverer:
         self._store.update_messages(replace(lease, data=budget.dump()), waiting)
         log.warning("delivery: %s will retry %d message(s): %s", error.channel, len(unit), reason)
         return False
+
+
+def _bounded(message: OutboxMessage, latest: float, longest_hold: float) -> OutboxMessage | None:
+    """The message with its retry time brought back to `latest` (a hold's to `longest_hold`);
+    None when it lies within them."""
+    if message.held_until is not None and message.held_until > longest_hold:
+        return replace(message, held_until=longest_hold, next_attempt_at=longest_hold)
+    if message.next_attempt_at > max(latest, message.held_until or 0.0):
+        return replace(message, next_attempt_at=latest)
+    return None
+
+
+def _holding(message: OutboxMessage, now: float) -> bool:
+    """Whether a message is still held in its rule's quiet hours."""
+    return message.held_until is not None and message.held_until > now
 
 
 def _raise_first(errors: Mapping[str, BaseException]) -> None:
