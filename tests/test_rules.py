@@ -16,6 +16,8 @@ STAGE_EVENTS = {
     "stage.terminated",
     "stage.canceled",
     "stage.changed",
+    "stage.waiting",
+    "stage.stuck",
 }
 
 # Every pattern a rule may hold (what config accepts) and the event types it selects.
