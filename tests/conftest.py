@@ -53,6 +53,7 @@ TABLESTORE_MODULES = frozenset(
         "test_cli",
         "test_slack_app",
         "test_reminders",
+        "test_daily",
     }
 )
 

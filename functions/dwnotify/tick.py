@@ -27,6 +27,7 @@ from .state.base import TICK_LEASE, Lease, OutboxMessage, ProjectCursor, StateSt
 
 if TYPE_CHECKING:
     from .channels.base import Channel
+    from .daily import DailyDigests
     from .message import Message
     from .render import MessageContext, Renderer
     from .settings import ChannelSettings
@@ -181,6 +182,7 @@ class Notifier:
         self._make_channel = make_channel
         self._make_renderer = renderer
         self._renderer: Renderer | None = None
+        self._daily: DailyDigests | None = None
         self._clock = clock
         self._sleep = sleep
         budget = settings.dataworks.daily_call_budget
@@ -392,23 +394,53 @@ class Notifier:
             for c in found.cursors
             if c.project_id not in undiffed and _cursor_moved(start.cursors.get(c.project_id), c)
         ]
+        daily = self._digests()
+        digests = daily.queue(session.owner, now, start.cursors, len(messages)) if daily else None
+        messages += digests.messages if digests else []
+        stored = False
+        try:
+            stored = self._commit(session, states, moved, messages, summary)
+            if stored:  # counted once stored: of ticks that found the same change, the one that stores it
+                summary.events, summary.messages_queued = events_found, len(messages)
+        finally:
+            if daily is not None and digests is not None:
+                daily.settle(digests, stored or not digests.messages)
+
+    def _commit(
+        self,
+        session: _Session,
+        states: list[RunState],
+        moved: list[ProjectCursor],
+        messages: list[OutboxMessage],
+        summary: TickSummary,
+    ) -> bool:
+        """Store the tick's findings under the tick lease; whether they were stored (also: nothing to)."""
         if not (states or moved or messages):
-            return
+            return True
         held = session.lease
         lease = held or self._store.acquire_lease(TICK_LEASE, session.owner, TICK_LEASE_S, self._clock())
         if lease is None:
             summary.errors.append("another tick was committing; nothing committed, the next tick tries again")
-            return
+            return False
         try:
             self._store.commit(lease, states, moved, messages, self._clock())
-            # Counted once stored: of ticks that found the same change, only the one that commits it.
-            summary.events, summary.messages_queued = events_found, len(messages)
+            return True
         except ConflictError as error:
             log.warning("tick: nothing committed, another tick got there first: %s", error)
             summary.errors.append(str(error))
+            return False
         finally:
             if held is None:
                 self._store.release_lease(lease)
+
+    def _digests(self) -> DailyDigests | None:
+        """The daily digests of this process, if a rule has one (built, and the renderer imported,
+        at the first tick that asks)."""
+        if self._daily is None and any(rule.digest is not None for rule in self.settings.rules):
+            from .daily import DailyDigests
+
+            self._daily = DailyDigests(self.settings, self._store, lambda: self.renderer)
+        return self._daily
 
     def _discover(self, start: TickStart, now: float, deadline: float | None) -> Discovery:
         discoverer = Discoverer(
