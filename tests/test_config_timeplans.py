@@ -76,6 +76,11 @@ def test_an_unquoted_time_that_yaml_reads_as_a_number_still_reads_as_the_time(tm
             "rules[0].quiet.except[0]",
             "not an event",
         ),
+        (
+            {"rules[0].quiet": {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]}},
+            "rules[0].quiet.days",
+            "would never speak",
+        ),
         ({"rules[0].digest": {}}, "rules[0].digest.at", "this required key is missing"),
         ({"rules[0].digest": {"at": "6pm"}}, "rules[0].digest.at", "a time of day"),
         (

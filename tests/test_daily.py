@@ -138,3 +138,28 @@ def test_a_digest_rule_sends_no_per_run_messages(daily: World) -> None:
     world = daily
     morning(world)
     assert world.slack_messages() == []
+
+
+def test_a_slack_app_channel_posts_the_digest_as_a_message_of_its_own(daily: World) -> None:
+    world = daily
+    world.config_overrides["channels"] = {
+        "deploys": {
+            "type": "slack-app",
+            "token": "${SLACK_BOT_TOKEN}",
+            "channel": "C0123456",
+            "api_url": f"{world.slack.base_url}/api",
+        }
+    }
+    world.config_overrides["rules"] = [
+        {"name": "live", "events": ["*"], "channels": ["deploys"]},
+        {"name": "daily", "events": ["*"], "channels": ["deploys"], "digest": {"at": "18:00"}},
+    ]
+    morning(world)
+    runs = len(world.slack.posted("C0123456"))
+    world.tick(advance=at("2026-11-28 18:00") - world.clock.now + 30)
+    posted = world.slack.posted("C0123456")
+    assert len(posted) == runs + 1
+    digest = posted[-1]
+    assert "Daily deployment digest" in digest["text"] and not digest.get("metadata")  # no run's message
+    world.tick(advance=10 * MIN)
+    assert len(world.slack.posted("C0123456")) == runs + 1

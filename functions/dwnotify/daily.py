@@ -120,7 +120,7 @@ class DailyDigests:
                 messages.append(
                     outbox.record(
                         message,
-                        run_key=f"digest/{rule.name}/{found.day}",
+                        run_key=outbox.digest_key(rule.name, found.day),
                         rule=rule.name,
                         channel=channel_name,
                         events=(),

@@ -50,7 +50,7 @@ from .errors import ConflictError, DeliveryError, StateError
 from .living import LivingChannel, LivingSteps, by_run
 from .logs import mask
 from .message import Message
-from .outbox import message_of
+from .outbox import is_digest, message_of
 from .quiet import LONGEST_WINDOW
 from .settings import ChannelSettings
 from .state.base import (
@@ -538,13 +538,21 @@ class Deliverer:
             return
         channel = cast(LivingChannel, self._sender(settings, deadline))
         records = self._store.load_living(settings.name, {message.run_key for message in due})
-        steps = LivingSteps(self._store, channel, self._clock, self._pacer(budget, deadline).take)
+        pacer = self._pacer(budget, deadline)
+        steps = LivingSteps(self._store, channel, self._clock, pacer.take)
         for group in by_run(due):
             renewed = self._renewed(lease)
             if renewed is None:
                 return
             lease = renewed
             run = group[0].run_key
+            if is_digest(run):  # a daily digest is a message of its own, not a run's living one
+                for message in group:
+                    if not pacer.room() or not self._send_unit(
+                        settings, lease, budget, [message], stats, deadline
+                    ):
+                        return
+                continue
             self._lend_rendering(lease, budget, group[-1], [m for m in held if m.run_key == run])
             record = records.get(run) or LivingMessage(settings.name, run)
             shown = self._send_living_run(steps, lease, budget, record, group, stats)

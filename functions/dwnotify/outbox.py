@@ -16,6 +16,18 @@ from .model import Event
 from .settings import PersonSettings
 from .state.base import OutboxMessage
 
+_DIGEST_PREFIX = "digest/"
+
+
+def digest_key(rule: str, day: str) -> str:
+    """The run key a rule's daily digest for `day` is recorded under: not a run's (no living message)."""
+    return f"{_DIGEST_PREFIX}{rule}/{day}"
+
+
+def is_digest(run_key: str) -> bool:
+    """Whether a record is a daily digest rather than a run's message."""
+    return run_key.startswith(_DIGEST_PREFIX)
+
 
 def message_id(run_key: str, rule: str, channel: str, events: Sequence[Event]) -> str:
     """A stable id: the same events routed the same way always make the same outbox row."""

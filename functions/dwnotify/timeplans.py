@@ -58,6 +58,8 @@ def parse_quiet(c: Checker, value: object, loc: Loc, event_patterns: Collection[
     days = _days(c, *f.at("days"))
     if not has_start and not has_end and f.values.get("days") is None:
         c.add(loc, "needs from and to (a daily window), days (whole days), or both")
+    elif len(days) == len(DAYS):
+        c.add(f.at("days")[1], "lists every day: the rule would never speak (take it out of rules instead)")
     elif has_start and has_end and start is not None and start == end:
         c.add(f.at("to")[1], "must differ from from (to is exclusive: the window would be empty)")
     excepted = []
