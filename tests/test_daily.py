@@ -163,3 +163,20 @@ def test_a_slack_app_channel_posts_the_digest_as_a_message_of_its_own(daily: Wor
     assert "Daily deployment digest" in digest["text"] and not digest.get("metadata")  # no run's message
     world.tick(advance=10 * MIN)
     assert len(world.slack.posted("C0123456")) == runs + 1
+
+
+def test_check_renders_a_digest_rules_template_and_reports_a_broken_one(daily: World) -> None:
+    from tests.helpers import cli_env, dwnotify, write
+
+    world = daily
+    config = world.write_config()
+    fine = dwnotify("check", "--config", str(config), env=cli_env(world))
+    assert fine.returncode == 0, fine.stderr
+    folder = world.tmp / "mine"
+    write(folder, "slack/digest.mrkdwn.j2", "*digest*\n{{ digest.no_such_field }}")
+    world.config_overrides["templates"] = str(folder)
+    broken = dwnotify("check", "--config", str(world.write_config()), env=cli_env(world))
+    assert broken.returncode == 2
+    [line] = broken.stderr.splitlines()
+    assert line.startswith("config error: rules[0].digest: ") and "slack/digest.mrkdwn.j2, line 2" in line
+    assert "no_such_field" in line

@@ -17,7 +17,7 @@ from . import __version__, config, logs
 from .channels import CHANNEL_TYPES
 from .errors import ConfigError, NotifierError, TemplateError
 from .living import reply_template
-from .settings import Settings
+from .settings import ProjectSettings, RuleSettings, Settings
 
 if TYPE_CHECKING:
     from .credentials import Credentials
@@ -116,6 +116,12 @@ def check_templates(settings: Settings) -> list[str]:
         event_types = [kind for kind in EVENT_TYPES if any(matches(p, kind) for p in rule.events)]
         project_id = rule.projects[0] if rule.projects else settings.dataworks.projects[0].id
         project = settings.dataworks.project(project_id)
+        if rule.digest is not None:  # its one message a day, not per-run messages
+            for name in rule.channels:
+                channel_type = settings.channels[name].type
+                for problem in _digest_problems(renderer, rule, project, name, channel_type, now):
+                    problems.setdefault(f"rules[{index}].digest: {problem}")
+            continue
         for name in rule.channels:
             channel = settings.channels[name]
             templates = [rule.template]
@@ -134,6 +140,36 @@ def check_templates(settings: Settings) -> list[str]:
                 for problem in _sample_problems(renderer, channel.type, template, contexts):
                     problems.setdefault(f"rules[{index}].template: {problem}")
     return list(problems)
+
+
+def _digest_problems(
+    renderer: Renderer,
+    rule: RuleSettings,
+    project: ProjectSettings,
+    channel_name: str,
+    channel_type: str,
+    now: datetime,
+) -> list[str]:
+    """What goes wrong rendering the rule's `digest` template for a day with the sample run, and for
+    a day without runs."""
+    from dataclasses import replace
+
+    from .diff import diff
+    from .digest import DigestDue, render_digest, summarize
+    from .samples import sample_run
+
+    at = now.timestamp()
+    _, state = diff(None, sample_run(project.id, now), at - 3600)
+    window = DigestDue(now.date().isoformat(), at, at - 86400)
+    every_run = replace(rule, events=("*",), projects=None)
+    problems = []
+    for chosen, states in ((every_run, [(state, at - 60)]), (rule, [])):
+        view = summarize(chosen, states, window, [], {project.id: project.label})
+        _, failures = render_digest(
+            renderer, view, rule_name=rule.name, channel_name=channel_name, channel_type=channel_type, now=now
+        )
+        problems += [str(error) for _, error in failures]
+    return problems
 
 
 def _sample_problems(
