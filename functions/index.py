@@ -41,11 +41,22 @@ _NO_CREDENTIALS = (
 )
 
 
+ACTIONS = ("tick", "track")
+_ACTION_RULE = (
+    'event.action: must be "tick" or "track" (with "project": <workspace id>, "id": "<run id>"); '
+    'sharded ticks ("shard") are not supported yet'
+)
+
+
 @dataclass(frozen=True)
 class Options:
-    """What one invocation asks for beyond a plain tick (the timer's `payload`, or the event itself)."""
+    """What one invocation asks for: a tick (the timer's, or `{"action": "tick"}`), or the tracking of
+    one run (`{"action": "track", "project": 10000, "id": "<run id>"}`), and whether it is a dry run."""
 
     dry_run: bool = False
+    action: str = "tick"
+    project: int | None = None
+    run_id: str | None = None
 
 
 class AppCache:
@@ -103,7 +114,10 @@ def handler(event: bytes | str | Mapping[str, Any] | None, context: Any) -> dict
         return _failure("building the clients", error, request_id)
     deadline = deadline_for(started, function_timeout(context))
     try:
-        summary = app.notifier.run(deadline=deadline, dry_run=options.dry_run)
+        if options.action == "track" and options.project is not None and options.run_id is not None:
+            summary = app.notifier.track(options.project, options.run_id, deadline=deadline)
+        else:
+            summary = app.notifier.run(deadline=deadline, dry_run=options.dry_run)
     except (NotifierError, OSError) as error:
         apps.forget(app)  # a broken store or client is rebuilt by the next invocation
         return _failure("tick", error, request_id)
@@ -111,8 +125,13 @@ def handler(event: bytes | str | Mapping[str, Any] | None, context: Any) -> dict
         apps.forget(app)
         log.error("tick failed unexpectedly", exc_info=error)
         return _failure("tick", RuntimeError(f"unexpected {type(error).__name__}; see the log"), request_id)
-    log.info("tick done: %s", summary.to_json())
-    return {**summary_dict(summary), "dry_run": options.dry_run, "request_id": request_id}
+    log.info("%s done: %s", options.action, summary.to_json())
+    return {
+        **summary_dict(summary),
+        "action": options.action,
+        "dry_run": options.dry_run,
+        "request_id": request_id,
+    }
 
 
 def parse_event(event: bytes | str | Mapping[str, Any] | None) -> Options:
@@ -127,12 +146,47 @@ def parse_event(event: bytes | str | Mapping[str, Any] | None) -> Options:
             event = None
     if not isinstance(event, Mapping):
         return Options()
+    if "action" in event:
+        return _action(event)
     options = {key: event[key] for key in ("dry_run",) if key in event}
     options.update(_payload_options(event.get("payload")))
     dry_run = options.get("dry_run", False)
     if not isinstance(dry_run, bool):
         raise ConfigError(["event.payload.dry_run: must be true or false"])
     return Options(dry_run=dry_run)
+
+
+def _action(event: Mapping[str, Any]) -> Options:
+    """An invocation's explicit action (`dwnotify remote`, a CI job): every mistake by its key."""
+    action = event.get("action")
+    if action not in ACTIONS:
+        raise ConfigError([f"{_ACTION_RULE} (not {json.dumps(action)})"])
+    allowed = {"action", "dry_run"} | ({"project", "id"} if action == "track" else set())
+    problems = [
+        f"event.{key}: is not a key of the {action} action"
+        for key in sorted(map(str, event))
+        if key not in allowed
+    ]
+    dry_run = event.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        problems.append("event.dry_run: must be true or false")
+    if action == "tick":
+        if problems:
+            raise ConfigError(problems)
+        return Options(dry_run=dry_run)
+    project, run_id = event.get("project"), event.get("id")
+    if isinstance(project, str) and project.strip().isdigit():
+        project = int(project)
+    if isinstance(project, bool) or not isinstance(project, int) or project <= 0:
+        problems.append("event.project: must be the run's workspace id, a positive whole number")
+    if not isinstance(run_id, str) or not run_id.strip():
+        problems.append("event.id: must be the run's id, a non-empty string")
+    if dry_run:
+        problems.append("event.dry_run: a track stores and announces; it has no dry run")
+    if problems:
+        raise ConfigError(problems)
+    assert isinstance(project, int) and isinstance(run_id, str)
+    return Options(action="track", project=project, run_id=run_id.strip())
 
 
 def _payload_options(payload: object) -> dict[str, object]:

@@ -54,6 +54,7 @@ TABLESTORE_MODULES = frozenset(
         "test_slack_app",
         "test_reminders",
         "test_daily",
+        "test_track",
     }
 )
 

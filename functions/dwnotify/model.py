@@ -217,6 +217,8 @@ class RunState:
     description: str = field(default="", compare=False)
     message: str = field(default="", compare=False)
     finished_ms: int | None = field(default=None, compare=False)
+    # Recorded as history, nothing of it announced (a run older than the lookback when first seen).
+    silent: bool = field(default=False, compare=False)
 
     @property
     def key(self) -> str:

@@ -18,7 +18,7 @@ from .discovery import Discoverer, Discovery, Observation, RunSource
 from .errors import ConflictError, NotifierError
 from .living import REPLY_TEMPLATE, reply_template, wants_reply
 from .logs import mask
-from .model import FAIL, Event, Run, RunItem, RunState, kept_items, run_key
+from .model import FAIL, INIT, Event, Run, RunItem, RunState, kept_items, run_key
 from .pacing import CallBudget, Ledger
 from .reminders import Due, remind
 from .rules import Route, route
@@ -247,6 +247,66 @@ class Notifier:
             return total
         finally:
             self._end(session)
+
+    def track(self, project_id: int, run_id: str, *, deadline: float | None = None) -> TickSummary:
+        """Track one run from now on, whatever its age, and announce at once what it shows.
+
+        A run never stored, or stored silently as history, is announced as at first sight; one already
+        announced gets only its news. Its workspace's cursor gains it among the runs still moving (when
+        dwnotify watches that workspace), so the ticks after poll it until it is final. The tick lease
+        is waited for (an invocation polling every `poll_every` lets go within its minute).
+        """
+        session = _Session(uuid.uuid4().hex)
+        started, calls_before = self._clock(), self._source.calls
+        summary = TickSummary()
+        try:
+            project = self.settings.dataworks.project(project_id)
+            run = self._source.get_run(project, run_id, deadline=deadline)
+            if run is None:
+                raise NotifierError(f"run {run_key(project_id, run_id)}: DataWorks does not know it")
+            session.lease = self._wait_for_lease(session, deadline)
+            now = self._clock()
+            stored = self._store.load_runs([run.key]).get(run.key)
+            if stored is None or stored.silent:  # as at first sight, at the stored version
+                base = RunState(
+                    project_id, run.id, INIT, {}, frozenset(), version=stored.version if stored else 0
+                )
+            else:
+                base = stored
+            found = Discovery(observations=[Observation(run, base, silent=False)], runs_fetched=1)
+            cursor = self._store.load_cursors([project_id]).get(project_id)
+            if cursor is not None and not run.final and run.id not in cursor.active_run_ids:
+                # Among the runs still moving, with its stored state's fingerprint: so the ticks after
+                # poll it even when no page lists it, and diff it even once it ends, however old it is.
+                prints = (
+                    None if cursor.fingerprints is None else {**cursor.fingerprints, run.id: run.fingerprint}
+                )
+                moving = (*cursor.active_run_ids, run.id)
+                found.cursors = [replace(cursor, active_run_ids=moving, fingerprints=prints)]
+            summary.runs_checked = 1
+            states, messages, events_found, _ = self._diff_and_render(found, now, summary, deadline)
+            self._store.commit(session.lease, states, found.cursors, messages, self._clock())
+            summary.events, summary.messages_queued = events_found, len(messages)
+            if cursor is None and not run.final:
+                summary.errors.append(
+                    f"workspace {project_id} is not watched (dataworks.projects): the run is announced "
+                    "now, but its later changes only if it is also listed in dataworks.runs"
+                )
+        finally:
+            self._end(session)
+        self._deliver(session.owner, summary, deadline)
+        return self._finish(summary, started, calls_before)
+
+    def _wait_for_lease(self, session: _Session, deadline: float | None) -> Lease:
+        """The tick lease, waited for until `deadline` (or DEFAULT_INVOCATION_S) while another holds it."""
+        end = deadline if deadline is not None else self._clock() + DEFAULT_INVOCATION_S
+        while True:
+            lease = self._store.acquire_lease(TICK_LEASE, session.owner, TICK_LEASE_S, self._clock())
+            if lease is not None:
+                return lease
+            if self._clock() + 1.0 >= end:
+                raise NotifierError("another invocation held the tick lease until the deadline; try again")
+            self._sleep(1.0)
 
     def _hold(self, session: _Session, end: float) -> bool:
         """Take the tick lease for the rest of a polling invocation; False when another tick has it."""
@@ -481,6 +541,9 @@ class Notifier:
                 summary.errors.append(f"run {observation.run.key}: cannot be compared")
                 undiffed.add(observation.run.project_id)
                 continue
+            # Silent history stays marked so until it has news: `track` announces such a run afresh.
+            silent = observation.silent and (observation.previous is None or observation.previous.silent)
+            state = replace(state, silent=silent)
             routes: list[Route] = []
             items: tuple[RunItem, ...] = ()
             if not observation.silent and events:

@@ -276,6 +276,7 @@ def run_data(state: RunState) -> dict[str, Any]:
         "description": state.description,
         "message": state.message,
         "finished_ms": state.finished_ms,
+        "silent": state.silent,
     }
 
 
@@ -297,6 +298,7 @@ def run_from_data(
         description=str(data.get("description") or ""),
         message=str(data.get("message") or ""),
         finished_ms=data.get("finished_ms"),
+        silent=bool(data.get("silent", False)),
     )
 
 
