@@ -20,11 +20,13 @@ _EXPORTS = {
     "LarkEmulator": "emulators.lark",
     "WeComEmulator": "emulators.wecom",
     "GenericWebhookEmulator": "emulators.webhook",
+    "FcEmulator": "emulators.fc",
 }
 
 __all__ = [
     "DataWorksEmulator",
     "DingTalkEmulator",
+    "FcEmulator",
     "GenericWebhookEmulator",
     "LarkEmulator",
     "Scenario",

@@ -18,6 +18,7 @@ SERVICES: dict[str, str] = {
     "wecom": "emulators.wecom:main_wecom",
     "webhook": "emulators.webhook:main_webhook",
     "tablestore": "emulators.tablestore:main",
+    "fc": "emulators.fc:main",
 }
 
 

@@ -2,10 +2,11 @@
 
 The package holds `index.py`, the `dwnotify` package, the built-in templates, `notifier.yaml` (which
 must pass `dwnotify check`, or nothing is built) and every runtime dependency, vendored as manylinux
-x86_64 wheels for the runtime's Python, whatever
-machine builds it: nothing is taken from what a runtime happens to ship. Modules are compiled to
-`.pyc` when an interpreter of the target version is at hand, because FC's code folder is read-only
-and a cold start would otherwise compile every module it imports, every time.
+x86_64 wheels for the runtime's Python, whatever machine builds it: nothing is taken from what a
+runtime happens to ship. Pins that ship only a source archive (SOURCE_ONLY: aliyun-fc2, pure Python)
+are built into wheels first and vendored from those. Modules are compiled to `.pyc` when an
+interpreter of the target version is at hand, because FC's code folder is read-only and a cold start
+would otherwise compile every module it imports, every time.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ PRUNE = {
     "libpasteurize": "part of future",
     "bin": "console scripts with the build machine's interpreter in their shebang",
 }
+# Pure-Python pins with no wheel on the package index: `pip wheel --no-deps` builds each into a wheel,
+# which the vendoring step (binary only) then takes from a local folder. Their pins stay in requirements.txt.
+SOURCE_ONLY = ("aliyun-fc2",)
 _PRUNED_DISTS = re.compile(r"^(numpy|future)-[^-]+\.dist-info$")
 # Binaries some wheels carry for other platforms (tablestore ships a macOS build of one module).
 _OTHER_PLATFORMS = ("*-darwin.so", "*.dylib", "*.pyd", "*.dll")
@@ -50,8 +54,34 @@ def runtime_version(value: str) -> str:
     return match.group(1)
 
 
+def pinned(name: str, requirements: Path) -> str:
+    """The `name==version` line of `requirements` (names compared as pip does)."""
+    wanted = re.sub(r"[-_.]+", "-", name).lower()
+    for line in requirements.read_text(encoding="utf-8").splitlines():
+        requirement = line.split("#", 1)[0].strip()
+        match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*(\S+)", requirement)
+        if match and re.sub(r"[-_.]+", "-", match.group(1)).lower() == wanted:
+            return f"{match.group(1)}=={match.group(2)}"
+    raise SystemExit(f"{requirements.name}: {name} is in SOURCE_ONLY but not pinned there with ==")
+
+
+def build_source_wheels(wheels: Path) -> None:
+    """Build each SOURCE_ONLY pin into a wheel in `wheels` (pure Python: one wheel fits every target)."""
+    requirements = [pinned(name, ROOT / "requirements.txt") for name in SOURCE_ONLY]
+    command = [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "--no-deps"]
+    command += ["--wheel-dir", str(wheels), *requirements]
+    subprocess.run(command, check=True)  # noqa: S603 - argv built here, no shell
+
+
 def vendor(out: Path, python: str) -> None:
     """pip-install requirements.txt into `out` as wheels for FC's platform and `python`."""
+    with tempfile.TemporaryDirectory(prefix="dwnotify-wheels-") as wheels:
+        build_source_wheels(Path(wheels))
+        install(out, python, Path(wheels))
+
+
+def install(out: Path, python: str, wheels: Path) -> None:
+    """The binary-only install for the target, also finding the wheels built into `wheels`."""
     command = [
         sys.executable,
         "-m",
@@ -68,6 +98,8 @@ def vendor(out: Path, python: str) -> None:
         "--python-version",
         python,
         "--only-binary=:all:",
+        "--find-links",
+        str(wheels),
         "-r",
         str(ROOT / "requirements.txt"),
     ]
