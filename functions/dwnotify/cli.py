@@ -1,17 +1,23 @@
-"""The command line: `dwnotify tick|check|demo|render|status` (also `python -m dwnotify`)."""
+"""The command line: `dwnotify tick|check|demo|render|status|remote` (also `python -m dwnotify`).
+
+`remote tick|track` invokes the deployed function (see `remote`); it needs no config file.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO
+from urllib.parse import urlsplit
 
 from . import __version__, config, logs
 from .channels import CHANNEL_TYPES
@@ -30,12 +36,27 @@ EXIT_FAILURE = 1
 EXIT_CONFIG = 2
 
 
-def _global_options(*, top_level: bool) -> argparse.ArgumentParser:
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that a parser marked `one_line` reports a mistake in one line, without usage."""
+
+    one_line = False
+
+    def error(self, message: str) -> NoReturn:
+        if not self.one_line:
+            super().error(message)
+        self.exit(EXIT_CONFIG, _argument_error(self.prog, message))
+
+
+def _argument_error(prog: str, message: str) -> str:
+    return f"{prog}: error: {message}\n"
+
+
+def _global_options(*, top_level: bool) -> _Parser:
     """`--config` and `--log-level`, accepted before the command and after it (as git and kubectl do).
 
     After the command they default to SUPPRESS, so an option given before it is not reset to None.
     """
-    options = argparse.ArgumentParser(add_help=False)
+    options = _Parser(add_help=False)
     default = None if top_level else argparse.SUPPRESS
     options.add_argument(
         "--config", default=default, help="config file (default: $DWNOTIFY_CONFIG, then ./notifier.yaml)"
@@ -47,9 +68,7 @@ def _global_options(*, top_level: bool) -> argparse.ArgumentParser:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="dwnotify", description=__doc__, parents=[_global_options(top_level=True)]
-    )
+    parser = _Parser(prog="dwnotify", description=__doc__, parents=[_global_options(top_level=True)])
     parser.add_argument("--version", action="version", version=f"dwnotify {__version__}")
     after = _global_options(top_level=False)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -84,7 +103,86 @@ def _parser() -> argparse.ArgumentParser:
     )
     render.add_argument("--template", default=None, help="template name (default: the rule's)")
     commands.add_parser("status", parents=[after], help="list tracked runs and pending or failed messages")
+    _remote_parser(commands, after)
     return parser
+
+
+def _remote_parser(commands: argparse._SubParsersAction[_Parser], after: _Parser) -> None:
+    """`remote tick|track`, its options accepted before the subcommand and after it."""
+    from .remote import FUNCTION_NAME, QUALIFIER
+
+    def matching(pattern: re.Pattern[str], what: str) -> Callable[[str], str]:
+        def check(value: str) -> str:
+            if not pattern.fullmatch(value):
+                raise argparse.ArgumentTypeError(f"not {what}: {value!r}")
+            return value
+
+        return check
+
+    def options(*, top_level: bool) -> _Parser:
+        parser = _Parser(add_help=False)
+        default = None if top_level else argparse.SUPPRESS
+        parser.add_argument("--endpoint", type=_endpoint, default=default, help="FC endpoint URL")
+        parser.add_argument(
+            "--account-id",
+            type=matching(re.compile(r"[0-9]+"), "an account ID (digits)"),
+            default=default,
+            help="with --region: https://<account-id>.<region>.fc.aliyuncs.com",
+        )
+        parser.add_argument(
+            "--region", type=matching(re.compile(r"[a-z0-9-]+"), "a region ID"), default=default
+        )
+        parser.add_argument(
+            "--function",
+            type=matching(FUNCTION_NAME, "an FC function name"),
+            default=default,
+            help="function name (default: dwnotify)",
+        )
+        parser.add_argument(
+            "--qualifier",
+            type=matching(QUALIFIER, "a version or alias"),
+            default=default,
+            help="version or alias (default: none sent)",
+        )
+        parser.add_argument(
+            "--async",
+            dest="asynchronous",
+            action="store_true",
+            default=False if top_level else argparse.SUPPRESS,
+            help="queue the invocation and return at once",
+        )
+        return parser
+
+    remote = commands.add_parser(
+        "remote", parents=[after, options(top_level=True)], help="invoke the deployed function"
+    )
+    remote.one_line = True
+    actions = remote.add_subparsers(dest="remote_command", metavar="{tick,track}", required=True)
+    after_remote = [after, options(top_level=False)]
+    actions.add_parser("tick", parents=after_remote, help="run one tick there").one_line = True
+    track = actions.add_parser("track", parents=after_remote, help="track a run there from now on")
+    track.one_line = True
+    track.add_argument("--project", type=_workspace_id, required=True, help="DataWorks workspace ID")
+    track.add_argument("--id", dest="run_id", type=_run_id, required=True, help="pipeline run ID")
+
+
+def _endpoint(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+        raise argparse.ArgumentTypeError(f"not an endpoint URL (http[s]://host[:port]): {value!r}")
+    return value.rstrip("/")
+
+
+def _workspace_id(value: str) -> int:
+    if not value.isdigit() or int(value) <= 0:
+        raise argparse.ArgumentTypeError(f"not a workspace ID: {value!r}")
+    return int(value)
+
+
+def _run_id(value: str) -> str:
+    if not value.strip():
+        raise argparse.ArgumentTypeError("empty")
+    return value.strip()
 
 
 def _config_errors(error: ConfigError, stream: TextIO) -> int:
@@ -370,18 +468,74 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(state_backend=args.state, max_ticks=args.ticks)
 
 
+def remote_endpoint(args: argparse.Namespace) -> str:
+    """The endpoint `remote` invokes: `--endpoint`, or the one `--account-id` and `--region` name."""
+    from .remote import endpoint_for
+
+    by_account = args.account_id is not None or args.region is not None
+    if args.endpoint is not None and by_account:
+        raise ValueError("give --endpoint or --account-id and --region, not both")
+    if args.endpoint is not None:
+        return str(args.endpoint)
+    if args.account_id is None or args.region is None:
+        raise ValueError("give --endpoint, or --account-id and --region")
+    return endpoint_for(args.account_id, args.region)
+
+
+def cmd_remote(args: argparse.Namespace) -> int:
+    """`remote tick|track`: invoke the deployed function, print its result as returned."""
+    from .remote import RemoteError, invoke
+
+    try:
+        endpoint = remote_endpoint(args)
+    except ValueError as error:
+        print(_argument_error(f"dwnotify remote {args.remote_command}", str(error)), end="", file=sys.stderr)
+        return EXIT_CONFIG
+    # urllib3 warns on each retried connection; the one error line at the end says what failed.
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
+    event: dict[str, object] = {"action": args.remote_command}
+    if args.remote_command == "track":
+        event.update(project=args.project, id=args.run_id)
+    try:
+        answer = invoke(
+            endpoint,
+            _credentials(),
+            args.function or "dwnotify",
+            event,
+            asynchronous=args.asynchronous,
+            qualifier=args.qualifier,
+        )
+    except RemoteError as error:
+        print(f"error: {logs.mask(str(error))}", file=sys.stderr)
+        return EXIT_FAILURE
+    if args.asynchronous:  # FC answers 202 with no body: what it queued is the request id
+        print(json.dumps({"accepted": True, "request_id": answer.request_id}), flush=True)
+    else:
+        text = answer.body.decode("utf-8", errors="replace")
+        print(text, end="" if text.endswith("\n") else "\n", flush=True)
+    return EXIT_OK
+
+
 COMMANDS = {
     "tick": cmd_tick,
     "check": cmd_check,
     "demo": cmd_demo,
     "render": cmd_render,
     "status": cmd_status,
+    "remote": cmd_remote,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        message = f"unrecognized arguments: {' '.join(extras)}"
+        if args.command != "remote":
+            parser.error(message)
+        print(_argument_error(f"dwnotify remote {args.remote_command}", message), end="", file=sys.stderr)
+        return EXIT_CONFIG
     quiet_default = "WARNING" if args.command == "demo" else "INFO"  # the demo's output is the chat
     logs.setup(args.log_level or os.environ.get("DWNOTIFY_LOG_LEVEL") or quiet_default)
     try:
