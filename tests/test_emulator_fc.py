@@ -14,6 +14,7 @@ import json
 import logging
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -275,3 +276,90 @@ def test_cli_serves_a_handler_imported_by_path() -> None:
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0
+
+
+def test_an_async_invoke_answers_202_at_once_and_runs_in_the_background() -> None:
+    release = threading.Event()
+
+    def slow(event: bytes, context: Any) -> str:
+        assert release.wait(10)
+        return "late"
+
+    with FcEmulator({"slow": slow}) as emulator:
+        response = invoke(client(emulator), "slow", b'{"n": 1}', kind="Async")
+        assert response.status_code == 202 and response.content == b""
+        assert emulator.invocations == [] and not emulator.wait_idle(0.05)
+        release.set()
+        assert emulator.wait_idle(10)
+    [run] = emulator.invocations
+    assert (run.type, run.event, run.result, run.attempt) == ("Async", b'{"n": 1}', "late", 1)
+    assert run.request_id == response.headers["x-fc-request-id"]
+
+
+def test_a_raising_async_handler_is_retried_three_times(fc: FcEmulator) -> None:
+    response = invoke(client(fc), "boom", b"{}", kind="Async")
+    assert fc.wait_idle(10)
+    runs = fc.invocations
+    assert [run.attempt for run in runs] == [1, 2, 3, 4]  # the first run and maxAsyncRetryAttempts=3 retries
+    assert {run.request_id for run in runs} == {response.headers["x-fc-request-id"]}
+    assert all(run.error_type == "UnhandledInvocationError" for run in runs)
+
+
+def test_an_async_run_that_succeeds_stops_the_retries(fc: FcEmulator) -> None:
+    fc.fail_next("echo", times=2)
+    invoke(client(fc), "echo", b"{}", kind="Async")
+    assert fc.wait_idle(10)
+    assert [(run.attempt, run.failed) for run in fc.invocations] == [(1, True), (2, True), (3, False)]
+
+
+def test_a_returned_error_is_a_success_to_fc_unless_told_otherwise() -> None:
+    def soft(event: bytes, context: Any) -> dict[str, str]:
+        return {"error": "config"}
+
+    with FcEmulator({"soft": soft}) as emulator:
+        invoke(client(emulator), "soft", b"{}", kind="Async")
+        assert emulator.wait_idle(10)
+        assert [run.attempt for run in emulator.invocations] == [1]
+    judged = FcEmulator({"soft": soft}, retry_result=lambda result: "error" in result, async_retries=2)
+    with judged:
+        invoke(client(judged), "soft", b"{}", kind="Async")
+        assert judged.wait_idle(10)
+        runs = judged.invocations
+        response = invoke(client(judged), "soft", b"{}")  # sync runs are never judged nor retried
+    assert [run.attempt for run in runs] == [1, 2, 3]
+    assert {run.error_type for run in runs} == {"HandledInvocationError"}
+    assert response.json() == {"error": "config"} and "x-fc-error-type" not in response.headers
+
+
+def test_a_handler_fans_out_async_invokes_through_fc2() -> None:
+    emulator = FcEmulator()
+
+    def fan_out(event: bytes, context: Any) -> dict[str, Any]:
+        api = fc2.Client(
+            endpoint=emulator.base_url,
+            accessKeyID=context.credentials.access_key_id,
+            accessKeySecret=context.credentials.access_key_secret,
+        )
+        api.api_version = "2023-03-30"
+        ids = []
+        for shard in json.loads(event)["shards"]:
+            answer = invoke(api, "echo", json.dumps({"shard": shard}).encode(), kind="Async")
+            ids.append(answer.headers["x-fc-request-id"])
+        return {"started": ids}
+
+    emulator.register("fan-out", fan_out)
+    emulator.register("echo", echo)
+    with emulator:
+        started = invoke(client(emulator), "fan-out", b'{"shards": [0, 1, 2]}').json()["started"]
+        assert emulator.wait_idle(10)
+    children = [run for run in emulator.invocations if run.function == "echo"]
+    assert sorted(run.request_id for run in children) == sorted(started)
+    assert sorted(json.loads(run.event)["shard"] for run in children) == [0, 1, 2]
+    assert all(run.type == "Async" and not run.failed for run in children)
+
+
+def test_an_unknown_invocation_type_is_an_invalid_argument(fc: FcEmulator) -> None:
+    with pytest.raises(FcError) as refused:
+        invoke(client(fc), "echo", b"{}", kind="Later")
+    assert refused.value.status_code == 400
+    assert json.loads(refused.value.message)["Code"] == "InvalidArgument"
