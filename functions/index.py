@@ -23,6 +23,7 @@ from dwnotify.app import App, build_app
 from dwnotify.config import CONFIG_ENV, load
 from dwnotify.credentials import Credentials, credentials_from_context, credentials_from_env
 from dwnotify.errors import ConfigError, NotifierError
+from dwnotify.shards import MAX_SHARDS
 from dwnotify.tick import summary_dict
 
 log = logging.getLogger("dwnotify.handler")
@@ -41,10 +42,10 @@ _NO_CREDENTIALS = (
 )
 
 
-ACTIONS = ("tick", "track")
+ACTIONS = ("tick", "track", "shard")
 _ACTION_RULE = (
-    'event.action: must be "tick" or "track" (with "project": <workspace id>, "id": "<run id>"); '
-    'sharded ticks ("shard") are not supported yet'
+    'event.action: must be "tick", "track" (with "project": <workspace id>, "id": "<run id>") or '
+    '"shard" (with "index": <0 to of - 1>, "of": <shards>)'
 )
 
 
@@ -57,6 +58,7 @@ class Options:
     action: str = "tick"
     project: int | None = None
     run_id: str | None = None
+    shard: tuple[int, int] | None = None  # (index, of)
 
 
 class AppCache:
@@ -114,8 +116,11 @@ def handler(event: bytes | str | Mapping[str, Any] | None, context: Any) -> dict
         return _failure("building the clients", error, request_id)
     deadline = deadline_for(started, function_timeout(context))
     try:
+        app.client.share_qps(options.shard[1] if options.shard else 1)  # the shards poll at once
         if options.action == "track" and options.project is not None and options.run_id is not None:
             summary = app.notifier.track(options.project, options.run_id, deadline=deadline)
+        elif options.shard is not None:
+            summary = app.notifier.shard(*options.shard).tick(deadline=deadline, dry_run=options.dry_run)
         else:
             summary = app.notifier.run(deadline=deadline, dry_run=options.dry_run)
     except (NotifierError, OSError) as error:
@@ -161,7 +166,9 @@ def _action(event: Mapping[str, Any]) -> Options:
     action = event.get("action")
     if action not in ACTIONS:
         raise ConfigError([f"{_ACTION_RULE} (not {json.dumps(action)})"])
-    allowed = {"action", "dry_run"} | ({"project", "id"} if action == "track" else set())
+    allowed = {"action", "dry_run"} | {"track": {"project", "id"}, "shard": {"index", "of"}}.get(
+        action, set()
+    )
     problems = [
         f"event.{key}: is not a key of the {action} action"
         for key in sorted(map(str, event))
@@ -174,6 +181,8 @@ def _action(event: Mapping[str, Any]) -> Options:
         if problems:
             raise ConfigError(problems)
         return Options(dry_run=dry_run)
+    if action == "shard":
+        return _shard(event, dry_run, problems)
     project, run_id = event.get("project"), event.get("id")
     if isinstance(project, str) and project.strip().isdigit():
         project = int(project)
@@ -205,6 +214,18 @@ def _payload_options(payload: object) -> dict[str, object]:
             [f"event.payload.{key}: is not an option; the options are: dry_run" for key in unknown]
         )
     return dict(payload)
+
+
+def _shard(event: Mapping[str, Any], dry_run: bool, problems: list[str]) -> Options:
+    of, index = event.get("of"), event.get("index")
+    whole = lambda value: isinstance(value, int) and not isinstance(value, bool)  # noqa: E731
+    if not whole(of) or not 1 <= of <= MAX_SHARDS:
+        problems.append(f"event.of: must be the number of shards, 1 to {MAX_SHARDS}")
+    elif not whole(index) or not 0 <= index < of:
+        problems.append(f"event.index: must be this shard's number, 0 to {of - 1}")
+    if problems:
+        raise ConfigError(problems)
+    return Options(dry_run=dry_run, action="shard", shard=(index, of))
 
 
 def config_path(environ: Mapping[str, str]) -> Path:

@@ -38,6 +38,7 @@ def index() -> Iterator[ModuleType]:
     [
         ({"action": "tick"}, ("tick", None, None, False)),
         ({"action": "tick", "dry_run": True}, ("tick", None, None, True)),
+        ({"action": "shard", "index": 1, "of": 4}, ("shard", None, None, False)),
         (b'{"action": "track", "project": 10000, "id": "a7ef-1"}', ("track", 10000, "a7ef-1", False)),
         ({"action": "track", "project": "10000", "id": " a7ef-1 "}, ("track", 10000, "a7ef-1", False)),
     ],
@@ -50,9 +51,12 @@ def test_actions_give_options(index: ModuleType, event: Any, expected: tuple[Any
 @pytest.mark.parametrize(
     ("event", "problem"),
     [
-        ({"action": "explode"}, 'event.action: must be "tick" or "track"'),
-        ({"action": None}, 'event.action: must be "tick" or "track"'),
-        ({"action": "shard", "index": 0, "of": 4}, "not supported yet"),
+        ({"action": "explode"}, 'event.action: must be "tick", "track"'),
+        ({"action": None}, 'event.action: must be "tick", "track"'),
+        ({"action": "shard", "index": 4, "of": 4}, "event.index: must be this shard's number, 0 to 3"),
+        ({"action": "shard", "index": 0}, "event.of: must be the number of shards"),
+        ({"action": "shard", "index": 0, "of": 0}, "event.of"),
+        ({"action": "shard", "index": True, "of": 2}, "event.index"),
         ({"action": "track", "id": "x"}, "event.project: must be the run's workspace id"),
         ({"action": "track", "project": 10000}, "event.id: must be the run's id"),
         ({"action": "track", "project": True, "id": "x"}, "event.project"),
@@ -128,3 +132,52 @@ def test_track_waits_for_a_polling_invocation_to_let_go(world: World) -> None:
     assert world.app.store.acquire_lease(TICK_LEASE, "poller", 20.0, world.clock.now) is not None
     summary = notifier.track(10000, run_id, deadline=world.clock.now + 50)
     assert summary.events == 2 and 20 <= sum(world.clock.slept) < 30  # waited out the poller's lease
+
+
+# -- shards -------------------------------------------------------------------------------------------
+def test_shards_split_the_workspaces_by_region_each_in_exactly_one() -> None:
+    from dwnotify.settings import ProjectSettings
+    from dwnotify.shards import shard_projects
+
+    projects = [
+        ProjectSettings(10000 + i, None, ("cn-shanghai", "cn-hangzhou")[i % 2], "x") for i in range(40)
+    ]
+    shards = [shard_projects(projects, index, 4) for index in range(4)]
+    assert sorted(p.id for shard in shards for p in shard) == sorted(p.id for p in projects)
+    assert [len(shard) for shard in shards] == [10, 10, 10, 10]
+    assert {p.region for p in shards[0]} == {"cn-hangzhou"} and {p.region for p in shards[3]} == {
+        "cn-shanghai"
+    }
+    assert [len(shard_projects(projects[:6], index, 4)) for index in range(4)] == [2, 2, 1, 1]
+    with pytest.raises(ValueError):
+        shard_projects(projects, 4, 4)
+
+
+def test_shards_poll_at_once_and_announce_each_event_once(world: World) -> None:
+    import threading
+
+    from tests.helpers import delivered, fail_run
+
+    run_ids = {fail_run(world, project) for project in (10000, 10001) for _ in range(3)}
+    apps = [world.build() for _ in range(2)]  # two invocations: each its own clients and store
+    shards = [app.notifier.shard(index, 2) for index, app in enumerate(apps)]
+    assert [[p.id for p in shard.settings.dataworks.projects] for shard in shards] == [[10000], [10001]]
+    world.clock.advance(60)
+    barrier = threading.Barrier(2)
+    summaries: list[Any] = []
+
+    def tick(index: int) -> None:
+        barrier.wait()
+        summaries.append(shards[index].tick())
+
+    threads = [threading.Thread(target=tick, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert sorted(s.events for s in summaries) == [9, 9] and not any(s.discovery_skipped for s in summaries)
+    world.tick(advance=120)  # whatever a channel lease kept back goes now
+    ding, slack = delivered(world)
+    assert set(slack) == run_ids and max(slack.values()) == 1 and max(ding.values()) == 1
+    for app in apps:
+        app.close()

@@ -14,7 +14,7 @@ A process remembers when the next digest can be due, so ticks between two digest
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -23,7 +23,7 @@ from . import outbox
 from .digest import DigestDue, due, render_digest, summarize
 from .model import run_key
 from .settings import DigestSettings, RuleSettings, Settings
-from .state.base import Lease, OutboxMessage, ProjectCursor, StateStore
+from .state.base import Lease, OutboxMessage, StateStore
 from .zones import zone
 
 if TYPE_CHECKING:
@@ -47,14 +47,21 @@ class Queued:
 class DailyDigests:
     """The digests of the settings' rules that have one, for the ticks of one process."""
 
-    def __init__(self, settings: Settings, store: StateStore, renderer: Callable[[], Renderer]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: StateStore,
+        renderer: Callable[[], Renderer],
+        watched: Sequence[int],
+    ) -> None:
         self._rules = [(rule, rule.digest) for rule in settings.rules if rule.digest is not None]
         self._settings = settings
         self._store = store
         self._renderer = renderer
+        self._watched = tuple(watched)  # every watched workspace, also when a shard sends the digests
         self._next_check = 0.0  # epoch seconds: no digest can be due before it (0: read the ledger)
 
-    def queue(self, owner: str, now: float, cursors: Mapping[int, ProjectCursor], index: int) -> Queued:
+    def queue(self, owner: str, now: float, index: int) -> Queued:
         """The digests due at `now`, rendered for each channel (message seqs from `index`); the digest
         lease is `owner`'s until `settle`."""
         queued = Queued()
@@ -77,7 +84,7 @@ class DailyDigests:
                 entry["last_day"] = found.day
         queued.lease, queued.ledger = lease, ledger
         if dues:
-            queued.messages = self._render(dues, now, cursors, index)
+            queued.messages = self._render(dues, now, index)
         self._next_check = min(_next_time(schedule, now) for _, schedule in self._rules)
         return queued
 
@@ -90,14 +97,11 @@ class DailyDigests:
         self._store.release_lease(queued.lease, queued.ledger if stored else None)
 
     def _render(
-        self,
-        dues: list[tuple[RuleSettings, DigestDue]],
-        now: float,
-        cursors: Mapping[int, ProjectCursor],
-        index: int,
+        self, dues: list[tuple[RuleSettings, DigestDue]], now: float, index: int
     ) -> list[OutboxMessage]:
         since = min(found.since for _, found in dues)
         updated = self._store.runs_updated_since(since)
+        cursors = self._store.load_cursors(self._watched)
         moving_keys = [run_key(c.project_id, run_id) for c in cursors.values() for run_id in c.active_run_ids]
         moving = list(self._store.load_runs(moving_keys).values()) if moving_keys else []
         labels = {project.id: project.label for project in self._settings.dataworks.projects}

@@ -110,6 +110,7 @@ class DataWorksClient:
         self.items_unavailable = False  # the gateway said it has no ListPipelineRunItems
         self.calls = 0
         self.call_limit: int | None = None  # `calls` may not pass it (the daily call budget's cap)
+        self._max_qps = settings.max_qps
 
     def list_runs(
         self, project: ProjectSettings, page_number: int, *, deadline: float | None = None
@@ -264,13 +265,20 @@ class DataWorksClient:
             raise DataWorksError(f"{action} returned JSON that is not an object")
         return body
 
+    def share_qps(self, shares: int) -> None:
+        """Keep to `max_qps / shares` from now on: the account's limit is shared by that many
+        invocations polling at once (shards)."""
+        qps = self._settings.max_qps / max(1, shares)
+        with self._lock:
+            if qps != self._max_qps:
+                self._max_qps = qps
+                self._limiters.clear()
+
     def _limiter(self, region: str) -> _RateLimiter:
         with self._lock:
             limiter = self._limiters.get(region)
             if limiter is None:
-                limiter = self._limiters[region] = _RateLimiter(
-                    self._settings.max_qps, self._clock, self._sleep
-                )
+                limiter = self._limiters[region] = _RateLimiter(self._max_qps, self._clock, self._sleep)
             return limiter
 
     def _sdk_client(self, region: str) -> Any:

@@ -23,6 +23,7 @@ from .pacing import CallBudget, Ledger
 from .reminders import Due, remind
 from .rules import Route, route
 from .settings import ProjectSettings, Settings
+from .shards import shard_projects
 from .state.base import TICK_LEASE, Lease, OutboxMessage, ProjectCursor, StateStore, TickStart
 
 if TYPE_CHECKING:
@@ -45,6 +46,8 @@ POLL_MARGIN_S = 4.0
 # How long a polling invocation's tick lease outlasts its deadline: if FC ends it at its timeout, the
 # next invocation need not wait the whole TICK_LEASE_S.
 HELD_PAST_DEADLINE_S = 30.0
+# A shard waits this long for another shard's commit (a few writes) to let go of the tick lease.
+SHARD_COMMIT_WAIT_S = 10.0
 _BUDGET = "budget"  # the key of the call budget's ledger in the tick lease's data
 
 
@@ -187,6 +190,36 @@ class Notifier:
         self._sleep = sleep
         budget = settings.dataworks.daily_call_budget
         self._budget = CallBudget(budget) if budget is not None else None
+        self._sharded = False  # one of several invocations polling at once (`shard`)
+        self._sends_digests = True
+        self._watched = tuple(project.id for project in settings.dataworks.projects)
+
+    def shard(self, index: int, of: int) -> Notifier:
+        """A notifier for shard `index` of `of` (`dwnotify.shards`), sharing this one's clients and store.
+
+        It polls only its slice of the workspaces (the config's `runs` and the daily digests go with
+        shard 0), alongside the other shards: a tick lease held by another shard (a commit) does not
+        make it skip its discovery, and its own commit waits for the lease. Compare-and-set commits
+        keep every event announced once.
+        """
+        dataworks = self.settings.dataworks
+        part = replace(
+            dataworks,
+            projects=shard_projects(dataworks.projects, index, of),
+            runs=dataworks.runs if index == 0 else (),
+        )
+        clone = Notifier(
+            replace(self.settings, dataworks=part),
+            source=self._source,
+            store=self._store,
+            make_channel=self._make_channel,
+            renderer=lambda: self.renderer,
+            clock=self._clock,
+            sleep=self._sleep,
+        )
+        clone._sharded, clone._sends_digests, clone._watched = True, index == 0, self._watched
+        clone._daily = self._daily
+        return clone
 
     @property
     def renderer(self) -> Renderer:
@@ -418,7 +451,7 @@ class Notifier:
         ids = [project.id for project in self.settings.dataworks.projects]
         start = self._store.open_tick(ids, now)
         session.active = session.waited = session.changed = False
-        if start.busy(session.owner, now) and not dry_run:
+        if start.busy(session.owner, now) and not dry_run and not self._sharded:
             summary.discovery_skipped = session.waited = True
             log.info("tick: another tick holds the tick lease; only delivering")
             return
@@ -455,7 +488,7 @@ class Notifier:
             if c.project_id not in undiffed and _cursor_moved(start.cursors.get(c.project_id), c)
         ]
         daily = self._digests()
-        digests = daily.queue(session.owner, now, start.cursors, len(messages)) if daily else None
+        digests = daily.queue(session.owner, now, len(messages)) if daily else None
         messages += digests.messages if digests else []
         stored = False
         try:
@@ -479,6 +512,11 @@ class Notifier:
             return True
         held = session.lease
         lease = held or self._store.acquire_lease(TICK_LEASE, session.owner, TICK_LEASE_S, self._clock())
+        waited = 0.0
+        while lease is None and self._sharded and waited < SHARD_COMMIT_WAIT_S:  # another shard commits
+            self._sleep(0.2)
+            waited += 0.2
+            lease = self._store.acquire_lease(TICK_LEASE, session.owner, TICK_LEASE_S, self._clock())
         if lease is None:
             summary.errors.append("another tick was committing; nothing committed, the next tick tries again")
             return False
@@ -496,10 +534,12 @@ class Notifier:
     def _digests(self) -> DailyDigests | None:
         """The daily digests of this process, if a rule has one (built, and the renderer imported,
         at the first tick that asks)."""
+        if not self._sends_digests:
+            return None
         if self._daily is None and any(rule.digest is not None for rule in self.settings.rules):
             from .daily import DailyDigests
 
-            self._daily = DailyDigests(self.settings, self._store, lambda: self.renderer)
+            self._daily = DailyDigests(self.settings, self._store, lambda: self.renderer, self._watched)
         return self._daily
 
     def _discover(self, start: TickStart, now: float, deadline: float | None) -> Discovery:
