@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from dwnotify.app import App, build_app
 from dwnotify.config import CONFIG_ENV, load
 from dwnotify.credentials import Credentials, credentials_from_context, credentials_from_env
 from dwnotify.errors import ConfigError, NotifierError
+from dwnotify.scaling import shard_count
+from dwnotify.settings import ScaleSettings
 from dwnotify.shards import MAX_SHARDS
 from dwnotify.tick import summary_dict
 
@@ -36,6 +39,10 @@ DEFAULT_CONFIG = "notifier.yaml"
 # `deadline_for` keeps at least half of a short timeout for work.
 SAFETY_MARGIN_S = 20.0
 _PAYLOAD_RULE = 'event.payload: must be a JSON object such as {"dry_run": true}'
+_NO_FAN_OUT_TARGET = (
+    "scale: the context names no account id, region or function to invoke; set scale.endpoint and "
+    "scale.function"
+)
 _NO_CREDENTIALS = (
     "credentials: none found; give the function a role (FC passes its STS credentials) or set "
     "ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET"
@@ -96,7 +103,27 @@ class AppCache:
             log.warning("closing the old clients failed: %s", logs.mask(str(error)))
 
 
-apps = AppCache()
+class ThreadApps(threading.local):
+    """An AppCache per thread: invocations an instance runs at once (FC's instance concurrency, or
+    shards on one host) never share a state store or its leases."""
+
+    def __init__(self) -> None:
+        self.cache = AppCache()
+
+    def get(self, path: Path, credentials: Credentials) -> App:
+        """See AppCache."""
+        return self.cache.get(path, credentials)
+
+    def clear(self) -> None:
+        """See AppCache."""
+        self.cache.clear()
+
+    def forget(self, app: App) -> None:
+        """See AppCache."""
+        self.cache.forget(app)
+
+
+apps = ThreadApps()
 
 
 def handler(event: bytes | str | Mapping[str, Any] | None, context: Any) -> dict[str, Any]:
@@ -115,6 +142,13 @@ def handler(event: bytes | str | Mapping[str, Any] | None, context: Any) -> dict
     except (NotifierError, OSError) as error:  # e.g. a state store that cannot be opened
         return _failure("building the clients", error, request_id)
     deadline = deadline_for(started, function_timeout(context))
+    scale = app.notifier.settings.scale
+    if scale is not None and options.action == "tick" and not options.dry_run:
+        fanned = fan_out(
+            scale, len(app.notifier.settings.dataworks.projects), credentials, context, request_id
+        )
+        if fanned is not None:
+            return fanned
     try:
         app.client.share_qps(options.shard[1] if options.shard else 1)  # the shards poll at once
         if options.action == "track" and options.project is not None and options.run_id is not None:
@@ -125,6 +159,10 @@ def handler(event: bytes | str | Mapping[str, Any] | None, context: Any) -> dict
             summary = app.notifier.run(deadline=deadline, dry_run=options.dry_run)
     except (NotifierError, OSError) as error:
         apps.forget(app)  # a broken store or client is rebuilt by the next invocation
+        if options.shard is not None:  # raised, so that FC's async retry tries the shard again
+            raise RuntimeError(
+                f"shard {options.shard[0]} of {options.shard[1]}: {logs.mask(str(error))}"
+            ) from None
         return _failure("tick", error, request_id)
     except Exception as error:  # a bug must still end in a result FC can log, not a raised traceback
         apps.forget(app)
@@ -137,6 +175,45 @@ def handler(event: bytes | str | Mapping[str, Any] | None, context: Any) -> dict
         "dry_run": options.dry_run,
         "request_id": request_id,
     }
+
+
+def fan_out(
+    scale: ScaleSettings, workspaces: int, credentials: Credentials, context: Any, request_id: str
+) -> dict[str, Any] | None:
+    """As the coordinator of `scale`: invoke one asynchronous shard per slice of the workspaces and
+    return what was invoked, making no DataWorks call; None when one invocation is enough."""
+    shards = shard_count(scale, workspaces)
+    if shards <= 1:
+        return None
+    from dwnotify.remote import RemoteError, invoke_async
+
+    endpoint = scale.endpoint or internal_endpoint(context)
+    function = scale.function or str(getattr(getattr(context, "function", None), "name", "") or "")
+    if endpoint is None or not function:
+        return _config_error(ConfigError([_NO_FAN_OUT_TARGET]), request_id)
+    invoked, errors = [], []
+    for index in range(shards):
+        event = {"action": "shard", "index": index, "of": shards}
+        try:
+            invoked.append(invoke_async(endpoint, credentials, function, event).request_id)
+        except (RemoteError, ValueError) as error:  # the next timer invokes every shard again
+            errors.append(logs.mask(f"shard {index}: {error}"))
+            log.error("fan-out: shard %d of %d not invoked: %s", index, shards, errors[-1])
+    log.info("fan-out: %d of %d shards invoked", len(invoked), shards)
+    return {
+        "action": "fan-out",
+        "shards": shards,
+        "invoked": invoked,
+        "errors": errors,
+        "api_calls": 0,
+        "request_id": request_id,
+    }
+
+
+def internal_endpoint(context: Any) -> str | None:
+    """The FC endpoint of the function's own account and region, on the internal network."""
+    account, region = getattr(context, "account_id", None), getattr(context, "region", None)
+    return f"https://{account}.{region}-internal.fc.aliyuncs.com" if account and region else None
 
 
 def parse_event(event: bytes | str | Mapping[str, Any] | None) -> Options:

@@ -18,6 +18,7 @@ from dwnotify.errors import ConfigError
 from dwnotify.interpolate import Loc, expand_tree
 from dwnotify.model import EVENT_TYPES
 from dwnotify.people import MENTIONS, parse_people
+from dwnotify.scaling import parse_scale
 from dwnotify.settings import (
     DEFAULT_CONSOLE_URL,
     ChannelSettings,
@@ -103,7 +104,7 @@ def _settings(c: Checker, data: object, base_dir: Path, source: Path | None) -> 
         data,
         (),
         required=("dataworks", "channels", "rules"),
-        optional=("state", "templates", "delivery", "people", "reminders"),
+        optional=("state", "templates", "delivery", "people", "reminders", "scale"),
     )
     if top is None:
         return None
@@ -120,6 +121,13 @@ def _settings(c: Checker, data: object, base_dir: Path, source: Path | None) -> 
     delivery = _delivery(c, *top.at("delivery"))
     people = parse_people(c, *top.at("people"))
     reminders = parse_reminders(c, *top.at("reminders"))
+    scale = parse_scale(c, *top.at("scale"))
+    if scale is not None and state.backend == "sqlite":
+        c.add(top.at("scale")[1], "needs state.backend: tablestore (shards cannot share a local SQLite file)")
+    if scale is not None and dataworks is not None and dataworks.daily_call_budget is not None:
+        c.add(
+            top.at("scale")[1], "cannot go with dataworks.daily_call_budget (each shard would keep its own)"
+        )
     if dataworks is None or channels is None or rules is None:
         return None
     return Settings(
@@ -132,6 +140,7 @@ def _settings(c: Checker, data: object, base_dir: Path, source: Path | None) -> 
         source=source,
         people=MappingProxyType(people),
         reminders=reminders,
+        scale=scale,
     )
 
 

@@ -169,6 +169,15 @@ class DeliverySettings:
 
 
 @dataclass(frozen=True)
+class ScaleSettings:
+    """Fan-out (`scale`): the timer's invocation invokes one shard per slice of the workspaces."""
+
+    shards: int | None = None  # None: `auto`, sized from the workspaces
+    endpoint: str | None = None  # None: the account's internal endpoint in the function's region
+    function: str | None = None  # None: the invoked function itself
+
+
+@dataclass(frozen=True)
 class Settings:
     """The whole validated configuration."""
 
@@ -181,6 +190,7 @@ class Settings:
     source: Path | None = None
     people: Mapping[str, PersonSettings] = field(default_factory=dict, hash=False)
     reminders: ReminderSettings | None = None
+    scale: ScaleSettings | None = None
 
     def person(self, user_id: object) -> PersonSettings | None:
         """The `people` entry of a DataWorks user id (compared as text: YAML may read it as a number)."""
