@@ -240,9 +240,14 @@ def test_the_policy_grants_tablestore_row_and_table_actions_on_one_table_only() 
     assert set(ots) <= set(OTS_ACTIONS.values())
     table_arn = "acs:ots:<region>:<account-id>:instance/<instance>/table/<table>"
     assert all(resources == {table_arn} for resources in ots.values())
-    assert set(granted("ots")) | set(granted("dataworks")) == {
+    assert set(granted("ots")) | set(granted("dataworks")) | set(granted("fc")) == {
         action.partition(":")[2] for s in policy()["Statement"] for action in s["Action"]
     }
+
+
+def test_the_policy_lets_the_function_invoke_itself_only() -> None:
+    """Fan-out (`scale`): the coordinator invokes its own function's shards, and nothing else."""
+    assert granted("fc") == {"InvokeFunction": {"acs:fc:<region>:<account-id>:functions/<function-name>"}}
 
 
 def test_the_policy_grants_what_the_tablestore_backend_calls_and_no_more() -> None:
