@@ -187,6 +187,63 @@ def _workday(section: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _fanout(section: dict[str, Any]) -> list[str]:
+    """benchmarks/fanout.py: one tick by one invocation and by shards at once, at each max_qps."""
+    header = ["qps", "shards", "tick", "wall ms", "speedup", "calls", "calls/shard", "peak/s", "trips"]
+    header += [
+        "trips/shard",
+        "writes",
+        "events",
+        "queued",
+        "sent",
+        "jumped ms",
+        "40s ws",
+        "40s runs",
+        "bound",
+    ]
+    rows = []
+    for key, by_shards in section.items():
+        if not key.startswith("qps_") or not isinstance(by_shards, dict):
+            continue
+        for shards, figures in by_shards.items():
+            for name in ("unchanged", "changed"):
+                tick, fits = figures[name], figures[name].get("budget", {})
+                rows.append(
+                    [
+                        key.removeprefix("qps_"),
+                        shards,
+                        name,
+                        tick["wall_ms"],
+                        tick.get("speedup"),
+                        tick["dataworks_calls"],
+                        "/".join(str(calls) for calls in sorted(set(tick["dataworks_calls_per_shard"]))),
+                        tick["peak_calls_per_s"],
+                        tick["state_round_trips"],
+                        max(tick["state_round_trips_per_shard"]),
+                        tick["state_write_round_trips"],
+                        tick["events"],
+                        tick["messages_queued"],
+                        tick["messages_sent"],
+                        tick["waits_jumped_ms"],
+                        fits.get("workspaces"),
+                        fits.get("runs"),
+                        fits.get("bound"),
+                    ]
+                )
+    title = (
+        f"Fan-out: one tick over {section.get('workspaces')} workspaces x "
+        f"{section.get('runs_per_workspace')} running runs on Tablestore ({section.get('latency_ms')} ms a "
+        "request), one invocation or shards at once (one App each, max_qps / shards each); "
+        "every event announced once (asserted)"
+    )
+    legend = (
+        "  wall ms = slowest shard; speedup = one invocation's wall / this; calls/shard = the shards' "
+        "counts; peak/s = most DataWorks requests in any second; trips/shard = the busiest shard's; "
+        f"40s ws/runs = estimated to fit a {_cell(section.get('budget_s'))} s tick (bound: wall or the QPS)"
+    )
+    return [title, legend, *_rows(header, rows)]
+
+
 def table(results: dict[str, Any]) -> str:
     """The main figures of `results` as plain text."""
     lines = [f"make bench at {results.get('commit')} ({results.get('wall_s')} s)", ""]
@@ -197,6 +254,7 @@ def table(results: dict[str, Any]) -> str:
         "budget": _budget,
         "cold_start": _cold,
         "workday": _workday,
+        "fanout": _fanout,
     }
     for key, render in parts.items():
         section = results.get(key)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks import budget, detection, history, report, workloads
+from benchmarks import budget, detection, fanout, history, report, workloads
 from benchmarks.quota import cpu_quota
 from benchmarks.world import LATENCY_S, world
 from emulators import DataWorksEmulator
@@ -116,6 +116,26 @@ def test_a_cpu_quota_either_limits_a_child_or_says_why_not() -> None:
             assert quota.how and quota.command(["true"]) == ["true"]
         else:
             assert quota.command(["true"])[-1] == "true" and quota.throttled_periods() is not None
+
+
+def test_fan_out_ticks_are_measured_for_each_shard_count_with_every_event_once() -> None:
+    scale = fanout.Scale(workspaces=4, runs=10, shards=(1, 2), qps=(50,), latency_s=0.0)
+    figures = fanout.measure(scale)  # asserts inside that every event is announced exactly once
+    by_shards = figures["qps_50"]
+    assert set(by_shards) == {"1", "2"}
+    for shards, rounds in by_shards.items():
+        unchanged, changed = rounds["unchanged"], rounds["changed"]
+        assert len(changed["shards"]) == len(changed["dataworks_calls_per_shard"]) == int(shards)
+        assert [shard["workspaces"] for shard in changed["shards"]] == [4 // int(shards)] * int(shards)
+        assert unchanged["dataworks_calls"] == changed["dataworks_calls"] == 4  # one page a workspace
+        assert unchanged["events"] == unchanged["messages_queued"] == 0
+        assert changed["changed_runs"] == 4 and changed["failed_runs"] == 1
+        assert changed["events"] == by_shards["1"]["changed"]["events"] > 0
+        assert changed["messages_queued"] == 5  # each moved run to Slack, the failed one to DingTalk too
+        assert changed["state_round_trips"] > unchanged["state_round_trips"] > 0
+        assert set(changed["budget"]) >= {"workspaces", "runs", "bound"}
+    assert fanout.peak_calls_per_s([0.0, 0.5, 0.96, 1.0, 1.9]) == 3
+    assert "40s ws" in "\n".join(report.table({"fanout": figures}).splitlines()[:8])
 
 
 def test_the_table_names_every_section(figures: dict[str, object]) -> None:
