@@ -1,4 +1,8 @@
-"""`make bench`: every benchmark, as JSON in benchmarks/results/latest.json and a table on stdout."""
+"""`make bench`: every benchmark, as JSON in benchmarks/results/latest.json and a table on stdout.
+
+`python -m benchmarks NAME...` runs only the named ones (e.g. `fanout`): their sections of latest.json
+are replaced, each with the revision it ran on, and the others kept as the last full run left them.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import budget, cold_start, core, detection, history, report, workloads  # noqa: E402
+from benchmarks import budget, cold_start, core, detection, fanout, history, report, workloads  # noqa: E402
 
 
 def _git(*args: str) -> str:
@@ -52,26 +56,48 @@ def _workday() -> dict[str, Any]:
     return figures
 
 
-def main() -> int:
-    """Run every benchmark, write the JSON, print the table."""
-    logging.getLogger("dwnotify").setLevel(logging.ERROR)  # the product's warnings are not figures
-    started = time.perf_counter()
-    results: dict[str, Any] = {**revision(), "python": sys.version.split()[0]}
-    results["core"] = _run("core", core.measure)
-    results["workloads"] = _run("workloads", workloads.measure)
-    results["history"] = _run("history", history.measure)
-    results["detection"] = _run("detection", detection.measure)
-    results["budget"] = _run("budget", budget.measure)
-    results["cold_start"] = _run("cold_start", cold_start.measure)
+def benchmarks() -> dict[str, Callable[[], dict[str, Any]]]:
+    """Every benchmark by its name in latest.json, in the order `make bench` runs them."""
+    named: dict[str, Callable[[], dict[str, Any]]] = {
+        "core": core.measure,
+        "workloads": workloads.measure,
+        "history": history.measure,
+        "detection": detection.measure,
+        "budget": budget.measure,
+        "cold_start": cold_start.measure,
+        "fanout": fanout.measure,
+    }
     if importlib.util.find_spec("benchmarks.workday") is not None:
-        results["workday"] = _run("workday", _workday)
-    results["wall_s"] = round(time.perf_counter() - started, 1)
+        named["workday"] = _workday
+    return named
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run every benchmark (or the ones named), write the JSON, print the table."""
+    names = sys.argv[1:] if argv is None else argv
+    named = benchmarks()
+    unknown = [name for name in names if name not in named]
+    if unknown:
+        print(f"no benchmark {', '.join(unknown)}; there are: {', '.join(named)}", file=sys.stderr)
+        return 2
+    logging.getLogger("dwnotify").setLevel(logging.ERROR)  # the product's warnings are not figures
     out = ROOT / "benchmarks" / "results"
+    latest = out / "latest.json"
+    started = time.perf_counter()
+    if names:
+        results: dict[str, Any] = json.loads(latest.read_text(encoding="utf-8")) if latest.exists() else {}
+        for name in names:
+            results[name] = {**_run(name, named[name]), "revision": revision()}
+    else:
+        results = {**revision(), "python": sys.version.split()[0]}
+        for name, measure in named.items():
+            results[name] = _run(name, measure)
+        results["wall_s"] = round(time.perf_counter() - started, 1)
     out.mkdir(exist_ok=True)
     text = json.dumps(results, indent=2, ensure_ascii=False)
-    (out / "latest.json").write_text(text + "\n", encoding="utf-8")
+    latest.write_text(text + "\n", encoding="utf-8")
     print(report.table(results))
-    print(f"figures: {out / 'latest.json'}")
+    print(f"figures: {latest}")
     return 0
 
 
