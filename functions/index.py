@@ -25,7 +25,7 @@ from dwnotify.config import CONFIG_ENV, load
 from dwnotify.credentials import Credentials, credentials_from_context, credentials_from_env
 from dwnotify.errors import ConfigError, NotifierError
 from dwnotify.scaling import shard_count
-from dwnotify.settings import ScaleSettings
+from dwnotify.settings import DataWorksSettings, ScaleSettings
 from dwnotify.shards import MAX_SHARDS
 from dwnotify.tick import summary_dict
 
@@ -144,9 +144,7 @@ def handler(event: bytes | str | Mapping[str, Any] | None, context: Any) -> dict
     deadline = deadline_for(started, function_timeout(context))
     scale = app.notifier.settings.scale
     if scale is not None and options.action == "tick" and not options.dry_run:
-        fanned = fan_out(
-            scale, len(app.notifier.settings.dataworks.projects), credentials, context, request_id
-        )
+        fanned = fan_out(scale, app.notifier.settings.dataworks, credentials, context, request_id)
         if fanned is not None:
             return fanned
     try:
@@ -178,11 +176,15 @@ def handler(event: bytes | str | Mapping[str, Any] | None, context: Any) -> dict
 
 
 def fan_out(
-    scale: ScaleSettings, workspaces: int, credentials: Credentials, context: Any, request_id: str
+    scale: ScaleSettings,
+    dataworks: DataWorksSettings,
+    credentials: Credentials,
+    context: Any,
+    request_id: str,
 ) -> dict[str, Any] | None:
     """As the coordinator of `scale`: invoke one asynchronous shard per slice of the workspaces and
     return what was invoked, making no DataWorks call; None when one invocation is enough."""
-    shards = shard_count(scale, workspaces)
+    shards = shard_count(scale, len(dataworks.projects), dataworks.max_qps)
     if shards <= 1:
         return None
     from dwnotify.remote import RemoteError, invoke_async

@@ -431,3 +431,31 @@ def test_each_region_has_its_own_limit(emulator: DataWorksEmulator) -> None:
     assert clock.slept == []
     client.list_runs(shanghai, 1)
     assert clock.slept == [1.0]
+
+
+def test_shards_keep_to_a_whole_share_of_the_qps_over_the_same_second(
+    emulator: DataWorksEmulator, clock: ManualClock
+) -> None:
+    """Two shards at max_qps 5 take 2 a second each (not 2.5 over 0.8 s windows): together never more
+    than 5 starts in any second, as the account counts them."""
+    client, project = make_client(emulator, clock, max_qps=5.0)
+    client.share_qps(2)
+    for _ in range(5):
+        client.list_runs(project, 1)
+    assert clock.slept == [1.0, 1.0]  # two at once, two a second later, then the fifth
+    client.share_qps(1)  # a later invocation of the same instance polls alone again
+    clock.slept.clear()
+    clock.advance(10)
+    for _ in range(5):
+        client.list_runs(project, 1)
+    assert clock.slept == []
+
+
+def test_no_more_shards_than_whole_requests_a_second() -> None:
+    from dwnotify.scaling import shard_count
+    from dwnotify.settings import ScaleSettings
+
+    assert shard_count(ScaleSettings(), 40, 50.0) == 4  # auto: one per 10 workspaces
+    assert shard_count(ScaleSettings(), 40, 2.0) == 2  # each shard keeps to at least one a second
+    assert shard_count(ScaleSettings(shards=8), 3, 50.0) == 3  # never more than workspaces
+    assert shard_count(ScaleSettings(), 5, 50.0) == 1  # one invocation is enough

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import random
 import threading
 import time
@@ -266,9 +267,16 @@ class DataWorksClient:
         return body
 
     def share_qps(self, shares: int) -> None:
-        """Keep to `max_qps / shares` from now on: the account's limit is shared by that many
-        invocations polling at once (shards)."""
-        qps = self._settings.max_qps / max(1, shares)
+        """Keep to a `shares`-th of `max_qps` from now on: the account's limit is shared by that many
+        invocations polling at once (shards).
+
+        A whole number of requests a second, rounded down (2.5 becomes 2): each shard's limiter then
+        counts over the same one-second window as the account's, so that together they never start
+        more than `max_qps` in any second (a fractional rate is kept over a longer window, and the
+        shards' windows, which start together, would add up to more).
+        """
+        share = self._settings.max_qps / max(1, shares)
+        qps = float(math.floor(share)) if shares > 1 and share >= 1 else share
         with self._lock:
             if qps != self._max_qps:
                 self._max_qps = qps

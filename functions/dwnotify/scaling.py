@@ -43,9 +43,9 @@ def parse_scale(c: Checker, value: object, loc: Loc) -> ScaleSettings | None:
     return ScaleSettings(shards, endpoint, function)
 
 
-def shard_count(scale: ScaleSettings, workspaces: int) -> int:
+def shard_count(scale: ScaleSettings, workspaces: int, max_qps: float) -> int:
     """How many shards the coordinator invokes: the configured number, or `auto`'s (one invocation
-    stays one below WORKSPACES_PER_SHARD + 1 workspaces)."""
-    if scale.shards is not None:
-        return min(scale.shards, max(1, workspaces))
-    return max(1, min(MAX_SHARDS, math.ceil(workspaces / WORKSPACES_PER_SHARD)))
+    stays one below WORKSPACES_PER_SHARD + 1 workspaces); never more than workspaces, nor than whole
+    requests a second in `max_qps` (each shard keeps to at least one)."""
+    wanted = scale.shards if scale.shards is not None else math.ceil(workspaces / WORKSPACES_PER_SHARD)
+    return max(1, min(wanted, workspaces, MAX_SHARDS, math.floor(max_qps)))
