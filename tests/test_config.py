@@ -421,7 +421,7 @@ PROBLEM_CASES: list[tuple[dict[str, Any], str, str]] = [
         "rules[0].chanels",
         "unknown key (did you mean 'channels'?)",
     ),
-    ({"extra": 1}, "extra", "unknown key; the keys here are channels, dataworks, delivery"),
+    ({"extra": 1}, "extra", "unknown key; the keys here are actions, channels, dataworks"),
     ({"dataworks.regoin": "x"}, "dataworks.regoin", "did you mean 'region'?"),
     ({"dataworks.projects[1].nmae": "x"}, "dataworks.projects[1].nmae", "did you mean 'name'?"),
     ({"channels.ops.keywrd": "x"}, "channels.ops.keywrd", "did you mean 'keyword'?"),

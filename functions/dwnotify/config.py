@@ -10,6 +10,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from dwnotify.actions_config import parse_actions
 from dwnotify.addresses import host_problem, is_loopback, url_problem
 from dwnotify.channels import CHANNEL_TYPES
 from dwnotify.channels.kind import COMMON_KEYS
@@ -104,7 +105,7 @@ def _settings(c: Checker, data: object, base_dir: Path, source: Path | None) -> 
         data,
         (),
         required=("dataworks", "channels", "rules"),
-        optional=("state", "templates", "delivery", "people", "reminders", "scale"),
+        optional=("state", "templates", "delivery", "people", "reminders", "scale", "actions"),
     )
     if top is None:
         return None
@@ -122,6 +123,7 @@ def _settings(c: Checker, data: object, base_dir: Path, source: Path | None) -> 
     people = parse_people(c, *top.at("people"))
     reminders = parse_reminders(c, *top.at("reminders"))
     scale = parse_scale(c, *top.at("scale"))
+    actions = parse_actions(c, *top.at("actions"), people=people, channels=channels, rules=top.at("rules"))
     if scale is not None and state.backend == "sqlite":
         c.add(top.at("scale")[1], "needs state.backend: tablestore (shards cannot share a local SQLite file)")
     if scale is not None and dataworks is not None and dataworks.daily_call_budget is not None:
@@ -141,6 +143,7 @@ def _settings(c: Checker, data: object, base_dir: Path, source: Path | None) -> 
         people=MappingProxyType(people),
         reminders=reminders,
         scale=scale,
+        actions=actions,
     )
 
 
@@ -513,7 +516,7 @@ def _rule(
         value,
         loc,
         required=("name", "events", "channels"),
-        optional=("projects", "template", "mention", "quiet", "digest"),
+        optional=("projects", "template", "mention", "quiet", "digest", "approvers"),
     )
     if f is None:
         return None

@@ -191,7 +191,32 @@ class Settings:
     people: Mapping[str, PersonSettings] = field(default_factory=dict, hash=False)
     reminders: ReminderSettings | None = None
     scale: ScaleSettings | None = None
+    actions: ActionsSettings = field(default_factory=lambda: ActionsSettings())  # noqa: PLW0108 (defined below)
 
     def person(self, user_id: object) -> PersonSettings | None:
         """The `people` entry of a DataWorks user id (compared as text: YAML may read it as a number)."""
         return self.people.get(str(user_id).strip()) if user_id not in (None, "") else None
+
+
+ACTION_NAMES = ("advance", "abolish")  # what a Slack button may ask for (`actions.allow`)
+
+
+@dataclass(frozen=True)
+class ActionsSettings:
+    """Acting from chat (top-level `actions`): who may advance a waiting stage or abolish a run.
+
+    `approvers` are keys of the `people` map; a rule's own `approvers` (in `rule_approvers`, by rule
+    name) take their place for the runs that rule announces.
+    """
+
+    enabled: bool = False
+    approvers: tuple[str, ...] = ()
+    allow: tuple[str, ...] = ACTION_NAMES
+    timezone: str = "Asia/Shanghai"
+    response_hosts: tuple[str, ...] = ("hooks.slack.com",)
+    rule_approvers: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def approvers_for(self, rule_name: str | None) -> tuple[str, ...]:
+        """The people ids who may act on a run announced by `rule_name` (the rule's own, else the top's)."""
+        own = dict(self.rule_approvers)
+        return own.get(rule_name, self.approvers) if rule_name is not None else self.approvers

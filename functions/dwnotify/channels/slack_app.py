@@ -234,7 +234,8 @@ def _check(options: Mapping[str, str | None]) -> list[tuple[str, str]]:
 
 TYPE = ChannelType(
     name="slack-app",
-    options={"token": "secret", "channel": "text", "api_url": "url"},
+    # signing_secret: the app's, checking Slack's interactivity requests (dwnotify.slack_verify).
+    options={"token": "secret", "channel": "text", "api_url": "url", "signing_secret": "secret"},
     required=frozenset({"token", "channel"}),
     # Within one folder a `blocks.json` template wins over a `mrkdwn` one; `<name>-reply.mrkdwn.j2`
     # renders a thread reply.
