@@ -24,6 +24,7 @@ from dwnotify.app import App, build_app
 from dwnotify.config import CONFIG_ENV, load
 from dwnotify.credentials import Credentials, credentials_from_context, credentials_from_env
 from dwnotify.errors import ConfigError, NotifierError
+from dwnotify.http_entry import answer_fc, fc_http_request
 from dwnotify.scaling import shard_count
 from dwnotify.settings import DataWorksSettings, ScaleSettings
 from dwnotify.shards import MAX_SHARDS
@@ -126,11 +127,18 @@ class ThreadApps(threading.local):
 apps = ThreadApps()
 
 
-def handler(event: bytes | str | Mapping[str, Any] | None, context: Any) -> dict[str, Any]:
-    """Run one tick and return its summary (with FC's `request_id`), or the problems that stopped it."""
+def handler(event: bytes | str | Mapping[str, Any] | None, context: Any) -> dict[str, Any]:  # noqa: PLR0911
+    """Run one tick and return its summary (with FC's `request_id`), or the problems that stopped it.
+
+    An HTTP-trigger event (`dwnotify.http_entry.fc_http_request`) is answered with the HTTP entry's
+    `{statusCode, headers, body}` instead, building no clients.
+    """
     started = time.time()
     request_id = str(getattr(context, "request_id", "") or "")
     _setup_logging(request_id)
+    http_request = fc_http_request(event)  # the HTTP trigger's event: answered, no tick
+    if http_request is not None:
+        return answer_fc(http_request, config_path(os.environ), time.time())
     try:
         options = parse_event(event)
         credentials = credentials_from_context(context) or credentials_from_env(os.environ)
