@@ -1,4 +1,4 @@
-"""The command line: `dwnotify tick|check|demo|render|status|remote` (also `python -m dwnotify`).
+"""The command line: `dwnotify tick|check|demo|render|status|remote|serve` (also `python -m dwnotify`).
 
 `remote tick|track` invokes the deployed function (see `remote`); it needs no config file.
 """
@@ -104,6 +104,14 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--template", default=None, help="template name (default: the rule's)")
     commands.add_parser("status", parents=[after], help="list tracked runs and pending or failed messages")
     _remote_parser(commands, after)
+    serve = commands.add_parser(
+        "serve", parents=[after], help="serve the HTTP entry (Slack actions) locally; with --every, also tick"
+    )
+    serve.add_argument("--port", type=int, default=8080, help="port (default 8080; 0: any free port)")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this host only)"
+    )
+    serve.add_argument("--every", default=None, help="also run a tick this often, e.g. 1m (at least 10s)")
     return parser
 
 
@@ -516,6 +524,32 @@ def cmd_remote(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """`serve`: the HTTP entry on `--host`:`--port` and, with `--every`, a tick on that schedule."""
+    from . import serve
+    from .app import build_app, register_secrets_of
+
+    try:
+        every = serve.parse_every(args.every) if args.every is not None else None
+    except ValueError as error:
+        print(_argument_error("dwnotify serve", f"--every: {error}"), end="", file=sys.stderr)
+        return EXIT_CONFIG
+    settings = _validated(args) if every is not None else load_settings(args.config)
+    if every is None:
+        register_secrets_of(settings, None)
+        return serve.run(settings, args.host, args.port, stream=sys.stdout)
+    app = build_app(settings, _credentials())
+
+    def tick(slot_end: float) -> None:
+        summary = app.notifier.tick(deadline=slot_end)
+        print(summary.to_json(), flush=True)
+
+    try:
+        return serve.run(settings, args.host, args.port, every=every, tick=tick, stream=sys.stdout)
+    finally:
+        app.close()
+
+
 COMMANDS = {
     "tick": cmd_tick,
     "check": cmd_check,
@@ -523,6 +557,7 @@ COMMANDS = {
     "render": cmd_render,
     "status": cmd_status,
     "remote": cmd_remote,
+    "serve": cmd_serve,
 }
 
 
