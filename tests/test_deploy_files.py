@@ -111,12 +111,34 @@ def test_s_yaml_sizes_fit_fc_limits() -> None:
 
 def test_the_timer_trigger_fires_every_minute_by_default() -> None:
     _, props = function_props()
-    [trigger] = props["triggers"]
+    [trigger] = [t for t in props["triggers"] if t["triggerType"] == "timer"]
     assert trigger["triggerType"] == "timer" and trigger["qualifier"] == "LATEST"
     config = trigger["triggerConfig"]
     assert resolve(config["cronExpression"], s_yaml()["vars"]) == "@every 1m"
     assert config["enable"] is True
     assert json.loads(config["payload"]) == {"dry_run": False}
+
+
+def test_the_http_trigger_takes_slacks_posts_anonymously_on_the_same_function() -> None:
+    # The request signature is the authentication (dwnotify.slack_verify); FC's own auth would refuse Slack.
+    _, props = function_props()
+    assert sorted(t["triggerType"] for t in props["triggers"]) == ["http", "timer"]
+    [trigger] = [t for t in props["triggers"] if t["triggerType"] == "http"]
+    assert trigger["qualifier"] == "LATEST"
+    assert trigger["triggerConfig"]["authType"] == "anonymous"
+    assert trigger["triggerConfig"]["methods"] == ["POST"]
+    assert props["handler"] == "index.handler"  # the same handler tells the events apart
+
+
+def test_the_actions_policy_is_separate_and_the_main_policy_cannot_act() -> None:
+    acting = {"dataworks:ExecPipelineRunStage", "dataworks:AbolishPipelineRun"}
+    actions = policy("ram-policy-actions.json")
+    [statement] = actions["Statement"]
+    assert statement["Effect"] == "Allow" and set(statement["Action"]) == acting
+    assert statement["Resource"] == "*"
+    granted = {action for s in policy()["Statement"] for action in s["Action"]}
+    assert not granted & acting, "the main policy must not let the notifier act on runs"
+    assert not any(action in {"dataworks:*", "*"} for action in granted)
 
 
 def test_every_env_reference_in_s_yaml_is_documented_in_the_readme() -> None:

@@ -254,7 +254,13 @@ def test_s_preview_renders_what_the_fc3_component_receives(defaults: dict[str, A
             "triggerType": "timer",
             "qualifier": "LATEST",
             "triggerConfig": {"cronExpression": "@every 1m", "enable": True, "payload": '{"dry_run": false}'},
-        }
+        },
+        {
+            "triggerName": "slack-actions",
+            "triggerType": "http",
+            "qualifier": "LATEST",
+            "triggerConfig": {"authType": "anonymous", "methods": ["POST"], "disableURLInternet": False},
+        },
     ]
     assert props["environmentVariables"] == {
         "DWNOTIFY_CONFIG": "notifier.yaml",
@@ -280,7 +286,7 @@ def test_s_preview_follows_every_optional_variable(home: Path) -> None:
         "dwnotify-staging",
         "python3.12",
     )
-    [trigger] = props["triggers"]
+    [trigger] = [t for t in props["triggers"] if t["triggerType"] == "timer"]
     assert trigger["triggerConfig"]["cronExpression"] == "@every 15m"
     env = props["environmentVariables"]
     assert env["DWNOTIFY_REGION"] == "cn-hangzhou"
