@@ -524,3 +524,14 @@ def test_a_stage_duration_lies_within_the_runs_own_times() -> None:
     run = Run("r1", 10000, "fail", create_time=at(130), modify_time=at(250), stages=(stage,))
     [view] = RunView.of(run, "", now=at(400), stage_since={"A": 300.0}, stage_started={"A": 100.0}).stages
     assert view.duration == timedelta(seconds=120)  # 130 (created) to 250 (ended), not 100 to 300
+
+
+def test_whether_a_template_exists_is_looked_up_once_per_renderer(tmp_path: Path) -> None:
+    """A tick asks for every living message it renders; the folders are read once, as templates are
+    compiled once (a template added later is seen by the next process)."""
+    renderer = Renderer(tmp_path)
+    assert not renderer.exists("slack-app", "mine-reply")
+    (tmp_path / "slack-app").mkdir()
+    (tmp_path / "slack-app" / "mine-reply.mrkdwn.j2").write_text("*x*", encoding="utf-8")
+    assert not renderer.exists("slack-app", "mine-reply")
+    assert Renderer(tmp_path).exists("slack-app", "mine-reply")

@@ -116,6 +116,7 @@ class Renderer:
             for fmt in kind.formats
         }
         self._compiled: dict[tuple[str, str], _Compiled] = {}
+        self._exists: dict[tuple[str, str], bool] = {}
         self._out_of_time: dict[tuple[str, str], tuple[datetime, TemplateLimitError]] = {}
 
     def compile(self, channel_type: str, name: str) -> None:
@@ -123,13 +124,17 @@ class Renderer:
         self._template(channel_type, name)
 
     def exists(self, channel_type: str, name: str) -> bool:
-        """Whether some folder of the search path has template `name` for the channel type."""
-        formats = _formats(channel_type) or ()
-        return any(
-            (folder / f"{channel_type}/{name}.{fmt.ext}.j2").is_file()
-            for folder in self.search_path
-            for fmt in formats
-        )
+        """Whether some folder of the search path has template `name` for the channel type (looked for
+        once: a tick asks for every living message it renders)."""
+        found = self._exists.get((channel_type, name))
+        if found is None:
+            formats = _formats(channel_type) or ()
+            found = self._exists[channel_type, name] = any(
+                (folder / f"{channel_type}/{name}.{fmt.ext}.j2").is_file()
+                for folder in self.search_path
+                for fmt in formats
+            )
+        return found
 
     def render(self, channel_type: str, name: str, ctx: MessageContext) -> Message:
         """Render one message; TemplateError names the template file and line when anything fails.
