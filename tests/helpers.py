@@ -11,12 +11,14 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -33,6 +35,7 @@ from emulators.wecom import WeComEmulator
 from tests.conftest import ROOT, World
 
 DATA = Path(__file__).resolve().parent / "data"
+T = TypeVar("T")
 
 # --- the DataWorks API page's example -----------------------------------------------------------------
 
@@ -342,3 +345,38 @@ def lark_url(lark: LarkEmulator, token: str = LARK_TOKEN) -> str:
 
 def wecom_url(wecom: WeComEmulator, key: str = WECOM_KEY) -> str:
     return f"{wecom.base_url}/cgi-bin/webhook/send?key={key}"
+
+
+# --- a Slack app channel, and ticks started together ------------------------------------------------------
+
+SLACK_APP_CHANNEL = "C0123456"  # the Slack stand-in's #deploys
+EVERYTHING_TO_DEPLOYS = [{"name": "everything", "events": ["*"], "channels": ["deploys"]}]
+
+
+def use_slack_app(world: World, rules: list[dict[str, Any]] | None = None, **options: Any) -> None:
+    """Make the World's one channel `deploys`, a Slack app on the Slack stand-in's Web API, and its
+    rules `rules` (default: every event to it)."""
+    world.config_overrides["channels"] = {
+        "deploys": {
+            "type": "slack-app",
+            "token": "${SLACK_BOT_TOKEN}",
+            "channel": SLACK_APP_CHANNEL,
+            "api_url": f"{world.slack.base_url}/api",
+            **options,
+        }
+    }
+    world.config_overrides["rules"] = rules if rules is not None else EVERYTHING_TO_DEPLOYS
+
+
+def at_once(calls: Sequence[Callable[[], T]], timeout_s: float = 120.0) -> list[T]:
+    """Run each call in a thread of its own, all released together; their results, in order (an
+    error in one is raised here, not lost in its thread)."""
+    barrier = threading.Barrier(len(calls), timeout=timeout_s)
+
+    def released(call: Callable[[], T]) -> T:
+        barrier.wait()
+        return call()
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        futures = [pool.submit(released, call) for call in calls]
+    return [future.result(timeout=timeout_s) for future in futures]

@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 from tests.conftest import World
-from tests.helpers import delivered, fail_run
+from tests.helpers import at_once, delivered, fail_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,18 +17,7 @@ def test_three_ticks_started_together_in_threads_send_each_message_once(world: W
     run_ids = {fail_run(world) for _ in range(12)}
     apps = [world.build() for _ in range(3)]
     world.clock.advance(60)
-    barrier = threading.Barrier(3)
-    summaries = []
-
-    def tick(index: int) -> None:
-        barrier.wait()
-        summaries.append(apps[index].notifier.tick())
-
-    threads = [threading.Thread(target=tick, args=(i,)) for i in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    summaries = at_once([app.notifier.tick for app in apps])
     assert len(summaries) == 3
     # Usually one tick discovers and two only deliver; a tick that starts after the first released
     # its lease discovers again and finds nothing new: the events still add up to one announcement.

@@ -4,14 +4,13 @@ minute is missed, and never for a time that passed before the rule was first see
 
 from __future__ import annotations
 
-import threading
 from datetime import datetime
 
 import pytest
 
 from dwnotify.zones import zone
 from tests.conftest import World
-from tests.helpers import STAGES
+from tests.helpers import STAGES, at_once, use_slack_app
 
 SHANGHAI = zone("Asia/Shanghai")
 MIN = 60.0
@@ -114,17 +113,7 @@ def test_two_ticks_racing_at_the_digest_time_send_one(daily: World) -> None:
     tick_until(world, at("2026-11-28 17:59"))
     apps = [world.build() for _ in range(2)]
     world.clock.now = at("2026-11-28 18:00") + 5
-    barrier = threading.Barrier(2)
-
-    def tick(index: int) -> None:
-        barrier.wait()
-        apps[index].notifier.tick()
-
-    threads = [threading.Thread(target=tick, args=(i,)) for i in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    at_once([app.notifier.tick for app in apps])
     for app in apps:  # and each again, a minute later
         world.clock.now += MIN
         app.notifier.tick()
@@ -142,18 +131,13 @@ def test_a_digest_rule_sends_no_per_run_messages(daily: World) -> None:
 
 def test_a_slack_app_channel_posts_the_digest_as_a_message_of_its_own(daily: World) -> None:
     world = daily
-    world.config_overrides["channels"] = {
-        "deploys": {
-            "type": "slack-app",
-            "token": "${SLACK_BOT_TOKEN}",
-            "channel": "C0123456",
-            "api_url": f"{world.slack.base_url}/api",
-        }
-    }
-    world.config_overrides["rules"] = [
-        {"name": "live", "events": ["*"], "channels": ["deploys"]},
-        {"name": "daily", "events": ["*"], "channels": ["deploys"], "digest": {"at": "18:00"}},
-    ]
+    use_slack_app(
+        world,
+        [
+            {"name": "live", "events": ["*"], "channels": ["deploys"]},
+            {"name": "daily", "events": ["*"], "channels": ["deploys"], "digest": {"at": "18:00"}},
+        ],
+    )
     morning(world)
     runs = len(world.slack.posted("C0123456"))
     world.tick(advance=at("2026-11-28 18:00") - world.clock.now + 30)

@@ -18,9 +18,10 @@ from dwnotify import config, http_entry
 from dwnotify.http_entry import HttpRequest, fc_http_request, handle
 from dwnotify.settings import Settings
 from tests.conftest import World
+from tests.helpers import SLACK_APP_CHANNEL, use_slack_app
 from tests.test_slack_verify import SECRET, slack_headers
 
-CHANNEL = "C0123456"
+CHANNEL = SLACK_APP_CHANNEL
 OTHER_SECRET = "c4ca4238a0b923820dcc509a6f75849b"
 VALUE = {"project": 10000, "run": "run-1", "stage": "DEPLOY"}
 NOW = 1_767_000_000
@@ -228,16 +229,7 @@ def test_an_invalid_base64_body_matches_no_signature(settings: Settings) -> None
 def fc_world(world: World, monkeypatch: pytest.MonkeyPatch) -> World:
     """The World's emulators with a Slack app channel and actions, read by index.handler from its env."""
     world.primed = False  # nothing in the store before: the test sees whether anything is written
-    world.config_overrides["channels"] = {
-        "deploys": {
-            "type": "slack-app",
-            "token": "${SLACK_BOT_TOKEN}",
-            "channel": CHANNEL,
-            "api_url": f"{world.slack.base_url}/api",
-            "signing_secret": "${SLACK_SIGNING_SECRET}",
-        }
-    }
-    world.config_overrides["rules"] = [{"name": "everything", "events": ["*"], "channels": ["deploys"]}]
+    use_slack_app(world, signing_secret="${SLACK_SIGNING_SECRET}")
     world.config_overrides["people"] = {"alice": {"slack_user_id": "U0ALICE01"}}
     world.config_overrides["actions"] = {"enabled": True, "approvers": ["alice"]}
     for name, value in {**world.environ(), "SLACK_SIGNING_SECRET": SECRET}.items():

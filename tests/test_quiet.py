@@ -16,7 +16,15 @@ from dwnotify.settings import DigestSettings, QuietSettings, RuleSettings
 from dwnotify.state.base import TICK_LEASE, OutboxMessage
 from dwnotify.zones import zone
 from tests.conftest import World
-from tests.helpers import STAGES, StateInterposer, fail_run, ids_in, slack_text
+from tests.helpers import (
+    SLACK_APP_CHANNEL,
+    STAGES,
+    StateInterposer,
+    fail_run,
+    ids_in,
+    slack_text,
+    use_slack_app,
+)
 
 SHANGHAI = zone("Asia/Shanghai")
 BERLIN = zone("Europe/Berlin")
@@ -433,21 +441,11 @@ def test_a_hold_stored_by_a_clock_far_ahead_is_brought_back_to_a_week(world: Wor
 
 # --- a Slack app channel: held edits, no digest ----------------------------------------------------------
 
-CHANNEL = "C0123456"
+CHANNEL = SLACK_APP_CHANNEL
 
 
 def living_world(world: World, events: list[str], quiet: dict[str, Any]) -> None:
-    world.config_overrides["channels"] = {
-        "deploys": {
-            "type": "slack-app",
-            "token": "${SLACK_BOT_TOKEN}",
-            "channel": CHANNEL,
-            "api_url": f"{world.slack.base_url}/api",
-        }
-    }
-    world.config_overrides["rules"] = [
-        {"name": "everything", "events": events, "channels": ["deploys"], "quiet": quiet}
-    ]
+    use_slack_app(world, [{"name": "everything", "events": events, "channels": ["deploys"], "quiet": quiet}])
 
 
 def living_text(message: dict[str, Any]) -> str:

@@ -13,7 +13,7 @@ from dwnotify.diff import diff
 from dwnotify.model import Run, Stage
 from dwnotify.reminders import STUCK, WAITING, remind
 from tests.conftest import World
-from tests.helpers import STAGES
+from tests.helpers import STAGES, use_slack_app
 
 MIN = 60.0
 HOUR = 3600.0
@@ -192,15 +192,7 @@ def test_a_stage_that_moves_is_not_reminded_again(reminding: World) -> None:
 
 def test_a_reminder_edits_the_living_message_and_replies_in_its_thread(reminding: World) -> None:
     world = reminding
-    world.config_overrides["channels"] = {
-        "deploys": {
-            "type": "slack-app",
-            "token": "${SLACK_BOT_TOKEN}",
-            "channel": "C0123456",
-            "api_url": f"{world.slack.base_url}/api",
-        }
-    }
-    world.config_overrides["rules"] = [{"name": "everything", "events": ["*"], "channels": ["deploys"]}]
+    use_slack_app(world)
     world.dataworks.add_run(10000, status="Running", stages=STAGES, stage_statuses={"BUILD": "Running"})
     world.tick()
     world.tick(advance=61 * MIN)

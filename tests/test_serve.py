@@ -17,23 +17,14 @@ import pytest
 
 from dwnotify.serve import parse_every
 from tests.conftest import ROOT, World, wait_for
-from tests.helpers import cli_env, dwnotify
-from tests.test_http_entry import CHANNEL, click
+from tests.helpers import cli_env, dwnotify, use_slack_app
+from tests.test_http_entry import click
 from tests.test_slack_verify import SECRET, slack_headers
 
 
 @pytest.fixture
 def serve_world(world: World) -> World:
-    world.config_overrides["channels"] = {
-        "deploys": {
-            "type": "slack-app",
-            "token": "${SLACK_BOT_TOKEN}",
-            "channel": CHANNEL,
-            "api_url": f"{world.slack.base_url}/api",
-            "signing_secret": SECRET,
-        }
-    }
-    world.config_overrides["rules"] = [{"name": "everything", "events": ["*"], "channels": ["deploys"]}]
+    use_slack_app(world, signing_secret=SECRET)
     world.config_overrides["people"] = {"alice": {"slack_user_id": "U0ALICE01"}}
     world.config_overrides["actions"] = {"enabled": True, "approvers": ["alice"]}
     return world

@@ -5,29 +5,29 @@ lost answers, deleted messages and rate limits."""
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import pytest
 
 from tests.conftest import SLACK_BOT_TOKEN, World
-from tests.helpers import STAGES, Killed, StateInterposer, cli_env, dwnotify
+from tests.helpers import (
+    SLACK_APP_CHANNEL,
+    STAGES,
+    Killed,
+    StateInterposer,
+    at_once,
+    cli_env,
+    dwnotify,
+    use_slack_app,
+)
 
-CHANNEL = "C0123456"
+CHANNEL = SLACK_APP_CHANNEL
 
 
 @pytest.fixture
 def app_world(world: World) -> World:
     """The World with one Slack app channel that every event goes to."""
-    world.config_overrides["channels"] = {
-        "deploys": {
-            "type": "slack-app",
-            "token": "${SLACK_BOT_TOKEN}",
-            "channel": CHANNEL,
-            "api_url": f"{world.slack.base_url}/api",
-        }
-    }
-    world.config_overrides["rules"] = [{"name": "everything", "events": ["*"], "channels": ["deploys"]}]
+    use_slack_app(world)
     return world
 
 
@@ -121,17 +121,7 @@ def test_two_ticks_at_once_make_one_message_per_run(app_world: World) -> None:
     run_ids = [start(world) for _ in range(4)]
     apps = [world.build() for _ in range(2)]
     world.clock.advance(60)
-    barrier = threading.Barrier(2)
-
-    def tick(index: int) -> None:
-        barrier.wait()
-        apps[index].notifier.tick()
-
-    threads = [threading.Thread(target=tick, args=(i,)) for i in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    at_once([app.notifier.tick for app in apps])
     world.app = apps[0]
     world.tick(advance=120)  # whatever a lease kept back goes now
     runs = sorted(m["metadata"]["event_payload"]["run"] for m in messages(world))

@@ -154,27 +154,14 @@ def test_shards_split_the_workspaces_by_region_each_in_exactly_one() -> None:
 
 
 def test_shards_poll_at_once_and_announce_each_event_once(world: World) -> None:
-    import threading
-
-    from tests.helpers import delivered, fail_run
+    from tests.helpers import at_once, delivered, fail_run
 
     run_ids = {fail_run(world, project) for project in (10000, 10001) for _ in range(3)}
     apps = [world.build() for _ in range(2)]  # two invocations: each its own clients and store
     shards = [app.notifier.shard(index, 2) for index, app in enumerate(apps)]
     assert [[p.id for p in shard.settings.dataworks.projects] for shard in shards] == [[10000], [10001]]
     world.clock.advance(60)
-    barrier = threading.Barrier(2)
-    summaries: list[Any] = []
-
-    def tick(index: int) -> None:
-        barrier.wait()
-        summaries.append(shards[index].tick())
-
-    threads = [threading.Thread(target=tick, args=(i,)) for i in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    summaries = at_once([shard.tick for shard in shards])
     assert sorted(s.events for s in summaries) == [9, 9] and not any(s.discovery_skipped for s in summaries)
     world.tick(advance=120)  # whatever a channel lease kept back goes now
     ding, slack = delivered(world)
