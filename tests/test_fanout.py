@@ -157,3 +157,18 @@ def _drain(world: World) -> None:
 def _event(raw: Any) -> dict[str, Any]:
     event = json.loads(raw) if isinstance(raw, bytes | str) else raw
     return event if isinstance(event, dict) else {}
+
+
+def test_remote_track_announces_an_old_run_within_one_invocation(
+    fleet: tuple[World, FcEmulator], index: ModuleType
+) -> None:
+    """What a CI job does right after CreatePipelineRun: the real handler, through fc2 and FC's stand-in."""
+    world, fc = fleet
+    fc.register("dwnotify", index.handler)
+    run_id = world.dataworks.add_run(
+        20000, status="Running", stages=TWO_STAGES, stage_statuses={"BUILD": "Running"}, created=-3 * 3600
+    )
+    answer = invoke(fc.base_url, CREDENTIALS, "dwnotify", {"action": "track", "project": 20000, "id": run_id})
+    result = json.loads(answer.body)
+    assert result["action"] == "track" and result["events"] == 2 and result["api_calls"] == 1
+    assert result["messages_sent"] >= 1 and any(run_id in str(m) for m in world.slack_messages())

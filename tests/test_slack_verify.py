@@ -144,3 +144,30 @@ def test_what_is_not_a_payload(raw: bytes) -> None:
 @pytest.mark.parametrize(("value", "number"), [(None, 0), ("1", 1), ("3", 3), ("x", 0)])
 def test_retry_number(value: str | None, number: int) -> None:
     assert retry_number({} if value is None else {"X-Slack-Retry-Num": value}) == number
+
+
+def test_slack_sdks_own_verifier_agrees_with_ours_both_ways() -> None:
+    """slack_sdk's SignatureVerifier (what Bolt apps check with), a judge no one here wrote."""
+    from slack_sdk.signature import SignatureVerifier
+
+    from dwnotify.credentials import Secret
+    from dwnotify.slack_verify import signature, verify
+
+    judge = SignatureVerifier(SECRET, clock=_FixedClock(NOW))
+    theirs = judge.generate_signature(timestamp=str(NOW), body=RAW)
+    headers = {"X-Slack-Request-Timestamp": str(NOW), "X-Slack-Signature": str(theirs)}
+    assert verify(headers, RAW, [Secret(SECRET)], float(NOW)) is None  # we accept what Slack's SDK signs
+    assert judge.is_valid(body=RAW, timestamp=str(NOW), signature=signature(SECRET, str(NOW), RAW))
+    tampered = RAW + b"&x=1"
+    assert verify(headers, tampered, [Secret(SECRET)], float(NOW)) is not None
+    assert not judge.is_valid(body=tampered, timestamp=str(NOW), signature=str(theirs))
+
+
+class _FixedClock:
+    """slack_sdk's verifier asks its clock for the time (`now()`): the test's moment."""
+
+    def __init__(self, at: float) -> None:
+        self._at = at
+
+    def now(self) -> float:
+        return self._at
