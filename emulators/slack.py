@@ -797,8 +797,9 @@ def _flag(value: Any) -> bool:
     return str(value).strip().lower() in ("1", "true")
 
 
-def _json_list(value: Any, word: str) -> list[Any] | None:
-    """A JSON array argument (a JSON value, or a JSON string as form bodies carry it); None if absent."""
+def _json_argument(value: Any, kind: type, word: str) -> Any:
+    """A JSON argument of type `kind` (a JSON value, or a JSON string as form bodies carry it);
+    None if absent; Slack's error `word` if it is not one."""
     if value is None or value == "":
         return None
     if isinstance(value, str):
@@ -806,27 +807,25 @@ def _json_list(value: Any, word: str) -> list[Any] | None:
             value = json.loads(value)
         except ValueError:
             raise _ApiError(word) from None
-    if not isinstance(value, list):
+    if not isinstance(value, kind):
         raise _ApiError(word)
     return value
 
 
+def _json_list(value: Any, word: str) -> list[Any] | None:
+    """A JSON array argument; None if absent."""
+    found: list[Any] | None = _json_argument(value, list, word)
+    return found
+
+
 def _metadata(value: Any) -> dict[str, Any] | None:
     """The `metadata` argument: None if absent, {} to remove, else {event_type, event_payload}."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            raise _ApiError("invalid_metadata_format") from None
-    if not isinstance(value, dict):
-        raise _ApiError("invalid_metadata_format")
-    if value and not (
-        isinstance(value.get("event_type"), str) and isinstance(value.get("event_payload"), dict)
+    found: dict[str, Any] | None = _json_argument(value, dict, "invalid_metadata_format")
+    if found and not (
+        isinstance(found.get("event_type"), str) and isinstance(found.get("event_payload"), dict)
     ):
         raise _ApiError("invalid_metadata_format")
-    return value
+    return found
 
 
 def _us(epoch_s: float) -> int:
