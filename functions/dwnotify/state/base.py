@@ -248,6 +248,65 @@ class LivingMessage:
             return cls(channel, run_key, posting_since=0.0, version=int(version))
 
 
+ACTION_FAILED = "failed"  # an ActionRecord's result when DataWorks did not carry the action out
+
+
+@dataclass(frozen=True)
+class ActionRecord:
+    """The one decision taken on a (run, stage, action) from chat: who clicked, and what came of it.
+
+    Stored with a conditional write before DataWorks is called (`version` 0: none stored, so the
+    write succeeds only where there is no record), so that a second click, a retry or a replay finds
+    it and does nothing. `result` is `claimed` while the call is made, then `done`, `refused`,
+    `unknown` (the call's answer was lost: the next poll shows what happened) or `failed` (DataWorks
+    did not carry it out, so the click may be tried again).
+    """
+
+    key: str
+    user_id: str = ""
+    person: str = ""
+    at: float = 0.0
+    result: str = "claimed"
+    detail: str = ""
+    request_id: str = ""
+    version: int = 0
+
+    @property
+    def final(self) -> bool:
+        """Whether nothing more may come of this decision (a `failed` one may be claimed again)."""
+        return self.result != ACTION_FAILED
+
+    def to_data(self) -> dict[str, Any]:
+        """What a backend keeps beyond the key and version, as JSON-able data."""
+        return {
+            "user_id": self.user_id,
+            "person": self.person,
+            "at": self.at,
+            "result": self.result,
+            "detail": self.detail,
+            "request_id": self.request_id,
+        }
+
+    @classmethod
+    def from_data(cls, key: str, version: int, raw: str | bytes) -> ActionRecord:
+        """The record `to_data` wrote; a damaged one reads as a decision taken (nothing is done twice)."""
+        try:
+            data = json.loads(raw)
+            return cls(
+                key,
+                str(data.get("user_id") or ""),
+                str(data.get("person") or ""),
+                float(data.get("at") or 0.0),
+                str(data.get("result") or "unknown"),
+                str(data.get("detail") or ""),
+                str(data.get("request_id") or ""),
+                int(version),
+            )
+        except UNREADABLE as error:
+            _warn_unreadable(f"the action record {key}", error)
+            return cls(key, result="unknown", version=int(version))
+
+
 # Both backends keep these fields of a message as one JSON blob; the rest are columns they query.
 MESSAGE_DATA_FIELDS = (
     "run_key",
@@ -476,6 +535,18 @@ class StateStore(Protocol):
         Raises ConflictError, writing nothing, when the stored record is not at `living.version`
         (another sender stored it since it was read). Not conditional on the channel lease: a sender
         that lost its lease while a post was in flight still records the message it made, truthfully.
+        """
+        ...
+
+    def load_action(self, key: str) -> ActionRecord | None:
+        """The decision recorded for `key` (`ActionRecord.key`), if any."""
+        ...
+
+    def store_action(self, record: ActionRecord, now: float) -> ActionRecord:
+        """Store a decision at its next version; the stored record is returned.
+
+        Raises ConflictError, writing nothing, when the stored record is not at `record.version`
+        (version 0: when there is one at all): how a click claims its decision exactly once.
         """
         ...
 

@@ -16,6 +16,7 @@ from .base import (
     FAILED,
     PENDING,
     TICK_LEASE,
+    ActionRecord,
     Lease,
     LivingMessage,
     OutboxMessage,
@@ -72,6 +73,13 @@ CREATE TABLE IF NOT EXISTS living (
     PRIMARY KEY (channel, run_key)
 );
 CREATE INDEX IF NOT EXISTS living_by_age ON living (updated_at);
+CREATE TABLE IF NOT EXISTS actions (
+    key TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS actions_by_age ON actions (updated_at);
 CREATE INDEX IF NOT EXISTS outbox_by_channel ON outbox (status, channel, seq);
 CREATE INDEX IF NOT EXISTS outbox_by_seq ON outbox (seq);
 CREATE INDEX IF NOT EXISTS outbox_done ON outbox (finished_at) WHERE status != '{PENDING}';
@@ -83,6 +91,7 @@ PRUNE_EVERY_S = 3600.0
 _PRUNE_OUTBOX = f"DELETE FROM outbox WHERE status != '{PENDING}' AND finished_at < ?"  # noqa: S608 - a constant
 _PRUNE_RUNS = "DELETE FROM runs WHERE final = 1 AND updated_at < ?"
 _PRUNE_LIVING = "DELETE FROM living WHERE updated_at < ?"
+_PRUNE_ACTIONS = "DELETE FROM actions WHERE updated_at < ?"
 
 _MESSAGE_COLUMNS = ("id", "channel", "seq", "status", "next_attempt_at", "created_at", "finished_at")
 
@@ -326,6 +335,7 @@ class SqliteStateStore:
         db.execute(_PRUNE_OUTBOX, (cutoff,))
         db.execute(_PRUNE_RUNS, (cutoff,))
         db.execute(_PRUNE_LIVING, (cutoff,))
+        db.execute(_PRUNE_ACTIONS, (cutoff,))
 
     def channels_with_pending(self) -> list[str]:
         """Channels that have pending messages."""
@@ -396,6 +406,31 @@ class SqliteStateStore:
                 )
             if changed.rowcount != 1:
                 raise ConflictError(f"the living message of run {living.run_key} on {living.channel} changed")
+        return stored
+
+    def load_action(self, key: str) -> ActionRecord | None:
+        """The decision recorded for `key`, if any."""
+        rows = self._read("SELECT * FROM actions WHERE key = ?", (key,))
+        return ActionRecord.from_data(key, rows[0]["version"], rows[0]["data"]) if rows else None
+
+    def store_action(self, record: ActionRecord, now: float) -> ActionRecord:
+        """Store a decision at its next version, if that version is still the stored one (0: none)."""
+        stored = replace(record, version=record.version + 1)
+        values = (json.dumps(stored.to_data()), stored.version, now, record.key)
+        with self._write() as db:
+            if record.version == 0:
+                changed = db.execute(
+                    "INSERT INTO actions (data, version, updated_at, key) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT DO NOTHING",
+                    values,
+                )
+            else:
+                changed = db.execute(
+                    "UPDATE actions SET data = ?, version = ?, updated_at = ? WHERE key = ? AND version = ?",
+                    (*values, record.version),
+                )
+            if changed.rowcount != 1:
+                raise ConflictError(f"the decision {record.key} was recorded by another request")
         return stored
 
     def report(self, limit: int = 200) -> StatusReport:

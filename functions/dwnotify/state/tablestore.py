@@ -27,6 +27,7 @@ from .base import (
     FAILED,
     TICK_LEASE,
     UNREADABLE,
+    ActionRecord,
     Lease,
     LivingMessage,
     OutboxMessage,
@@ -377,6 +378,26 @@ class TablestoreStateStore:
             write = Write("put", key, cells, "EXPECT_EXIST", equals=(("version", living.version),))
         if not self._table.write([write])[0]:
             raise ConflictError(f"the living message of run {living.run_key} on {living.channel} changed")
+        return stored
+
+    # -- decisions taken from chat ------------------------------------------------------------
+    def load_action(self, key: str) -> ActionRecord | None:
+        """The decision recorded for `key`, if any (one GetRow)."""
+        cells = self._table.get(rows.action_key(key))
+        return None if cells is None else ActionRecord.from_data(key, int(cells["version"]), cells["data"])
+
+    def store_action(self, record: ActionRecord, now: float) -> ActionRecord:
+        """Store a decision at its next version: one write, conditional on the row not existing (version
+        0) or on the stored version."""
+        stored = replace(record, version=record.version + 1)
+        cells = {"data": json.dumps(stored.to_data()), "version": stored.version, "updated_at": float(now)}
+        key = rows.action_key(record.key)
+        if record.version == 0:
+            write = Write("put", key, cells, "EXPECT_NOT_EXIST")
+        else:
+            write = Write("put", key, cells, "EXPECT_EXIST", equals=(("version", record.version),))
+        if not self._table.write([write])[0]:
+            raise ConflictError(f"the decision {record.key} was recorded by another request")
         return stored
 
     # -- status ------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ Pure: no SDK, no I/O. Every row has the primary key (`pk`, `sk`), both strings:
     msgid               <message id>               channel, seq
     outbox-index        <channel>                  mark, version, top
     living/<channel>    <run key>                  data, version, updated_at
+    action              <project>/<run>/<stage>/<action>   data, version, updated_at
 
 Intents sit next to the tick lease, so the read that takes the tick lease also finds them.
 """
@@ -210,6 +211,11 @@ def living_from_cells(key: Key, cells: Mapping[str, Any]) -> LivingMessage:
     return LivingMessage.from_data(
         key[0].removeprefix("living/"), key[1], int(cells["version"]), cells["data"]
     )
+
+
+def action_key(key: str) -> Key:
+    """The row of the decision taken on a (run, stage, action) from chat."""
+    return ("action", key)
 
 
 def index_key(channel: str) -> Key:
