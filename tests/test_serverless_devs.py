@@ -272,6 +272,8 @@ def test_s_preview_renders_what_the_fc3_component_receives(defaults: dict[str, A
         "DINGTALK_OPS_URL": REQUIRED["DINGTALK_OPS_URL"],
         "DINGTALK_OPS_SECRET": "",
         "SLACK_TEAM_URL": REQUIRED["SLACK_TEAM_URL"],
+        "SLACK_BOT_TOKEN": "",
+        "SLACK_SIGNING_SECRET": "",
     }
 
 
