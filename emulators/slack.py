@@ -1,4 +1,4 @@
-"""Slack stand-in: incoming webhooks and the Web API a bot token uses, on one server.
+"""Slack stand-in: incoming webhooks, the Web API a bot token uses, and interactivity, on one server.
 
 Incoming webhooks (`POST /services/<T/B/X>`, records and `inject` from `_chat`): 404 `no_service`;
 429 `rate_limited` with `Retry-After` from a token bucket per hook (1 message/s, burst of 3); 400
@@ -72,6 +72,53 @@ was established about real Slack, and where:
   thread of its own like a missing one; chat.update keeps `text` when it is omitted; a body of
   another Content-Type is `invalid_post_type`; one without a Content-Type `missing_post_type`.
 
+Interactivity (`click`, `replay`, `POST /actions/...`): a person clicking a button of a stored message.
+
+- The request (docs.slack.dev "Handling user interaction in your Slack apps" and "Verifying requests
+  from Slack"): a POST to the app's request URL, `Content-Type: application/x-www-form-urlencoded`, body
+  `payload=<json>`, headers `X-Slack-Request-Timestamp` (the emulator clock, whole seconds) and
+  `X-Slack-Signature: v0=<hex HMAC-SHA256(signing secret, "v0:" + timestamp + ":" + raw body)>`
+  (slack_sdk's `SignatureVerifier` judges it in the tests), `User-Agent: Slackbot 1.0
+  (+https://api.slack.com/robots)` (UNCONFIRMED for interactivity).
+- The payload (docs.slack.dev "block_actions payload", and a payload captured from Slack in a public
+  repository): `type: block_actions`, `user {id, username, name, team_id}`, `api_app_id`, `token` (the
+  deprecated verification token: a fake value here), `container {type: message, message_ts, channel_id,
+  is_ephemeral: false}`, `trigger_id`, `team {id, domain}`, `enterprise: null`,
+  `is_enterprise_install`, `channel {id, name}`, `message` (the stored message as it is now, as history
+  serves it without metadata: its current blocks, text, ts), `state {values}`, `response_url`, and
+  `actions [{action_id, block_id, text, value, type: button, action_ts, style}]` from the button's
+  block. Slack also gives every block a generated `block_id` and fills in `emoji`/`verbatim` when it
+  stores a message (the captured payload has them); this stand-in keeps blocks as they were posted.
+- Acknowledgement: the app must answer within 3 seconds (Bolt's "Acknowledging requests": "you only
+  have 3 seconds to respond before Slack registers a timeout error"); else the person sees "Operation
+  timed out. Apps need to respond within three seconds" beside the button (node-slack-sdk#2095,
+  SlackNet#240). A 2xx in time is an acknowledgement.
+- Retries, as the Events API documents them (docs.slack.dev "Events API", failure conditions and
+  graceful retries; summarized in node-slack-sdk#2095 and DevelopersIO's "Slack Events APIの再送仕様"):
+  3 retries (at once, after 1 minute, after 5 minutes) carrying `X-Slack-Retry-Num: <n>` and
+  `X-Slack-Retry-Reason`: `http_timeout` (no answer in 3 s; the retry does not wait for it),
+  `connection_failed`, `http_error` (not 2xx), also `too_many_redirects`, `ssl_error`, `unknown_error`
+  (not played: a 3xx here is `http_error`); an answer with `X-Slack-No-Retry: 1` stops them.
+  UNCONFIRMED: whether interactivity payloads are retried at all, and how many times (Slack's
+  interactivity pages speak only of the error shown): `click(retries=0)` plays "never", the default
+  the Events API's 3. Here retries go out at once (Slack's delays are not waited), each with the
+  clock's timestamp and a new signature, the same body (hence the same response_url).
+- `response_url` (docs.slack.dev "Handling user interaction": messages "can be sent up to 5 times
+  within 30 minutes of receiving the payload"; "Modifying messages" for replace and delete):
+  `POST /actions/<team>/<n>/<secret>`, no token, a JSON body `{text, blocks, response_type,
+  replace_original, delete_original, thread_ts}` judged as an incoming webhook's (400
+  `invalid_payload`, `invalid_blocks`). `delete_original` deletes the clicked message,
+  `replace_original` replaces its text and blocks, `response_type: in_channel` posts in the channel,
+  and by default the message is ephemeral (mrb0nj/slack.webhooks#31), shown only to who clicked
+  (`ephemerals(user_id)`; every body in `responses()`). Success is 200 `ok` (johnagan/serverless-slack#6:
+  the answer is the string "ok"). UNCONFIRMED, chosen here: past 5 uses 404 `used_url`, past 30 minutes
+  (from the click's first delivery) 404 `expired_url`, an unknown URL 404 `no_service`; only bodies
+  taken count as uses.
+
+Every delivery of a click is kept (`clicks`: status, retry number, reason, seconds on
+`time.monotonic`, the exact headers and body); `click` is safe from several threads at once, and
+no lock is held while the app answers (it may call the Web API meanwhile).
+
 A message the Web API refuses as `invalid_blocks` is recorded in `refused` too (the test World fails
 on any). Faults: `inject(...)` cans the next answers on any path; `fail_next(method, error, ...)`
 fails the next calls of one method without effect; `lose_answer(method, ...)` lets the call take
@@ -83,16 +130,21 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
+import http.client
 import json
 import math
 import re
+import secrets
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any, NamedTuple
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from emulators._base import Request, Response, cli_parser, serve, split_pairs
 from emulators._chat import _json, _Webhook
@@ -128,6 +180,14 @@ _API_SCOPES: dict[str, tuple[str, ...]] = {
     "conversations.history": _HISTORY_SCOPES,
 }
 _LOST_BODY = b"<html><body><h1>Internal Server Error</h1></body></html>"
+# -- Interactivity
+ACK_TIMEOUT_S = 3.0  # Slack waits this long for the app's acknowledgement
+CLICK_RETRIES = 3  # the Events API's number; UNCONFIRMED for interactivity (see the docstring)
+RESPONSE_URL_USES = 5
+RESPONSE_URL_TTL_S = 30 * 60
+VERIFICATION_TOKEN = "dwnotify-fake-verification-token"  # noqa: S105 (the deprecated `token` field)
+SLACK_USER_AGENT = "Slackbot 1.0 (+https://api.slack.com/robots)"
+_MAX_APP_ANSWER = 64 * 1024
 _THREAD_TS = re.compile(r"^\d+\.\d+$")
 _POST_OPTIONS = (
     "unfurl_links",
@@ -212,6 +272,42 @@ class _Fault:
     drop: bool = False
 
 
+@dataclass(frozen=True)
+class ClickAttempt:
+    """One delivery of a click to the app's request URL and how the app answered it.
+
+    `reason` is None when the app acknowledged (2xx in time), else why Slack would try again:
+    `http_timeout`, `http_error` (another status) or `connection_failed`. `seconds` is measured on
+    `time.monotonic` and only recorded. `headers` and `body` are exactly what was sent (for `replay`).
+    """
+
+    retry: int
+    status: int | None
+    reason: str | None
+    seconds: float
+    at: float
+    headers: dict[str, str]
+    body: bytes
+    answer: bytes = b""
+    no_retry: bool = False
+
+    @property
+    def acknowledged(self) -> bool:
+        """Whether the app answered 2xx within the time Slack waits."""
+        return self.reason is None
+
+
+@dataclass
+class _ResponseUrl:
+    key: str
+    who: SlackToken
+    channel: str
+    message_ts: str
+    user_id: str
+    issued_at: float
+    uses: int = 0
+
+
 class _ApiError(Exception):
     """A Web API refusal: the error word, extra fields, and the HTTP status."""
 
@@ -260,6 +356,10 @@ class SlackEmulator(_Webhook):
         self._all: list[_Message] = []
         self._failures: deque[_Fault] = deque()
         self._losses: deque[_Fault] = deque()
+        # -- Interactivity
+        self._clicks: list[ClickAttempt] = []
+        self._response_urls: dict[str, _ResponseUrl] = {}
+        self._responses: list[dict[str, Any]] = []  # every body a response_url took, in order
         _slack_sdk_models()  # the Block Kit judge is required: fail here, not on the first message
 
     def default_body(self, status: int) -> str:
@@ -275,6 +375,8 @@ class SlackEmulator(_Webhook):
         """Answer one Web API call or one webhook post."""
         if request.path.startswith("/api/"):
             return self._api(request)
+        if request.path.startswith("/actions/"):
+            return self._response_url(request)
         hook = request.path.removeprefix("/services/").strip("/")
         payload = _slack_payload(request)
         canned = self._canned_answer()
@@ -312,6 +414,10 @@ class SlackEmulator(_Webhook):
                 "api": {
                     "messages": [self._record(m) for m in self._all],
                     "calls": [c._asdict() for c in self._api_calls],
+                },
+                "interactivity": {
+                    "clicks": [_attempt_record(a) for a in self._clicks],
+                    "responses": list(self._responses),
                 },
             }
 
@@ -402,6 +508,195 @@ class SlackEmulator(_Webhook):
                 return Response.json(400, {"error": str(exc)})
             return Response.json(200, {"ok": True, "now": self.now()})
         return super()._control(request)
+
+    # -- Interactivity ----------------------------------------------------------------------
+    def click(
+        self,
+        request_url: str,
+        *,
+        user_id: str,
+        channel_id: str,
+        message_ts: str,
+        action_id: str,
+        signing_secret: str,
+        value: str | None = None,
+        retries: int = CLICK_RETRIES,
+        timeout_s: float = ACK_TIMEOUT_S,
+        body_override: bytes | None = None,
+        timestamp: int | None = None,
+    ) -> list[ClickAttempt]:
+        """A person clicks button `action_id` of a stored message: Slack POSTs the block_actions payload
+        to the app's `request_url`, signed, and tries again while the app does not acknowledge.
+
+        `value` None sends the button's own value (another one plays a forged button). `body_override`
+        sends those bytes instead of the payload; `timestamp` signs with that time instead of the clock's.
+        Callable from several threads at once (two people clicking together).
+        """
+        body = body_override
+        if body is None:
+            body = self._click_body(user_id, channel_id, message_ts, action_id, value)
+        attempts: list[ClickAttempt] = []
+        reason = ""
+        for retry in range(retries + 1):
+            stamp = str(timestamp if timestamp is not None else int(self.now()))
+            headers = {
+                "Content-Type": "application/x-www-form-urlencoded",
+                "User-Agent": SLACK_USER_AGENT,
+                "X-Slack-Request-Timestamp": stamp,
+                "X-Slack-Signature": _slack_signature(signing_secret, stamp, body),
+            }
+            if retry:
+                headers.update({"X-Slack-Retry-Num": str(retry), "X-Slack-Retry-Reason": reason})
+            attempt = self._deliver(request_url, headers, body, retry, timeout_s)
+            attempts.append(attempt)
+            if attempt.acknowledged or attempt.no_retry:
+                break
+            reason = attempt.reason or "unknown_error"
+        return attempts
+
+    def replay(
+        self, request_url: str, attempt: ClickAttempt, *, timeout_s: float = ACK_TIMEOUT_S
+    ) -> ClickAttempt:
+        """Send an earlier attempt again, byte for byte with its headers (its old timestamp and signature)."""
+        return self._deliver(request_url, dict(attempt.headers), attempt.body, attempt.retry, timeout_s)
+
+    @property
+    def clicks(self) -> list[ClickAttempt]:
+        """Every delivery of a click (retries and replays included), in the order they ended."""
+        with self._lock:
+            return list(self._clicks)
+
+    def responses(self) -> list[dict[str, Any]]:
+        """Every body a response_url took, in order, with where it came from and what it did."""
+        with self._lock:
+            return json.loads(json.dumps(self._responses))
+
+    def ephemerals(self, user_id: str | None = None) -> list[dict[str, Any]]:
+        """The ephemeral messages response_urls showed (to `user_id` only, when given), in order."""
+        return [r for r in self.responses() if r["shown"] == "ephemeral" and user_id in (None, r["user"])]
+
+    def response_url_of(self, attempt: ClickAttempt) -> str:
+        """The response_url the payload of a click carries."""
+        fields = dict(parse_qsl(attempt.body.decode("utf-8")))
+        return str(json.loads(fields["payload"])["response_url"])
+
+    def _click_body(
+        self, user_id: str, channel_id: str, message_ts: str, action_id: str, value: str | None
+    ) -> bytes:
+        """The form body of a block_actions payload for a click on a stored message; its response_url
+        is registered here."""
+        with self._lock:
+            message = self._by_ts.get((channel_id, message_ts))
+            channel = self.channels.get(channel_id)
+            if message is None or message.deleted or channel is None:
+                raise KeyError(f"no message {message_ts} in {channel_id} to click on")
+            block_id, button = _find_button(message.blocks or [], action_id)
+            if button is None and value is None:
+                raise KeyError(f"message {message_ts} has no button {action_id}")
+            who = next((t for t in self.tokens.values() if t.bot_id == message.bot_id), None)
+            who = who or next(iter(self.tokens.values()), SlackToken())
+            now = self.now()
+            key = f"{who.team_id}/{len(self._response_urls) + 1}/{secrets.token_hex(12)}"
+            self._response_urls[key] = _ResponseUrl(key, who, channel_id, message_ts, user_id, now)
+            action = {
+                "action_id": action_id,
+                "block_id": block_id or secrets.token_hex(3),
+                "text": (button or {}).get("text") or {"type": "plain_text", "text": action_id},
+                "value": value if value is not None else str((button or {}).get("value", "")),
+                "type": "button",
+                "action_ts": _format_ts(_us(now)),
+            }
+            if button is not None and "style" in button:
+                action["style"] = button["style"]
+            payload = _block_actions(who, user_id, channel, message_ts, now)
+            payload.update(
+                message=self._wire(message, metadata=False),
+                response_url=f"{self.base_url}/actions/{key}",
+                actions=[action],
+            )
+        return urlencode({"payload": json.dumps(payload, ensure_ascii=False)}).encode()
+
+    def _deliver(
+        self, url: str, headers: dict[str, str], body: bytes, retry: int, timeout_s: float
+    ) -> ClickAttempt:
+        """POST once (never holding the lock: the app may call this emulator while it answers)."""
+        at = self.now()
+        started = time.monotonic()
+        status, answer, no_retry, reason = _post_once(url, headers, body, timeout_s)
+        seconds = time.monotonic() - started
+        if reason is None and seconds > timeout_s:
+            reason = "http_timeout"  # answered, but after Slack stopped waiting
+        attempt = ClickAttempt(retry, status, reason, seconds, at, headers, body, answer, no_retry)
+        with self._lock:
+            self._clicks.append(attempt)
+        return attempt
+
+    def _response_url(self, request: Request) -> Response:
+        """`POST /actions/<team>/<n>/<secret>`: a message in answer to a click (see the docstring)."""
+        key = request.path.removeprefix("/actions/").strip("/")
+        canned = self._canned_answer()
+        if canned is not None:
+            return canned
+        with self._lock:
+            target = self._response_urls.get(key)
+            if target is None:
+                return Response.text(404, "no_service")
+            if request.method != "POST":
+                return Response.text(405, "invalid_method")
+            if self.now() - target.issued_at > RESPONSE_URL_TTL_S:
+                return Response.text(404, "expired_url")
+            if target.uses >= RESPONSE_URL_USES:
+                return Response.text(404, "used_url")
+            payload = _json(request.body)
+            deleting = isinstance(payload, dict) and _flag(payload.get("delete_original", False))
+            refusal = None if deleting else _slack_refusal(payload)
+            if refusal is not None:
+                self.refused.append(f"{refusal[0]}: response_url {refusal[1]}")
+                return Response.text(400, refusal[0])
+            target.uses += 1
+            shown = self._show_response(target, payload)
+            self._responses.append(
+                {
+                    "url": key,
+                    "user": target.user_id,
+                    "channel": target.channel,
+                    "message_ts": target.message_ts,
+                    "at": self.now(),
+                    "use": target.uses,
+                    "shown": shown,
+                    "body": payload,
+                    "text": payload.get("text"),
+                    "blocks": payload.get("blocks"),
+                }
+            )
+            return Response.text(200, "ok")
+
+    def _show_response(self, target: _ResponseUrl, payload: dict[str, Any]) -> str:
+        """What a response_url body does (lock held): delete or replace the clicked message, post in
+        the channel, or (by default) show an ephemeral message to the person who clicked."""
+        message = self._by_ts.get((target.channel, target.message_ts))
+        if _flag(payload.get("delete_original", False)):
+            if message is not None:
+                message.deleted = True
+            return "deleted"
+        if _flag(payload.get("replace_original", False)):
+            if message is not None and not message.deleted:
+                edit_ts = _format_ts(_us(self.now()))
+                message.edits.append({**self._content_of(message), "replaced_at": edit_ts})
+                message.text = str(payload.get("text") or "")
+                message.blocks = payload.get("blocks") or None
+                message.edited = {"user": target.who.bot_user_id, "ts": edit_ts}
+            return "replaced"
+        if payload.get("response_type") == "in_channel":
+            who = target.who
+            reply = _Message(
+                target.channel, self._next_ts(target.channel), who.bot_user_id, who.bot_id, who.app_id,
+                who.team_id, str(payload.get("text") or ""), payload.get("blocks"), None, None,
+                payload.get("thread_ts"), {}, self.now(),
+            )  # fmt: skip
+            self._store(reply)
+            return "in_channel"
+        return "ephemeral"
 
     # -- Web API ------------------------------------------------------------------------------
     def _api(self, request: Request) -> Response | None:
@@ -730,6 +1025,83 @@ class SlackEmulator(_Webhook):
                 reply_users=users,
             )
         return json.loads(json.dumps(out))
+
+
+def _slack_signature(secret: str, timestamp: str, body: bytes) -> str:
+    """`v0=<hex HMAC-SHA256(secret, "v0:" + timestamp + ":" + body)>`, as Slack signs its requests."""
+    base = b"v0:" + timestamp.encode() + b":" + body
+    return "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+
+
+def _block_actions(
+    who: SlackToken, user_id: str, channel: SlackChannel, message_ts: str, now: float
+) -> dict[str, Any]:
+    """The block_actions payload's fields but the message, the response_url and the actions."""
+    return {
+        "type": "block_actions",
+        "user": {"id": user_id, "username": user_id.lower(), "name": user_id.lower(), "team_id": who.team_id},
+        "api_app_id": who.app_id,
+        "token": VERIFICATION_TOKEN,
+        "container": {
+            "type": "message",
+            "message_ts": message_ts,
+            "channel_id": channel.id,
+            "is_ephemeral": False,
+        },
+        "trigger_id": f"{int(now)}.{secrets.randbelow(10**10)}.{secrets.token_hex(16)}",
+        "team": {"id": who.team_id, "domain": who.domain},
+        "enterprise": None,
+        "is_enterprise_install": False,
+        "channel": {"id": channel.id, "name": channel.name},
+        "state": {"values": {}},
+    }
+
+
+def _find_button(blocks: Sequence[Any], action_id: str) -> tuple[str | None, dict[str, Any] | None]:
+    """The block_id and the element of the button `action_id` (in an actions block or as an accessory)."""
+    for block in blocks:
+        if not isinstance(block, dict):
+            continue
+        elements = block.get("elements") if block.get("type") == "actions" else [block.get("accessory")]
+        for element in elements or ():
+            if isinstance(element, dict) and element.get("action_id") == action_id:
+                return block.get("block_id"), element
+    return None, None
+
+
+def _post_once(
+    url: str, headers: Mapping[str, str], body: bytes, timeout_s: float
+) -> tuple[int | None, bytes, bool, str | None]:
+    """One POST: (status, answer, whether X-Slack-No-Retry came back, Slack's retry reason or None)."""
+    parts = urlsplit(url)
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    connection = kind(parts.hostname or "", parts.port, timeout=timeout_s)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    try:
+        connection.request("POST", path, body=body, headers=dict(headers))
+        response = connection.getresponse()
+        answer = response.read(_MAX_APP_ANSWER)
+    except TimeoutError:
+        return None, b"", False, "http_timeout"
+    except (OSError, http.client.HTTPException):
+        return None, b"", False, "connection_failed"
+    finally:
+        connection.close()
+    no_retry = (response.getheader("X-Slack-No-Retry") or "").strip() == "1"
+    return response.status, answer, no_retry, None if 200 <= response.status < 300 else "http_error"
+
+
+def _attempt_record(attempt: ClickAttempt) -> dict[str, Any]:
+    """A click attempt as the control snapshot shows it (JSON-able)."""
+    return {
+        "retry": attempt.retry,
+        "status": attempt.status,
+        "reason": attempt.reason,
+        "seconds": attempt.seconds,
+        "at": attempt.at,
+        "headers": attempt.headers,
+        "answer": attempt.answer.decode("utf-8", "replace"),
+    }
 
 
 def _spend(buckets: dict[Any, tuple[float, float]], key: Any, now: float, rate: float, burst: int) -> float:
