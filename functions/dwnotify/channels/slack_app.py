@@ -13,6 +13,13 @@ The Web API (`<api_url>/<method>`, `Authorization: Bearer <token>`) answers HTTP
   `include_all_metadata` finds that message after a crash between the post and its record;
 - `auth.test` checks the token (`dwnotify check --online` only).
 
+Buttons (issue 15): `with_offers` appends an `actions` block (block_id `dwnotify_actions`) with one
+button per `actions.Offer`, each behind a `confirm` dialog saying what the click does; all their text
+is plain_text, so a DataWorks name in it stays inert. After a click the message is edited at once
+(`requested_blocks`, `edit_blocks`: the buttons give way to a note of who asked for what), and the
+person who clicked is answered through the payload's `response_url` (`respond`: an ephemeral message
+only they see; Slack takes it without a token).
+
 The message layout (Block Kit fitting, mrkdwn sections, escaping) is Slack's, shared with the
 incoming-webhook channel (`channels.slack`). The living-message protocol itself (which call when,
 what is stored) is in `dwnotify.living`.
@@ -23,25 +30,31 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode
 
+from ..actions import ADVANCE, Offer
+from ..addresses import url_problem
 from ..errors import DeliveryError
 from ..living import MessageGone, Posted
 from ..message import Message
-from ..text import trim_utf8
+from ..text import TRIM_MARKER, trim_utf8
 from .base import HttpChannel, retry_after_seconds
 from .kind import ChannelType, DigestRules, RateBudget, TemplateFormat
 from .slack import (
     MARKUP,
+    MAX_BLOCKS,
     MAX_TEXT_CHARS,
+    MAX_TEXT_OBJECT_CHARS,
     PERSON_IDS,
     build_payload,
+    fit_blocks,
     layout_problems,
     sections,
     slack_mention,
+    truncate,
 )
 
 log = logging.getLogger(__name__)
@@ -58,6 +71,16 @@ _TRANSIENT = frozenset(
     {"ratelimited", "rate_limited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
 )
 _RATE_LIMITED = frozenset({"ratelimited", "rate_limited"})
+
+ACTIONS_BLOCK_ID = "dwnotify_actions"  # the block of buttons, which a click's edit takes away
+# Block Kit's limits for a button and its confirm dialog (docs.slack.dev, "Button element" and
+# "Confirmation dialog object"; slack_sdk's ButtonElement and ConfirmObject check the same).
+MAX_BUTTON_TEXT_CHARS = 75
+MAX_BUTTON_VALUE_CHARS = 2_000
+MAX_CONFIRM_TITLE_CHARS = 100
+MAX_CONFIRM_TEXT_CHARS = 300
+MAX_CONFIRM_BUTTON_CHARS = 30
+_ADVANCE_LABEL = "Advance to "  # how `actions.offers` labels an advance: the stage's name follows
 
 
 class SlackAppChannel(HttpChannel):
@@ -201,6 +224,40 @@ class SlackAppChannel(HttpChannel):
             and payload.get("channel") == self.name
         )
 
+    def edit_blocks(self, channel_id: str, ts: str, text: str, blocks: Sequence[Mapping[str, Any]]) -> None:
+        """Edit a message to these blocks (`chat.update`), e.g. `requested_blocks` right after a click."""
+        payload = {
+            "channel": channel_id,
+            "ts": ts,
+            "text": trim_utf8(text, MAX_TEXT_CHARS),
+            "blocks": [dict(block) for block in blocks],
+        }
+        self.call("chat.update", payload)
+
+    def respond(self, response_url: str, text: str) -> None:
+        """Answer the person who clicked with an ephemeral message through the click's `response_url`.
+
+        Slack takes the POST without a token and answers 200 `ok`. The caller has checked the URL's host
+        against `actions.response_hosts`; here plain http is refused too, except to loopback (the
+        stand-in), and nothing is sent: the URL lets whoever holds it post in the click's place.
+        """
+        problem = url_problem(response_url)
+        if problem is not None:
+            raise DeliveryError(f"the response_url {problem}", channel=self.name, retryable=False)
+        body = {
+            "response_type": "ephemeral",
+            "replace_original": False,
+            "text": trim_utf8(text, MAX_TEXT_CHARS),
+        }
+        response = self._post(response_url, body)
+        if response.status_code == 200:
+            return
+        reason = f"response_url: HTTP {response.status_code} {response.text.strip()[:100]}".rstrip()
+        if response.status_code == 429:
+            wait = retry_after_seconds(response, 1.0)
+            raise DeliveryError(reason, channel=self.name, retryable=True, retry_after=wait)
+        raise DeliveryError(reason, channel=self.name, retryable=response.status_code >= 500)
+
     def auth_test(self) -> dict[str, Any]:
         """Who the token is (`auth.test`): team, user and bot ids; DeliveryError when it is refused."""
         return self.call("auth.test", {}, form=True)
@@ -211,6 +268,89 @@ class SlackAppChannel(HttpChannel):
             # Posted, perhaps, but not known where: the post is looked for before it is tried again.
             raise DeliveryError(f"{method}: the answer has no ts", channel=self.name, retryable=True)
         return Posted(str(channel or self._channel()), ts)
+
+
+# --- buttons ------------------------------------------------------------------------------------
+
+
+def with_offers(message: Message, offers: Sequence[Offer]) -> Message:
+    """The message with a button for each offer in an `actions` block at its end; as it is without offers.
+
+    The content (the message's own blocks fitted to Block Kit, else the mrkdwn layout of its text) is
+    cut to leave room for the buttons within Block Kit's 50 blocks: they are never the block cut.
+    """
+    buttons = [button for button in map(_button, offers) if button is not None]
+    if not buttons:
+        return message
+    content = None
+    if message.blocks is not None:
+        fitted = fit_blocks(message.blocks)
+        if fitted.problems:
+            log.warning("slack-app: template blocks fitted to Block Kit: %s", "; ".join(fitted.problems))
+        content = fitted.blocks
+    if content is None:
+        content = sections(message.text)
+    actions = {"type": "actions", "block_id": ACTIONS_BLOCK_ID, "elements": buttons}
+    return replace(message, blocks=(*_within(content, MAX_BLOCKS - 1), actions))
+
+
+def requested_blocks(blocks: Sequence[Mapping[str, Any]], note: str) -> list[dict[str, Any]]:
+    """A clicked message's blocks (as the click's payload carries them) without its buttons, and with a
+    context line holding `note` (mrkdwn, e.g. "advance requested by <@U123> at 14:05") at the end."""
+    kept = [dict(block) for block in blocks if block.get("block_id") != ACTIONS_BLOCK_ID]
+    if not note.strip():
+        return kept
+    context = {
+        "type": "context",
+        "elements": [{"type": "mrkdwn", "text": truncate(note, MAX_TEXT_OBJECT_CHARS)}],
+    }
+    return [*_within(kept, MAX_BLOCKS - 1), context]
+
+
+def _within(blocks: list[dict[str, Any]], room: int) -> list[dict[str, Any]]:
+    """At most `room` blocks: the first ones, a marker, and the last one (the console link)."""
+    if len(blocks) <= room:
+        return blocks
+    marker = {"type": "context", "elements": [{"type": "mrkdwn", "text": TRIM_MARKER}]}
+    return [*blocks[: room - 2], marker, blocks[-1]]
+
+
+def _plain(text: str, limit: int) -> dict[str, Any]:
+    # plain_text, not mrkdwn: a stage name's `<!channel>` or `*` is shown, never read; `emoji: false`
+    # keeps its `:name:` as typed too.
+    return {"type": "plain_text", "text": truncate(text, limit), "emoji": False}
+
+
+def _button(offer: Offer) -> dict[str, Any] | None:
+    """The offer's button behind its confirm dialog; None when its value is over Slack's limit."""
+    value = json.dumps(offer.value)
+    if len(value) > MAX_BUTTON_VALUE_CHARS:
+        log.warning("slack-app: run %s's %s button left out: its value is too long", offer.run, offer.action)
+        return None
+    advance = offer.action == ADVANCE
+    style = "primary" if advance else "danger"
+    return {
+        "type": "button",
+        "action_id": offer.action_id,
+        "text": _plain(offer.label or offer.action, MAX_BUTTON_TEXT_CHARS),
+        "value": value,
+        "style": style,
+        "confirm": {
+            "title": _plain("Advance this run?" if advance else "Abolish this run?", MAX_CONFIRM_TITLE_CHARS),
+            "text": _plain(_consequence(offer), MAX_CONFIRM_TEXT_CHARS),
+            "confirm": _plain("Advance" if advance else "Abolish", MAX_CONFIRM_BUTTON_CHARS),
+            "deny": _plain("Cancel", MAX_CONFIRM_BUTTON_CHARS),
+            "style": style,
+        },
+    }
+
+
+def _consequence(offer: Offer) -> str:
+    """What the click does, in the words the confirm dialog asks it."""
+    if offer.action == ADVANCE:
+        stage = offer.label[len(_ADVANCE_LABEL) :] if offer.label.startswith(_ADVANCE_LABEL) else ""
+        return f"Advance run {offer.run} to {stage or offer.stage}?"
+    return f"Abolish run {offer.run}? Its remaining stages will not run."
 
 
 _CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{2,}")
