@@ -47,6 +47,8 @@ OPTIONAL = {
     "DWNOTIFY_SCHEDULE": "@every 15m",
     "DWNOTIFY_FUNCTION_NAME": "dwnotify-staging",
     "DWNOTIFY_LOG_LEVEL": "DEBUG",
+    "SLACK_BOT_TOKEN": "xoxb-1-0123456789",
+    "SLACK_SIGNING_SECRET": "8f742231b10e8888abcd99yyyzzz85a5",
 }
 # Keys under two aliases, as `s config add -a <alias>` stores them (README's prerequisites).
 ALIASES = {
@@ -295,6 +297,7 @@ def test_s_preview_follows_every_optional_variable(home: Path) -> None:
     assert env["DWNOTIFY_LOG_LEVEL"] == "DEBUG"
     assert env["TABLESTORE_TABLE"] == "dwnotify_staging"
     assert env["DINGTALK_OPS_SECRET"] == OPTIONAL["DINGTALK_OPS_SECRET"]
+    assert env["SLACK_SIGNING_SECRET"] == OPTIONAL["SLACK_SIGNING_SECRET"]
     assert all(isinstance(value, str) for value in env.values()), env  # FC takes strings only
 
 
