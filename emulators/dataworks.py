@@ -3,11 +3,32 @@
 Serves `GetPipelineRun` / `ListPipelineRuns` and their old names `GetDeployment` / `ListDeployments`,
 and `ListPipelineRunItems` (a run's deployed objects; the SDK has no old name for it, nor does this),
 behind the checks of `rpc.Gateway`, over a `scenario.Scenario` whose runs move with the emulator's
-clock. Codes chosen where DataWorks documents none (UNCONFIRMED against the live service):
+clock. Two actions change a run, each only by POST (as the official SDK sends them), with their
+parameters in the query or a form body (both signed), under their old names too (`ExecDeploymentStage`,
+`AbolishDeployment`: SDK 6.2 and older, same parameters):
 
-- unknown run id (GetPipelineRun, ListPipelineRunItems): HTTP 404 `Invalid.Pipeline.NotFound`
+- `ExecPipelineRunStage(ProjectId, Id, Code)`: `Code` must be the run's gate (the run is running,
+  every earlier stage succeeded, this one is init). It runs at once (the next read shows it running)
+  and succeeds `advance_s` seconds of emulator time later; the run succeeds then too when it was the
+  last stage, else it keeps running and the next stage stays init (a gate in its turn).
+- `AbolishPipelineRun(ProjectId, Id)`: a run that has not ended is canceled at once, and so is every
+  stage and item of it that had not ended.
+
+How these combine with the script is `scenario`'s rule: an action supersedes what the script planned
+for what it decided. Both answer `{RequestId, Success: true}`.
+
+Codes chosen where DataWorks documents none (UNCONFIRMED against the live service):
+
+- unknown run id (GetPipelineRun, ListPipelineRunItems, both actions): HTTP 404 `Invalid.Pipeline.NotFound`
 - unknown workspace: HTTP 403 `Forbidden.Access`
-- a path other than `/`, or a method other than GET/POST: HTTP 404 `InvalidAction.NotFound`
+- a path other than `/`, or a method other than GET/POST, or an action above by GET (the live
+  gateway's answer to a GET of them is unknown; refusing it makes the product send what the SDK
+  sends): HTTP 404 `InvalidAction.NotFound`
+- ExecPipelineRunStage on a run that has ended, AbolishPipelineRun of one: HTTP 400
+  `Invalid.Pipeline.Status`
+- ExecPipelineRunStage of a stage that is not the gate (already run, running, after the gate, or the
+  run not yet running): HTTP 400 `Invalid.Pipeline.StageStatus`; of a stage the run does not have:
+  HTTP 400 `InvalidParameter` (Code)
 
 List order is undocumented by DataWorks, so `list_order` picks one: newest or oldest first by
 CreateTime, `shuffled` (a new seeded permutation whenever page 1 is listed, continued by the later
@@ -29,9 +50,10 @@ import json
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import yaml
 
@@ -51,6 +73,7 @@ from emulators.rpc import (
     requested_action,
 )
 from emulators.scenario import (
+    ENDED,
     LIST_ORDERS,
     SPELLINGS,
     Change,
@@ -60,13 +83,30 @@ from emulators.scenario import (
     check_choice,
     parse_change,
     parse_run,
+    spell_status,
 )
 
 PRODUCT = "dataworks-public"
 VERSIONS = frozenset({"2024-05-18", "2020-05-18"})
-NEW_ACTIONS = frozenset({"GetPipelineRun", "ListPipelineRuns", "ListPipelineRunItems"})
-OLD_ACTIONS = frozenset({"GetDeployment", "ListDeployments"})
+# The actions that change a run (their old names too) and the parameters each requires.
+WRITES: dict[str, tuple[str, ...]] = {
+    "ExecPipelineRunStage": ("Id", "Code"),
+    "ExecDeploymentStage": ("Id", "Code"),
+    "AbolishPipelineRun": ("Id",),
+    "AbolishDeployment": ("Id",),
+}
+NEW_ACTIONS = frozenset(
+    {
+        "GetPipelineRun",
+        "ListPipelineRuns",
+        "ListPipelineRunItems",
+        "ExecPipelineRunStage",
+        "AbolishPipelineRun",
+    }
+)
+OLD_ACTIONS = frozenset({"GetDeployment", "ListDeployments", "ExecDeploymentStage", "AbolishDeployment"})
 MAX_PAGE_SIZE = 100
+DEFAULT_ADVANCE_S = 5.0  # how long an executed stage runs before it succeeds
 MORNING = Path(__file__).with_name("scenarios") / "morning.yaml"
 
 
@@ -75,7 +115,8 @@ class Call:
     """One request as the emulator saw it: business params only (no signing fields).
 
     `signature` is the scheme the request was read as (`HMAC-SHA1` or `ACS3-HMAC-SHA256`), None when
-    the gateway refused it before telling.
+    the gateway refused it before telling. `params` holds the query's and the form body's together;
+    `form` those of the body alone.
     """
 
     action: str | None
@@ -84,6 +125,8 @@ class Call:
     code: str | None
     at: float
     signature: str | None = None
+    method: str = "GET"
+    form: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -101,7 +144,8 @@ class _Answer:
 class DataWorksEmulator(Emulator):
     """DataWorks RPC endpoint: signature checks, scripted runs, faults, limits and a call log.
 
-    `latency_s` delays every answer (a network round trip, for benchmarks); default 0.
+    `latency_s` delays every answer (a network round trip, for benchmarks); default 0. `advance_s`
+    is how long an executed stage runs before it succeeds, in emulator seconds.
     """
 
     service = "dataworks"
@@ -123,8 +167,10 @@ class DataWorksEmulator(Emulator):
         region: str = "cn-shanghai",
         verbose: bool = False,
         latency_s: float = 0.0,
+        advance_s: float = DEFAULT_ADVANCE_S,
     ) -> None:
         super().__init__(clock, verbose=verbose, latency_s=latency_s)
+        self.advance_s = advance_s
         created_at = self.clock.now()
         if isinstance(scenario, Scenario):
             self.scenario = scenario
@@ -281,7 +327,7 @@ class DataWorksEmulator(Emulator):
 
     def on_drop(self, request: Request) -> None:
         """Log a dropped request with HTTP status 0."""
-        self._record(requested_action(request), request_params(request), 0, None)
+        self._record(request, requested_action(request), request_params(request), 0, None)
 
     # -- the protocol --------------------------------------------------------------------------
     def handle(self, request: Request) -> Response:
@@ -296,7 +342,7 @@ class DataWorksEmulator(Emulator):
             action, scheme = signed.action, signed.scheme
             if signed.version not in VERSIONS:
                 raise AcsError("InvalidVersion", "Specified parameter Version is not valid.")
-            if action not in self._actions():
+            if action not in self._actions() or (action in WRITES and request.method != "POST"):
                 raise _not_found_action()
             self.gateway.authenticate(request, signed)
             with self._lock:
@@ -304,17 +350,17 @@ class DataWorksEmulator(Emulator):
                 self._limits.admit(self.now())
                 answer = self._take_answer(action)
             if answer is not None:
-                self._record(action, params, answer.status, None, scheme)
+                self._record(request, action, params, answer.status, None, scheme)
                 headers = {"Content-Type": "application/json;charset=utf-8", "x-acs-request-id": request_id}
                 return Response(answer.status, answer.body, headers, answer.drip_s, answer.drip_headers)
             body = self._run_action(action, params)
         except AcsError as error:
-            self._record(action, params, error.http_status, error.code, scheme)
+            self._record(request, action, params, error.http_status, error.code, scheme)
             document = error_body(error, request_id, self.host_id, PRODUCT)
             response = Response.json(error.http_status, document, {"x-acs-request-id": request_id})
             response.drip_s, response.drip_headers = error.drip_s, error.drip_headers
             return response
-        self._record(action, params, 200, None, scheme)
+        self._record(request, action, params, 200, None, scheme)
         return Response.json(200, {"RequestId": request_id, **body}, {"x-acs-request-id": request_id})
 
     def _actions(self) -> frozenset[str]:
@@ -322,6 +368,7 @@ class DataWorksEmulator(Emulator):
 
     def _record(
         self,
+        request: Request,
         action: str | None,
         params: Mapping[str, str],
         status: int,
@@ -329,12 +376,17 @@ class DataWorksEmulator(Emulator):
         scheme: str | None = None,
     ) -> None:
         business = {k: v for k, v in params.items() if k not in COMMON_PARAMS}
+        form = {k: v for k, v in _form(request).items() if k not in COMMON_PARAMS}
+        call = Call(action, business, status, code, self.now(), scheme, request.method, form)
         with self._lock:
-            self.calls.append(Call(action, business, status, code, self.now(), scheme))
+            self.calls.append(call)
 
     def _run_action(self, action: str, params: Mapping[str, str]) -> dict[str, Any]:
         old = action in OLD_ACTIONS
         project = _int_param(params, "ProjectId", required=True)
+        for name in WRITES.get(action, ()):
+            if not params.get(name):
+                raise missing(name)
         with self._lock:
             if project not in self.scenario.projects:
                 raise AcsError(
@@ -346,7 +398,37 @@ class DataWorksEmulator(Emulator):
                 return {"Pipeline": self._get(project, params, old)}  # GetDeployment too
             if action == "ListPipelineRunItems":
                 return {"PagingInfo": self._items(project, params)}
+            if action in ("ExecPipelineRunStage", "ExecDeploymentStage"):
+                return self._exec(project, params)
+            if action in ("AbolishPipelineRun", "AbolishDeployment"):
+                return self._abolish(project, params)
             return {"PagingInfo": self._list(project, params, old)}
+
+    def _exec(self, project: int, params: Mapping[str, str]) -> dict[str, Any]:
+        run, code, offset = self._find(project, params, "Id"), params["Code"], self.scenario_offset()
+        if code not in {stage.code for stage in run.stages}:
+            raise invalid("Code", f" The pipeline run {run.id} has no stage {code}.")
+        state, spelling = run.state(offset), self.scenario.status_spelling
+        if state.status in ENDED:
+            raise _ended(run.id, state.status, spelling)
+        gate = run.gate(offset)
+        if gate is None or gate.code != code:
+            stage, status = (spell_status(s, spelling) for s in (state.stages[code][0], state.status))
+            raise AcsError(
+                "Invalid.Pipeline.StageStatus",
+                f"The stage {code} of pipeline run {run.id} is not waiting to be executed: it is "
+                f"{stage}, the run {status}.",
+            )
+        run.execute(code, offset, self.advance_s)
+        return {"Success": True}
+
+    def _abolish(self, project: int, params: Mapping[str, str]) -> dict[str, Any]:
+        run, offset = self._find(project, params, "Id"), self.scenario_offset()
+        status = run.state(offset).status
+        if status in ENDED:
+            raise _ended(run.id, status, self.scenario.status_spelling)
+        run.abolish(offset)
+        return {"Success": True}
 
     def _render(self, run: RunSpec, offset: float, old: bool) -> dict[str, Any]:
         rendered = run.render(self.scenario.start, offset, self.scenario.status_spelling, old)
@@ -440,6 +522,20 @@ def _change(
     return parse_change(doc, f"run {run.id}", {s.code for s in run.stages}, {i.name for i in run.items})
 
 
+def _ended(run_id: str, status: str, spelling: str) -> AcsError:
+    return AcsError(
+        "Invalid.Pipeline.Status",
+        f"The pipeline run {run_id} has ended ({spell_status(status, spelling)}): it cannot be changed.",
+    )
+
+
+def _form(request: Request) -> dict[str, str]:
+    """The parameters of a POST's form body alone (`rpc.request_params` holds them with the query's)."""
+    if request.method != "POST" or not request.body:
+        return {}
+    return dict(parse_qsl(request.body.decode("utf-8", "replace"), keep_blank_values=True))
+
+
 def _not_found_action() -> AcsError:
     return AcsError(
         "InvalidAction.NotFound", "Specified api is not found, please check your url and method.", 404
@@ -483,7 +579,13 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--access-key-secret", default="test-secret")
     parser.add_argument("--security-token", help="accept STS requests carrying this token")
     parser.add_argument(
-        "--old-api-only", action="store_true", help="serve only GetDeployment/ListDeployments"
+        "--old-api-only", action="store_true", help="serve only the old action names (GetDeployment...)"
+    )
+    parser.add_argument(
+        "--advance-s",
+        type=float,
+        default=DEFAULT_ADVANCE_S,
+        help="seconds an executed stage runs before it succeeds",
     )
     parser.add_argument("--status-spelling", choices=sorted(SPELLINGS))
     parser.add_argument("--list-order", choices=LIST_ORDERS)
@@ -506,6 +608,7 @@ def main(argv: Sequence[str]) -> int:
         daily_limit=args.daily_limit,
         throttle_status=args.throttle_status,
         verbose=args.verbose,
+        advance_s=args.advance_s,
     )
     return serve(emulator, args.host, args.port)
 

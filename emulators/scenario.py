@@ -6,6 +6,15 @@ moment is its timeline replayed up to that moment. Statuses are stored canonical
 `running`, `success`, `fail`, `terminated`, `canceled`, or any unknown word verbatim) and spelled
 per API surface only when a response is rendered.
 
+Two actions change a run as it plays (`RunSpec.execute`, `RunSpec.abolish`, the emulator's
+ExecPipelineRunStage and AbolishPipelineRun). Each adds its changes to the timeline at the current
+offset, and supersedes what the script had planned for what it decided: changes dated after the
+action no longer touch the stage it executed (or, once the run has ended by it, the run, its stages
+and its items). Everything else the script planned still happens when it is due (a later stage can
+still start on its own), and changes added afterwards (`set_run_status`, another action) apply as
+usual. So a script never undoes an executed stage: a stage does not run twice, an ended run stays
+ended.
+
 Defaults follow the official SDK's models (`Termination`/`Cancel`, `Stages[].Detail` an object); the
 API page's own example differs, and its forms are opt-in quirks (`status_spelling: doc`,
 `quirks.detail_as_string`). Its other quirk, a run `Id` ending in a newline, is on by default.
@@ -16,8 +25,8 @@ from __future__ import annotations
 import json
 import random
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -48,6 +57,7 @@ SPELLINGS: dict[str, dict[str, str]] = {
         "canceled": "Cancel",
     },
 }
+ENDED = frozenset({"success", "fail", "terminated", "canceled"})  # a run or stage in one has finished
 LIST_ORDERS = ("newest", "oldest", "shuffled", "shuffled_per_call", "shuffled_fixed")
 # The API page's example: an Id ending in a newline (on), Detail as a JSON string (off: the models
 # say object). Unknown quirk names are refused.
@@ -217,6 +227,57 @@ class RunSpec:
                     old_message if item_message is None else item_message,
                 )
         return RunState(status, message, stages, modified, items)
+
+    def gate(self, offset: float) -> StageSpec | None:
+        """The stage the run waits at, at `offset`: it runs, every earlier stage (by step) succeeded,
+        and this one is still init."""
+        state = self.state(offset)
+        if state.status != "running":
+            return None
+        for spec in sorted(self.stages, key=lambda s: s.step):
+            status = state.stages[spec.code][0]
+            if status != "success":
+                return spec if status == "init" else None
+        return None
+
+    def execute(self, code: str, offset: float, advance_s: float) -> None:
+        """Run the stage `code` from `offset`: running at once, success `advance_s` later, and the run
+        a success then too when it was the last stage (the later stages stay init: each is a gate).
+        The caller has checked that `code` is the gate."""
+        last = max(self.stages, key=lambda s: s.step).code == code
+        self._supersede(offset, {code}, run=last)
+        self.add_change(Change(offset, stages={code: ("running", None)}))
+        self.add_change(
+            Change(offset + advance_s, status="success" if last else None, stages={code: ("success", None)})
+        )
+
+    def abolish(self, offset: float) -> None:
+        """End the run at `offset` as canceled, with every stage and item that had not ended."""
+        state = self.state(offset)
+        self._supersede(offset, set(state.stages), run=True, items=True)
+        stages = {
+            code: ("canceled", None) for code, (status, _) in state.stages.items() if status not in ENDED
+        }
+        items = {name: ("canceled", None) for name, (status, _) in state.items.items() if status not in ENDED}
+        self.add_change(Change(offset, status="canceled", stages=stages, items=items))
+
+    def _supersede(self, offset: float, stages: Collection[str], *, run: bool, items: bool = False) -> None:
+        """Take out of the changes dated after `offset` what they would do to these stages (with `run`,
+        to the run's status and message; with `items`, to its items): an action has decided them."""
+        kept: list[Change] = []
+        for change in self.timeline:
+            if change.at > offset:
+                change = replace(  # noqa: PLW2901 - the trimmed change takes the original's place
+                    change,
+                    status=None if run else change.status,
+                    message=None if run else change.message,
+                    stages={code: value for code, value in change.stages.items() if code not in stages},
+                    items={} if items else change.items,
+                )
+                if change == Change(change.at):  # nothing left: it would only move ModifyTime
+                    continue
+            kept.append(change)
+        self.timeline = kept
 
     def render(self, start: float, offset: float, spelling: str, old_api: bool = False) -> dict[str, Any]:
         """The run as the API returns it at `offset`.

@@ -11,6 +11,9 @@ The models are lenient (`from_map` copies what it knows and ignores the rest, an
 survive `from_map(...).to_map()` unchanged (None fields aside), and every mapped value must have the
 type its model declares. The SDK has no models for the old action names (`GetDeployment`,
 `ListDeployments`: SDK 6.2 and older), so the old API is not judged here.
+
+The writes (`ExecPipelineRunStage`, `AbolishPipelineRun`) are judged the same way, and the product's
+client must send them as the SDK does: same method, same parameters in the query and in the body.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ from alibabacloud_tea_openapi.utils_models import OpenApiRequest, Params
 from darabonba.model import DaraModel
 from darabonba.runtime import RuntimeOptions
 
+from dwnotify.credentials import Credentials, Secret
+from dwnotify.dataworks import DataWorksClient
+from dwnotify.settings import DataWorksSettings, ProjectSettings
 from emulators.dataworks import MORNING, DataWorksEmulator
 
 SCHEMES = {"ACS3-HMAC-SHA256": None, "HMAC-SHA1": "v2"}  # emulator's name -> the SDK's setting
@@ -65,20 +71,23 @@ def sdk(
     return Client(config)
 
 
-def raw_call(client: Client, action: str, query: dict[str, Any]) -> dict[str, Any]:
-    """The body as served, through the SDK's generic call (the typed methods map it first)."""
+def raw_call(
+    client: Client, action: str, query: dict[str, Any], form: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The body as served, through the SDK's generic call (the typed methods map it first); with
+    `form`, a POST of it as the typed write methods send theirs."""
     params = Params(
         action=action,
         version="2024-05-18",
         protocol="HTTP",
         pathname="/",
-        method="GET",
+        method="GET" if form is None else "POST",
         auth_type="AK",
         style="RPC",
         req_body_type="formData",
         body_type="json",
     )
-    request = OpenApiRequest(query={k: str(v) for k, v in query.items()})
+    request = OpenApiRequest(query={k: str(v) for k, v in query.items()}, body=form)
     body = client.call_api(params, request, RuntimeOptions())["body"]
     assert isinstance(body, dict)
     return body
@@ -426,3 +435,136 @@ def test_the_morning_items_map_exactly_at_every_step() -> None:
                 assert_maps_exactly(models.ListPipelineRunItemsResponseBody, body)
                 assert body["PagingInfo"]["TotalCount"] == len(run.items)
         assert {c.code for c in emu.calls} == {None}
+
+
+# -- the writes: ExecPipelineRunStage, AbolishPipelineRun -----------------------------------------------
+GATE_STAGES = [
+    {"code": "BUILD", "step": 1, "type": "Build"},
+    {"code": "CHECK", "step": 2, "type": "Check"},
+    {"code": "DEPLOY", "step": 3, "type": "Deploy"},
+]
+
+
+def gated_run(emu: DataWorksEmulator) -> str:
+    """A running run whose build succeeded: CHECK is its gate."""
+    return emu.add_run(10000, status="Running", stages=GATE_STAGES, stage_statuses={"BUILD": "Success"})
+
+
+def sdk_statuses(client: Client, run_id: str) -> tuple[str, list[str]]:
+    got = client.get_pipeline_run_with_options(
+        models.GetPipelineRunRequest(project_id=10000, id=run_id), RuntimeOptions()
+    ).body.pipeline
+    return got.status, [stage.status for stage in got.stages]
+
+
+def exec_request(run_id: str, code: str) -> models.ExecPipelineRunStageRequest:
+    return models.ExecPipelineRunStageRequest(code=code, id=run_id, project_id=10000)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_the_official_sdk_advances_a_gate_and_sees_it_move(emu: DataWorksEmulator, scheme: str) -> None:
+    run_id = gated_run(emu)
+    client = sdk(emu, SCHEMES[scheme])
+    answer = client.exec_pipeline_run_stage_with_options(exec_request(run_id, "CHECK"), RuntimeOptions())
+    assert isinstance(answer, models.ExecPipelineRunStageResponse)
+    assert answer.status_code == 200 and answer.body.success is True and answer.body.request_id
+    assert sdk_statuses(client, run_id) == ("Running", ["Success", "Running", "Init"])
+    emu.set_time(emu.now() + emu.advance_s)
+    assert sdk_statuses(client, run_id) == ("Running", ["Success", "Success", "Init"])
+    client.exec_pipeline_run_stage_with_options(exec_request(run_id, "DEPLOY"), RuntimeOptions())
+    emu.set_time(emu.now() + emu.advance_s)
+    assert sdk_statuses(client, run_id) == ("Success", ["Success", "Success", "Success"])
+    writes = [c for c in emu.calls if c.action == "ExecPipelineRunStage"]
+    assert [(c.method, c.signature, c.http_status) for c in writes] == [("POST", scheme, 200)] * 2
+    assert writes[0].form == {"Id": run_id, "Code": "CHECK"}  # ProjectId went in the query
+    assert writes[0].params["ProjectId"] == "10000"
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_the_official_sdk_abolishes_a_run(emu: DataWorksEmulator, scheme: str) -> None:
+    run_id = gated_run(emu)
+    client = sdk(emu, SCHEMES[scheme])
+    answer = client.abolish_pipeline_run_with_options(
+        models.AbolishPipelineRunRequest(id=run_id, project_id=10000), RuntimeOptions()
+    )
+    assert isinstance(answer, models.AbolishPipelineRunResponse)
+    assert answer.body.success is True and answer.body.request_id
+    assert sdk_statuses(client, run_id) == ("Cancel", ["Success", "Cancel", "Cancel"])
+    [call] = [c for c in emu.calls if c.action == "AbolishPipelineRun"]
+    assert (call.method, call.signature) == ("POST", scheme)
+    assert call.form == call.params == {"Id": run_id, "ProjectId": "10000"}
+
+
+def test_the_write_answers_map_exactly(emu: DataWorksEmulator) -> None:
+    client = sdk(emu)
+    run_id = gated_run(emu)
+    body = raw_call(client, "ExecPipelineRunStage", {"ProjectId": 10000}, {"Id": run_id, "Code": "CHECK"})
+    assert_maps_exactly(models.ExecPipelineRunStageResponseBody, body)
+    body = raw_call(client, "AbolishPipelineRun", {}, {"Id": run_id, "ProjectId": 10000})
+    assert_maps_exactly(models.AbolishPipelineRunResponseBody, body)
+    assert body["Success"] is True
+
+
+@pytest.mark.parametrize(
+    ("case", "code", "status"),
+    [
+        ("not the gate", "Invalid.Pipeline.StageStatus", 400),
+        ("executed twice", "Invalid.Pipeline.StageStatus", 400),
+        ("unknown run", "Invalid.Pipeline.NotFound", 404),
+        ("ended run", "Invalid.Pipeline.Status", 400),
+    ],
+)
+def test_a_refused_write_raises_the_sdks_error_with_our_code(
+    emu: DataWorksEmulator, case: str, code: str, status: int
+) -> None:
+    client = sdk(emu)
+    run_id = gated_run(emu)
+    request = exec_request(run_id, "CHECK")
+    if case == "not the gate":
+        request = exec_request(run_id, "DEPLOY")
+    elif case == "executed twice":
+        client.exec_pipeline_run_stage_with_options(request, RuntimeOptions())
+    elif case == "unknown run":
+        request = exec_request("no-such-run", "CHECK")
+    else:
+        client.abolish_pipeline_run_with_options(
+            models.AbolishPipelineRunRequest(id=run_id, project_id=10000), RuntimeOptions()
+        )
+    with pytest.raises(ClientException) as caught:
+        client.exec_pipeline_run_stage_with_options(request, RuntimeOptions())
+    assert (caught.value.code, caught.value.status_code) == (code, status)
+
+
+def test_abolishing_an_ended_run_raises_the_sdks_error(emu: DataWorksEmulator) -> None:
+    request = models.AbolishPipelineRunRequest(id=FAILED_RUN, project_id=10000)  # failed at 430 s
+    with pytest.raises(ClientException) as caught:
+        sdk(emu, "v2").abolish_pipeline_run_with_options(request, RuntimeOptions())
+    assert (caught.value.code, caught.value.status_code) == ("Invalid.Pipeline.Status", 400)
+
+
+def test_the_product_sends_the_writes_as_the_sdk_does(emu: DataWorksEmulator) -> None:
+    """Same method, same parameters in the query and in the body, for both writes."""
+    host = emu.base_url.removeprefix("http://")
+    project = ProjectSettings(10000, None, "cn-shanghai", host)
+    settings = DataWorksSettings(region="cn-shanghai", endpoint=host, protocol="http", projects=(project,))
+    product = DataWorksClient(settings, Credentials("test-ak", Secret("test-secret")))
+    official = sdk(emu, "v2")
+    first, second = gated_run(emu), gated_run(emu)
+    official.exec_pipeline_run_stage_with_options(exec_request(first, "CHECK"), RuntimeOptions())
+    product.exec_stage(project, second, "CHECK")
+    official.abolish_pipeline_run_with_options(
+        models.AbolishPipelineRunRequest(id=first, project_id=10000), RuntimeOptions()
+    )
+    product.abolish_run(project, second)
+    sdk_exec, ours_exec, sdk_abolish, ours_abolish = (
+        (c.action, c.method, sorted(c.params), sorted(c.form)) for c in emu.calls
+    )
+    assert (
+        sdk_exec == ours_exec == ("ExecPipelineRunStage", "POST", ["Code", "Id", "ProjectId"], ["Code", "Id"])
+    )
+    assert (
+        sdk_abolish
+        == ours_abolish
+        == ("AbolishPipelineRun", "POST", ["Id", "ProjectId"], ["Id", "ProjectId"])
+    )
+    assert [c.signature for c in emu.calls] == ["HMAC-SHA1"] * 4

@@ -5,6 +5,14 @@ exponential backoff and jitter, the client-side QPS limit and the count of every
 So is a total deadline on each request: the SDK's timeouts are per socket operation, and an answer
 dripped one byte at a time never trips them; a `Watchdog` ends the request when its budget (the
 timeout, or what is left before the tick's deadline) is spent.
+
+Writes (`exec_stage`, `abolish_run`) are POSTs with a form body, as the official SDK sends them, and
+carry no idempotency token: one is retried only when its answer proves it was not carried out
+(throttling, HTTP 429, a connection that was never made). A 5xx, a dropped connection or no answer
+in time may follow a write that happened; such an error is not retried, and `ambiguous(error)` says
+so, for the caller to tell "result unknown, the next poll shows it" from a refusal. Where the
+gateway has only the old names (SDK 6.2 and older), they are `ExecDeploymentStage` and
+`AbolishDeployment`, with the same parameters.
 """
 
 from __future__ import annotations
@@ -44,6 +52,12 @@ _SDK_POOL_SIZE = 10  # what the SDK mounts by default
 # of the gateway's (not "NotFound": a run that cannot be read is not a run that is gone).
 _SDK_FAILURE = "SDK.UnexpectedError"
 _SDK_NO_ANSWER = "SDK.NoAnswer"
+_SDK_HTTP_ERROR = "SDK.HttpError"  # the SDK's own code for a network failure
+_SDK_NOT_CONNECTED = "SDK.NotConnected"  # a network failure before any byte was sent
+_SDK_UNREADABLE = "SDK.UnreadableAnswer"  # an answer came, but it says nothing that can be read
+_NOT_SUCCESS = "Success.False"  # a write answered {"Success": false} without a code of its own
+# What urllib3 raises only while opening a connection, before the request is written.
+_CONNECT_FAILURES = ("NewConnectionError", "ConnectTimeoutError")
 
 
 class _RateLimiter:
@@ -84,7 +98,8 @@ class _RateLimiter:
 
 
 class DataWorksClient:
-    """Lists and gets pipeline runs, with retries, a QPS limit per region and a call count.
+    """Lists and gets pipeline runs, advances and abolishes them, with retries, a QPS limit per region
+    and a call count.
 
     Safe to call from several threads at once (discovery reads workspaces in parallel): the workspaces
     of one region share its limiter, and every request is counted.
@@ -180,32 +195,74 @@ class DataWorksClient:
         log.warning("dataworks: run %s/%s has more items than %d pages", project.id, run_id, MAX_ITEM_PAGES)
         return tuple(items)
 
+    def exec_stage(
+        self, project: ProjectSettings, run_id: str, code: str, *, deadline: float | None = None
+    ) -> str:
+        """Advance the run's stage `code` (its gate) with `ExecPipelineRunStage`; DataWorks' RequestId.
+
+        Asynchronous: the stage's progress shows in later reads. A refusal (the stage is not waiting,
+        the run has ended or is unknown) is a DataWorksError with the gateway's code; see `ambiguous`
+        for an error after which the stage may have been executed all the same.
+        """
+        body = self._call(
+            project,
+            ("ExecPipelineRunStage", "ExecDeploymentStage"),
+            {"ProjectId": project.id},
+            deadline,
+            form={"Id": run_id, "Code": code},
+        )
+        return _write_answer("ExecPipelineRunStage", body)
+
+    def abolish_run(self, project: ProjectSettings, run_id: str, *, deadline: float | None = None) -> str:
+        """End a run that still moves with `AbolishPipelineRun`; DataWorks' RequestId (errors as for
+        `exec_stage`)."""
+        body = self._call(
+            project,
+            ("AbolishPipelineRun", "AbolishDeployment"),
+            {},
+            deadline,
+            form={"Id": run_id, "ProjectId": project.id},
+        )
+        return _write_answer("AbolishPipelineRun", body)
+
     def _call(
         self,
         project: ProjectSettings,
         actions: tuple[str, str],
         params: Mapping[str, object],
         deadline: float | None,
+        *,
+        form: Mapping[str, object] | None = None,
     ) -> dict[str, Any]:
-        """Call the new action, falling back to the old name once the gateway says it has none."""
+        """Call the new action, falling back to the old name once the gateway says it has none (an
+        answer that proves a write was not carried out, so the old name may be tried)."""
         if not self.legacy_api:
             try:
-                return self._call_with_retries(project, actions[0], params, deadline)
+                return self._call_with_retries(project, actions[0], params, deadline, form)
             except DataWorksError as error:
                 if error.code not in _UNKNOWN_ACTION_CODES:
                     raise
                 log.warning("dataworks: %s is not available here, falling back to %s", actions[0], actions[1])
                 self.legacy_api = True
-        return self._call_with_retries(project, actions[1], params, deadline)
+        return self._call_with_retries(project, actions[1], params, deadline, form)
 
     def _call_with_retries(
-        self, project: ProjectSettings, action: str, params: Mapping[str, object], deadline: float | None
+        self,
+        project: ProjectSettings,
+        action: str,
+        params: Mapping[str, object],
+        deadline: float | None,
+        form: Mapping[str, object] | None = None,
     ) -> dict[str, Any]:
+        """A read (`form` None) is retried while its error is retryable; a write (a POST of `form`)
+        only while its error proves it was not carried out."""
         attempts = self._settings.max_attempts
         for attempt in range(1, attempts + 1):
             try:
-                return self._call_once(project, action, params, deadline)
+                return self._call_once(project, action, params, deadline, body=form)
             except DataWorksError as error:
+                if form is not None and not _undone(error):
+                    raise _as_write_error(error) from None
                 delay = backoff(attempt, _BACKOFF_BASE_S, _BACKOFF_CAP_S, self._jitter())
                 late = deadline is not None and self._clock() + delay >= deadline
                 if not error.retryable or attempt == attempts or late:
@@ -222,8 +279,15 @@ class DataWorksClient:
         raise AssertionError("unreachable")
 
     def _call_once(
-        self, project: ProjectSettings, action: str, params: Mapping[str, object], deadline: float | None
+        self,
+        project: ProjectSettings,
+        action: str,
+        params: Mapping[str, object],
+        deadline: float | None,
+        *,
+        body: Mapping[str, object] | None = None,
     ) -> dict[str, Any]:
+        """One request: GET with `params` in the query, or POST with `body` as a form (both signed)."""
         from aliyunsdkcore.request import CommonRequest
 
         request = CommonRequest()
@@ -231,9 +295,13 @@ class DataWorksClient:
         request.set_protocol_type(self._settings.protocol)
         request.set_version(API_VERSION)
         request.set_action_name(action)
-        request.set_method("GET")
+        request.set_method("GET" if body is None else "POST")
         for name, value in params.items():
             request.add_query_param(name, str(value))
+        # The SDK sends body params urlencoded (application/x-www-form-urlencoded), and its HMAC-SHA1
+        # signature covers them together with the query.
+        for name, value in (body or {}).items():
+            request.add_body_params(name, str(value))
         self._limiter(project.region).wait()
         budget = time_left(self._settings.timeout.total_seconds(), deadline, self._clock)
         if budget <= 0:
@@ -260,10 +328,10 @@ class DataWorksClient:
             body = json.loads(raw)
         except (ValueError, RecursionError):
             raise DataWorksError(
-                f"{action} returned a body that is not JSON (or nested past reading)"
+                f"{action} returned a body that is not JSON (or nested past reading)", code=_SDK_UNREADABLE
             ) from None
         if not isinstance(body, dict):
-            raise DataWorksError(f"{action} returned JSON that is not an object")
+            raise DataWorksError(f"{action} returned JSON that is not an object", code=_SDK_UNREADABLE)
         return body
 
     def share_qps(self, shares: int) -> None:
@@ -298,6 +366,60 @@ class DataWorksClient:
             return client
 
 
+def ambiguous(error: DataWorksError) -> bool:
+    """True when the request may have been carried out although it failed: no answer in time, a
+    network failure once the connection was made, an answer that cannot be read, or a 5xx (not a
+    throttling one). False for refusals and for errors before anything was sent."""
+    if _throttled(error):
+        return False
+    if error.code in (_SDK_NO_ANSWER, _SDK_HTTP_ERROR, _SDK_FAILURE, _SDK_UNREADABLE):
+        return True
+    return isinstance(error.http_status, int) and error.http_status >= 500
+
+
+def _undone(error: DataWorksError) -> bool:
+    """True when the error proves the request was not carried out and may be sent again: throttled
+    (a `Throttling*` code or HTTP 429), or no connection made."""
+    return _throttled(error) or error.code == _SDK_NOT_CONNECTED
+
+
+def _throttled(error: DataWorksError) -> bool:
+    return error.code.startswith("Throttling") or error.http_status == 429
+
+
+def _as_write_error(error: DataWorksError) -> DataWorksError:
+    """A write's error as the caller sees it: never retryable once it may have been carried out."""
+    if not ambiguous(error):
+        return error
+    return DataWorksError(
+        str(error),
+        code=error.code,
+        http_status=error.http_status,
+        request_id=error.request_id,
+        retryable=False,
+    )
+
+
+def _write_answer(action: str, body: Mapping[str, Any]) -> str:
+    """The RequestId of a write's `{RequestId, Success}` answer; Success false is a refusal."""
+    success = body.get("Success")
+    request_id = str(body.get("RequestId") or "")
+    if isinstance(success, str):  # the models say bool; a string form is read the same way
+        success = {"true": True, "false": False}.get(success.strip().lower(), success)
+    if success is False:
+        code = str(body.get("Code") or _NOT_SUCCESS)
+        raise DataWorksError(
+            f"{action} failed: {code}: {_safe_message(body.get('Message'))}",
+            code=code,
+            request_id=request_id,
+        )
+    if success is not True:  # an answer that does not say whether it was done
+        raise DataWorksError(
+            f"{action} returned no Success flag", code=_SDK_UNREADABLE, request_id=request_id
+        )
+    return request_id
+
+
 def _converted(action: str, project: ProjectSettings, error: Exception, watchdog: Watchdog) -> DataWorksError:
     """The DataWorksError for whatever the SDK raised; nothing of the SDK's escapes this module."""
     from aliyunsdkcore.acs_exception.exceptions import ClientException, ServerException
@@ -307,10 +429,12 @@ def _converted(action: str, project: ProjectSettings, error: Exception, watchdog
     if isinstance(error, ServerException):
         return _server_error(action, error)
     if isinstance(error, ClientException):
+        code = str(error.get_error_code())
+        # Only the kind of failure is read from its text: the text quotes the signed URL.
+        if code == _SDK_HTTP_ERROR and any(kind in str(error.get_error_msg()) for kind in _CONNECT_FAILURES):
+            code = _SDK_NOT_CONNECTED
         return DataWorksError(
-            f"{action} could not reach {project.endpoint}: {error.get_error_code()}",
-            code=str(error.get_error_code()),
-            retryable=True,
+            f"{action} could not reach {project.endpoint}: {code}", code=code, retryable=True
         )
     return _unexpected(action, error)
 
