@@ -534,7 +534,7 @@ class SlackEmulator(_Webhook):
         """
         body = body_override
         if body is None:
-            body = self._click_body(user_id, channel_id, message_ts, action_id, value)
+            body = self.click_body(user_id, channel_id, message_ts, action_id, value)
         attempts: list[ClickAttempt] = []
         reason = ""
         for retry in range(retries + 1):
@@ -580,7 +580,7 @@ class SlackEmulator(_Webhook):
         fields = dict(parse_qsl(attempt.body.decode("utf-8")))
         return str(json.loads(fields["payload"])["response_url"])
 
-    def _click_body(
+    def click_body(
         self, user_id: str, channel_id: str, message_ts: str, action_id: str, value: str | None
     ) -> bytes:
         """The form body of a block_actions payload for a click on a stored message; its response_url

@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dwnotify import logs
 from dwnotify.app import App, build_app
@@ -28,7 +28,10 @@ from dwnotify.http_entry import answer_fc, fc_http_request
 from dwnotify.scaling import shard_count
 from dwnotify.settings import DataWorksSettings, ScaleSettings
 from dwnotify.shards import MAX_SHARDS
-from dwnotify.tick import summary_dict
+from dwnotify.tick import TickSummary, summary_dict
+
+if TYPE_CHECKING:
+    from dwnotify.acting import Actor
 
 log = logging.getLogger("dwnotify.handler")
 
@@ -50,10 +53,11 @@ _NO_CREDENTIALS = (
 )
 
 
-ACTIONS = ("tick", "track", "shard")
+ACTIONS = ("tick", "track", "shard", "act")
 _ACTION_RULE = (
-    'event.action: must be "tick", "track" (with "project": <workspace id>, "id": "<run id>") or '
-    '"shard" (with "index": <0 to of - 1>, "of": <shards>)'
+    'event.action: must be "tick", "track" (with "project": <workspace id>, "id": "<run id>"), '
+    '"shard" (with "index": <0 to of - 1>, "of": <shards>) or "act" (with "key": "<decision>", '
+    "which the function sends itself after a Slack click)"
 )
 
 
@@ -67,6 +71,7 @@ class Options:
     project: int | None = None
     run_id: str | None = None
     shard: tuple[int, int] | None = None  # (index, of)
+    key: str | None = None  # act: the decision a verified click claimed (`dwnotify.acting`)
 
 
 class AppCache:
@@ -138,7 +143,8 @@ def handler(event: bytes | str | Mapping[str, Any] | None, context: Any) -> dict
     _setup_logging(request_id)
     http_request = fc_http_request(event)  # the HTTP trigger's event: answered, no tick
     if http_request is not None:
-        return answer_fc(http_request, config_path(os.environ), time.time())
+        path = config_path(os.environ)
+        return answer_fc(http_request, path, time.time(), lambda: _actor(path, context))
     try:
         options = parse_event(event)
         credentials = credentials_from_context(context) or credentials_from_env(os.environ)
@@ -157,12 +163,9 @@ def handler(event: bytes | str | Mapping[str, Any] | None, context: Any) -> dict
             return fanned
     try:
         app.client.share_qps(options.shard[1] if options.shard else 1)  # the shards poll at once
-        if options.action == "track" and options.project is not None and options.run_id is not None:
-            summary = app.notifier.track(options.project, options.run_id, deadline=deadline)
-        elif options.shard is not None:
-            summary = app.notifier.shard(*options.shard).tick(deadline=deadline, dry_run=options.dry_run)
-        else:
-            summary = app.notifier.run(deadline=deadline, dry_run=options.dry_run)
+        if options.action == "act" and options.key is not None:
+            return _carry_out(app, options.key, request_id)
+        summary = _work(app, options, deadline)
     except (NotifierError, OSError) as error:
         apps.forget(app)  # a broken store or client is rebuilt by the next invocation
         if options.shard is not None:  # raised, so that FC's async retry tries the shard again
@@ -220,6 +223,51 @@ def fan_out(
     }
 
 
+def _work(app: App, options: Options, deadline: float | None) -> TickSummary:
+    """The tick, shard or track the invocation asks for."""
+    if options.action == "track" and options.project is not None and options.run_id is not None:
+        return app.notifier.track(options.project, options.run_id, deadline=deadline)
+    if options.shard is not None:
+        return app.notifier.shard(*options.shard).tick(deadline=deadline, dry_run=options.dry_run)
+    return app.notifier.run(deadline=deadline, dry_run=options.dry_run)
+
+
+def _carry_out(app: App, key: str, request_id: str) -> dict[str, Any]:
+    """The `act` invocation: carry out the decision a verified click claimed (`dwnotify.acting`)."""
+    before = app.client.calls
+    result = app.actor(defer=None).carry_out(key)
+    return {
+        "action": "act",
+        "result": result,
+        "api_calls": app.client.calls - before,
+        "request_id": request_id,
+    }
+
+
+def _actor(path: Path, context: Any) -> Actor:
+    """The actor of a verified click (only a verified request builds the clients): its deferred step
+    is an async invocation of this function (`{"action": "act", "key": ...}`), so that Slack has its
+    answer within 3 s whatever DataWorks takes; at once when no invocation target is known."""
+    credentials = credentials_from_context(context) or credentials_from_env(os.environ)
+    if credentials is None:
+        raise ConfigError([_NO_CREDENTIALS])
+    app = apps.get(path, credentials)
+    scale = app.notifier.settings.scale
+    endpoint = (scale.endpoint if scale else None) or internal_endpoint(context)
+    function = (scale.function if scale else None) or str(
+        getattr(getattr(context, "function", None), "name", "") or ""
+    )
+    if endpoint is None or not function:
+        return app.actor(defer=None)
+
+    def invoke(key: str) -> None:
+        from dwnotify.remote import invoke_async
+
+        invoke_async(endpoint, credentials, function, {"action": "act", "key": key})
+
+    return app.actor(defer=invoke)
+
+
 def internal_endpoint(context: Any) -> str | None:
     """The FC endpoint of the function's own account and region, on the internal network."""
     account, region = getattr(context, "account_id", None), getattr(context, "region", None)
@@ -253,9 +301,11 @@ def _action(event: Mapping[str, Any]) -> Options:
     action = event.get("action")
     if action not in ACTIONS:
         raise ConfigError([f"{_ACTION_RULE} (not {json.dumps(action)})"])
-    allowed = {"action", "dry_run"} | {"track": {"project", "id"}, "shard": {"index", "of"}}.get(
-        action, set()
-    )
+    allowed = {"action", "dry_run"} | {
+        "track": {"project", "id"},
+        "shard": {"index", "of"},
+        "act": {"key"},
+    }.get(action, set())
     problems = [
         f"event.{key}: is not a key of the {action} action"
         for key in sorted(map(str, event))
@@ -270,6 +320,8 @@ def _action(event: Mapping[str, Any]) -> Options:
         return Options(dry_run=dry_run)
     if action == "shard":
         return _shard(event, dry_run, problems)
+    if action == "act":
+        return _act(event, dry_run, problems)
     project, run_id = event.get("project"), event.get("id")
     if isinstance(project, str) and project.strip().isdigit():
         project = int(project)
@@ -313,6 +365,18 @@ def _shard(event: Mapping[str, Any], dry_run: bool, problems: list[str]) -> Opti
     if problems:
         raise ConfigError(problems)
     return Options(dry_run=dry_run, action="shard", shard=(index, of))
+
+
+def _act(event: Mapping[str, Any], dry_run: bool, problems: list[str]) -> Options:
+    key = event.get("key")
+    if not isinstance(key, str) or not key.strip():
+        problems.append("event.key: must be the decision's key, a non-empty string")
+    if dry_run:
+        problems.append("event.dry_run: an act calls DataWorks; it has no dry run")
+    if problems:
+        raise ConfigError(problems)
+    assert isinstance(key, str)
+    return Options(action="act", key=key.strip())
 
 
 def config_path(environ: Mapping[str, str]) -> Path:

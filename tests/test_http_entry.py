@@ -1,5 +1,6 @@
-"""The HTTP entry: 404 when actions are off, 401 for anything unsigned or stale, 200 and one audit line
-otherwise; and FC 3.0 HTTP-trigger events answered through `index.handler`, plain and base64 bodies."""
+"""The HTTP entry: 404 when actions are off, 401 for anything unsigned or stale, 200 with the click
+handed to the actor otherwise; and FC 3.0 HTTP-trigger events answered through `index.handler`, plain
+and base64 bodies."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pytest
 from dwnotify import config, http_entry
 from dwnotify.http_entry import HttpRequest, fc_http_request, handle
 from dwnotify.settings import Settings
+from dwnotify.slack_verify import Interaction
 from tests.conftest import World
 from tests.helpers import SLACK_APP_CHANNEL, use_slack_app
 from tests.test_slack_verify import SECRET, slack_headers
@@ -25,6 +27,7 @@ CHANNEL = SLACK_APP_CHANNEL
 OTHER_SECRET = "c4ca4238a0b923820dcc509a6f75849b"
 VALUE = {"project": 10000, "run": "run-1", "stage": "DEPLOY"}
 NOW = 1_767_000_000
+ACTIONS_ON = {"enabled": True, "approvers": ["alice"]}
 
 
 def click(user: str = "U0ALICE01", channel: str = CHANNEL, action: str = "dwnotify:advance") -> bytes:
@@ -73,36 +76,45 @@ def post(
     return HttpRequest(method, path, headers, raw)
 
 
-def test_a_signed_click_is_answered_200_empty_with_one_audit_line(
-    settings: Settings, caplog: pytest.LogCaptureFixture
+class TakingActor:
+    """Stands for `acting.Actor`: records the verified clicks the entry hands over."""
+
+    def __init__(self) -> None:
+        self.taken: list[tuple[Interaction, int]] = []
+
+    def take(self, interaction: Interaction, retry: int = 0) -> str:
+        self.taken.append((interaction, retry))
+        return "claimed"
+
+
+def answer(request: HttpRequest, settings: Settings, now: float, actor: TakingActor | None = None) -> Any:
+    taking = actor or TakingActor()
+    return handle(request, settings, now, lambda: taking)  # type: ignore[arg-type, return-value]
+
+
+def test_a_signed_click_is_answered_200_empty_and_handed_to_the_actor_with_its_retry(
+    settings: Settings,
 ) -> None:
-    raw = click()
-    with caplog.at_level(logging.INFO, logger="dwnotify.audit"):
-        response = handle(post(raw, {**slack_headers(raw, NOW), "X-Slack-Retry-Num": "1"}), settings, NOW + 2)
+    raw, actor = click(), TakingActor()
+    response = answer(
+        post(raw, {**slack_headers(raw, NOW), "X-Slack-Retry-Num": "1"}), settings, NOW + 2, actor
+    )
     assert (response.status, response.body) == (200, "")
-    [line] = [r.getMessage() for r in caplog.records if r.name == "dwnotify.audit"]
-    entry = json.loads(line.removeprefix("audit "))
-    assert entry == {
-        "who": "U0ALICE01",
-        "person": "alice",
-        "type": "block_actions",
-        "action": "dwnotify:advance",
-        "project": 10000,
-        "run": "run-1",
-        "stage": "DEPLOY",
-        "retry": 1,
-        "result": "not acted on yet",
-    }
+    [(interaction, retry)] = actor.taken
+    assert retry == 1
+    assert (interaction.user_id, interaction.action_id, dict(interaction.value)) == (
+        "U0ALICE01",
+        "dwnotify:advance",
+        VALUE,
+    )
+    assert interaction.response_url == "https://hooks.slack.com/actions/T/1/x"
 
 
-def test_an_unknown_slack_user_is_audited_without_a_person(
-    settings: Settings, caplog: pytest.LogCaptureFixture
-) -> None:
-    raw = click(user="U0STRANGER")
-    with caplog.at_level(logging.INFO, logger="dwnotify.audit"):
-        assert handle(post(raw, slack_headers(raw, NOW)), settings, NOW).status == 200
-    [line] = [r.getMessage() for r in caplog.records if r.name == "dwnotify.audit"]
-    assert json.loads(line.removeprefix("audit "))["person"] is None
+def test_a_verified_request_that_is_no_block_action_is_answered_and_not_taken(settings: Settings) -> None:
+    payload = {"type": "view_submission", "user": {"id": "U0ALICE01"}, "channel": {"id": CHANNEL}}
+    raw, actor = urlencode({"payload": json.dumps(payload)}).encode(), TakingActor()
+    assert answer(post(raw, slack_headers(raw, NOW)), settings, NOW, actor).status == 200
+    assert actor.taken == []
 
 
 @pytest.mark.parametrize(
@@ -115,49 +127,49 @@ def test_an_unknown_slack_user_is_audited_without_a_person(
         ("future", lambda raw: slack_headers(raw, NOW + 301)),
     ],
 )
-def test_refused_with_401_and_no_audit(
+def test_refused_with_401_and_not_taken(
     settings: Settings, caplog: pytest.LogCaptureFixture, case: str, make: Any
 ) -> None:
-    raw = click()
+    raw, actor = click(), TakingActor()
     with caplog.at_level(logging.INFO):
-        response = handle(post(raw, make(raw)), settings, NOW)
+        response = answer(post(raw, make(raw)), settings, NOW, actor)
     assert response.status == 401, case
-    assert not [r for r in caplog.records if r.name == "dwnotify.audit"]
+    assert actor.taken == []
     assert SECRET not in response.body + caplog.text and OTHER_SECRET not in caplog.text
 
 
 def test_a_replayed_body_with_its_old_headers_is_refused(settings: Settings) -> None:
     raw = click()
     headers = slack_headers(raw, NOW)
-    assert handle(post(raw, headers), settings, NOW).status == 200
-    assert handle(post(raw, headers), settings, NOW + 301).status == 401
+    assert answer(post(raw, headers), settings, NOW).status == 200
+    assert answer(post(raw, headers), settings, NOW + 301).status == 401
 
 
 def test_a_tampered_body_is_refused(settings: Settings) -> None:
     raw = click()
     headers = slack_headers(raw, NOW)
-    assert handle(post(raw.replace(b"advance", b"abolish"), headers), settings, NOW).status == 401
+    assert answer(post(raw.replace(b"advance", b"abolish"), headers), settings, NOW).status == 401
 
 
 def test_a_click_from_a_channel_no_slack_app_channel_posts_to_is_refused(settings: Settings) -> None:
     raw = click(channel="C0NOTOURS")
-    assert handle(post(raw, slack_headers(raw, NOW)), settings, NOW).status == 401
+    assert answer(post(raw, slack_headers(raw, NOW)), settings, NOW).status == 401
 
 
 def test_the_other_channels_secret_verifies_its_own_messages(settings: Settings) -> None:
     raw = click(channel="C0999999")
-    assert handle(post(raw, slack_headers(raw, NOW, OTHER_SECRET)), settings, NOW).status == 200
-    assert handle(post(raw, slack_headers(raw, NOW, SECRET)), settings, NOW).status == 401
+    assert answer(post(raw, slack_headers(raw, NOW, OTHER_SECRET)), settings, NOW).status == 200
+    assert answer(post(raw, slack_headers(raw, NOW, SECRET)), settings, NOW).status == 401
 
 
 def test_paths_and_methods(settings: Settings) -> None:
     raw = click()
     signed = slack_headers(raw, NOW)
-    assert handle(post(raw, signed, path="/slack/other"), settings, NOW).status == 404
-    assert handle(post(raw, signed, path="/"), settings, NOW).status == 404
-    response = handle(post(raw, signed, method="GET"), settings, NOW)
+    assert answer(post(raw, signed, path="/slack/other"), settings, NOW).status == 404
+    assert answer(post(raw, signed, path="/"), settings, NOW).status == 404
+    response = answer(post(raw, signed, method="GET"), settings, NOW)
     assert response.status == 405 and response.headers["Allow"] == "POST"
-    assert handle(post(raw, signed, method="post"), settings, NOW).status == 200
+    assert answer(post(raw, signed, method="post"), settings, NOW).status == 200
 
 
 def test_with_actions_disabled_everything_is_404(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -165,13 +177,13 @@ def test_with_actions_disabled_everything_is_404(tmp_path: Path, caplog: pytest.
     raw = click()
     with caplog.at_level(logging.INFO):
         for method in ("POST", "GET"):
-            assert handle(post(raw, slack_headers(raw, NOW), method=method), settings, NOW).status == 404
+            assert answer(post(raw, slack_headers(raw, NOW), method=method), settings, NOW).status == 404
     assert not [r for r in caplog.records if r.name == "dwnotify.audit"]
 
 
 def test_an_oversized_body_is_refused_before_it_is_read(settings: Settings) -> None:
     raw = b"payload=" + b"x" * (http_entry.MAX_BODY_BYTES + 1)
-    assert handle(post(raw, slack_headers(raw, NOW)), settings, NOW).status == 413
+    assert answer(post(raw, slack_headers(raw, NOW)), settings, NOW).status == 413
 
 
 # FC 3.0 HTTP trigger --------------------------------------------------------------------------------
@@ -231,7 +243,7 @@ def fc_world(world: World, monkeypatch: pytest.MonkeyPatch) -> World:
     world.primed = False  # nothing in the store before: the test sees whether anything is written
     use_slack_app(world, signing_secret="${SLACK_SIGNING_SECRET}")
     world.config_overrides["people"] = {"alice": {"slack_user_id": "U0ALICE01"}}
-    world.config_overrides["actions"] = {"enabled": True, "approvers": ["alice"]}
+    world.config_overrides["actions"] = ACTIONS_ON
     for name, value in {**world.environ(), "SLACK_SIGNING_SECRET": SECRET}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(http_entry, "settings_cache", http_entry.SettingsCache())
@@ -248,13 +260,38 @@ def call_handler(world: World, event: bytes) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("encoded", [False, True])
-def test_the_fc_handler_answers_a_signed_click(fc_world: World, encoded: bool) -> None:
+def test_the_fc_handler_takes_a_signed_click(
+    fc_world: World, encoded: bool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With no function to invoke in the context the click is carried out at once: here on a run
+    DataWorks does not know, so it is refused after one read, and its answer is not sent to a host
+    actions.response_hosts does not list."""
+    import index
+
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "test-ak")
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "test-secret")
+    fc_world.config_overrides["actions"] = {**ACTIONS_ON, "response_hosts": ["127.0.0.1"]}
     raw = click()
-    answer = call_handler(fc_world, fc_event(raw, slack_headers(raw, int(time.time())), encoded=encoded))
+    try:
+        with caplog.at_level(logging.INFO, logger="dwnotify"):
+            answer = call_handler(
+                fc_world, fc_event(raw, slack_headers(raw, int(time.time())), encoded=encoded)
+            )
+    finally:
+        index.apps.clear()
     assert answer["statusCode"] == 200 and answer["body"] == ""
     assert set(answer) >= {"statusCode", "headers", "body"}
-    assert fc_world.dataworks.call_count() == 0  # this version does not act yet
-    assert not (fc_world.tmp / "state.db").exists()
+    assert [c.action for c in fc_world.dataworks.calls] == ["GetPipelineRun"]
+    audits = [
+        json.loads(r.getMessage().removeprefix("audit "))
+        for r in caplog.records
+        if r.name == "dwnotify.audit"
+    ]
+    assert [(a["result"], a["person"], a["run"]) for a in audits] == [
+        ("claimed", "alice", "run-1"),
+        ("refused", "alice", "run-1"),
+    ]
+    assert "not in actions.response_hosts" in caplog.text
 
 
 def test_the_fc_handler_refuses_a_bad_signature_and_changes_nothing(fc_world: World) -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from dwnotify.serve import parse_every
 from tests.conftest import ROOT, World, wait_for
-from tests.helpers import cli_env, dwnotify, use_slack_app
+from tests.helpers import SLACK_APP_CHANNEL, STAGES, cli_env, dwnotify, use_slack_app
 from tests.test_http_entry import click
 from tests.test_slack_verify import SECRET, slack_headers
 
@@ -26,7 +26,11 @@ from tests.test_slack_verify import SECRET, slack_headers
 def serve_world(world: World) -> World:
     use_slack_app(world, signing_secret=SECRET)
     world.config_overrides["people"] = {"alice": {"slack_user_id": "U0ALICE01"}}
-    world.config_overrides["actions"] = {"enabled": True, "approvers": ["alice"]}
+    world.config_overrides["actions"] = {
+        "enabled": True,
+        "approvers": ["alice"],
+        "response_hosts": ["127.0.0.1"],
+    }
     return world
 
 
@@ -83,22 +87,40 @@ def test_serve_binds_loopback_answers_and_stops_on_sigterm(serve_world: World) -
         assert proc.stderr is not None
         err = proc.stderr.read()
         assert SECRET not in err and "Traceback" not in err
-        assert '"result": "not acted on yet"' in err.replace('\\"', '"')
-    assert serve_world.dataworks.call_count() == 0  # without --every nothing polls
+        audit = err.replace('\\"', '"')
+        assert '"result": "claimed"' in audit and '"result": "refused"' in audit  # run-1 is unknown
+    # Without --every nothing polls: the one call is the click's read of its run.
+    assert [call.action for call in serve_world.dataworks.calls] == ["GetPipelineRun"]
 
 
-def test_serve_every_ticks_in_the_same_process_and_stops_on_sigterm(serve_world: World) -> None:
+def test_serve_every_ticks_and_answers_clicks_in_the_same_process_and_stops_on_sigterm(
+    serve_world: World,
+) -> None:
+    """The tick posts the waiting run's message with its buttons; a click on it, sent by the Slack
+    stand-in as Slack sends it, advances the stage in the same process."""
+    run_id = serve_world.dataworks.add_run(
+        10000, status="Running", stages=STAGES, stage_statuses={"BUILD": "Success", "CHECK": "Success"}
+    )
     with serving(serve_world, "--every", "10s") as (proc, base):
-        assert wait_for(lambda: serve_world.dataworks.call_count() > 0, 20), "no tick ran"
-        raw = click()
-        answer = httpx.post(
-            f"{base}/slack/actions", content=raw, headers=slack_headers(raw, int(time.time()))
+        assert wait_for(lambda: bool(serve_world.slack.posted(SLACK_APP_CHANNEL)), 20), "no tick posted"
+        [message] = serve_world.slack.posted(SLACK_APP_CHANNEL)
+        [attempt] = serve_world.slack.click(
+            f"{base}/slack/actions",
+            user_id="U0ALICE01",
+            channel_id=SLACK_APP_CHANNEL,
+            message_ts=message["ts"],
+            action_id="dwnotify:advance",
+            signing_secret=SECRET,
+            timestamp=int(time.time()),
         )
-        assert answer.status_code == 200
+        assert attempt.status == 200
+        assert wait_for(lambda: serve_world.dataworks.call_count("ExecPipelineRunStage") == 1, 20)
         code, took = stop(proc)
         assert code == 0 and took < 10
         assert proc.stdout is not None
         assert '"api_calls"' in proc.stdout.read()  # the tick's summary line
+    [call] = [c for c in serve_world.dataworks.calls if c.action == "ExecPipelineRunStage"]
+    assert (call.params["Id"], call.params["Code"]) == (run_id, "DEPLOY")
 
 
 def test_serve_stops_on_sigint_too(serve_world: World) -> None:

@@ -38,7 +38,7 @@ from emulators.slack import DEFAULT_BOT_TOKEN, SlackEmulator
 NOW = 1_795_680_000.0
 CHANNEL = "C0123456"
 RUN = "r-7f3a"
-ADVANCE = Offer("advance", 10000, RUN, "CHECK", "Advance to 发布检查")
+ADVANCE = Offer("advance", 10000, RUN, "CHECK", "Advance to 发布检查", "发布检查")
 ABOLISH = Offer("abolish", 10000, RUN, "CHECK", "Abolish run")
 MESSAGE = Message(
     "⏸ 等待发布检查 · Waiting", "*⏸ 等待发布检查*\n运行 Run: `r-7f3a`\n<https://x.example/run|Open>"
@@ -47,7 +47,7 @@ HOSTILE = "<!channel> *bold* & _it_ `code` <https://evil.example|click> :fire:"
 
 
 def advance_to(name: str, run: str = RUN) -> Offer:
-    return Offer("advance", 10000, run, "CHECK", f"Advance to {name}")
+    return Offer("advance", 10000, run, "CHECK", f"Advance to {name}", name)
 
 
 def actions_of(message: Message) -> dict[str, Any]:

@@ -32,6 +32,7 @@ class Offer:
     run: str
     stage: str
     label: str
+    stage_name: str = ""  # the stage's Name, for the words of the confirm dialog
 
     @property
     def action_id(self) -> str:
@@ -68,10 +69,10 @@ def offers(run: Run, settings: ActionsSettings) -> tuple[Offer, ...]:
     waiting = gate(run)
     if ADVANCE in settings.allow and waiting is not None:
         label = f"Advance to {waiting.name or waiting.code}"
-        found.append(Offer(ADVANCE, run.project_id, run.id, waiting.code, label))
+        found.append(Offer(ADVANCE, run.project_id, run.id, waiting.code, label, waiting.name))
     at = current_stage(run)
     if ABOLISH in settings.allow and at is not None:
-        found.append(Offer(ABOLISH, run.project_id, run.id, at.code, "Abolish run"))
+        found.append(Offer(ABOLISH, run.project_id, run.id, at.code, "Abolish run", at.name))
     return tuple(found)
 
 

@@ -21,6 +21,7 @@ from .tick import Notifier
 if TYPE_CHECKING:
     import httpx
 
+    from .acting import Actor
     from .render import Renderer
 
 
@@ -32,6 +33,21 @@ class App:
     client: DataWorksClient
     store: StateStore
     channels: ChannelFactory
+    clock: Callable[[], float] = time.time
+
+    def actor(self, defer: Callable[[str], None] | None) -> Actor:
+        """What takes verified Slack clicks with these clients; `defer` carries a claimed decision
+        out (None: at once)."""
+        from .acting import Actor
+
+        return Actor(
+            self.notifier.settings,
+            self.store,
+            self.client,
+            self.channels,  # type: ignore[arg-type]  # a slack-app channel's sender is an ActionsChat
+            clock=self.clock,
+            defer=defer,
+        )
 
     def close(self) -> None:
         """Release the state store and the chat services' connections."""
@@ -146,4 +162,4 @@ def build_app(
         clock=clock,
         sleep=sleep,
     )
-    return App(notifier=notifier, client=client, store=store, channels=channels)
+    return App(notifier=notifier, client=client, store=store, channels=channels, clock=clock)

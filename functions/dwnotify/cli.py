@@ -527,27 +527,42 @@ def cmd_remote(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     """`serve`: the HTTP entry on `--host`:`--port` and, with `--every`, a tick on that schedule."""
     from . import serve
-    from .app import build_app, register_secrets_of
+    from .app import App, build_app, register_secrets_of
 
     try:
         every = serve.parse_every(args.every) if args.every is not None else None
     except ValueError as error:
         print(_argument_error("dwnotify serve", f"--every: {error}"), end="", file=sys.stderr)
         return EXIT_CONFIG
-    settings = _validated(args) if every is not None else load_settings(args.config)
-    if every is None:
-        register_secrets_of(settings, None)
-        return serve.run(settings, args.host, args.port, stream=sys.stdout)
-    app = build_app(settings, _credentials())
+    settings = load_settings(args.config)
+    problems = check_templates(settings) if every is not None or settings.actions.enabled else []
+    if problems:  # what ticks, or edits messages, renders them
+        raise ConfigError(problems)
+    apps: list[App] = []  # closed at the end: the tick's, and the one that takes clicks
 
-    def tick(slot_end: float) -> None:
-        summary = app.notifier.tick(deadline=slot_end)
-        print(summary.to_json(), flush=True)
+    def app() -> App:
+        apps.append(build_app(settings, _credentials()))
+        return apps[-1]
 
+    actor = (lambda defer: app().actor(defer)) if settings.actions.enabled else None
+    tick = None
+    if every is not None:
+        ticking = app()
+
+        def tick(slot_end: float) -> None:
+            # A send starts only if it can end before the deadline: a slot as short as --every 10s
+            # would never send. The tick may run one send past its slot (the next slot waits for it).
+            summary = ticking.notifier.tick(deadline=slot_end + settings.delivery.timeout.total_seconds())
+            print(summary.to_json(), flush=True)
+
+    register_secrets_of(settings, None)
     try:
-        return serve.run(settings, args.host, args.port, every=every, tick=tick, stream=sys.stdout)
+        return serve.run(
+            settings, args.host, args.port, every=every, tick=tick, stream=sys.stdout, actor=actor
+        )
     finally:
-        app.close()
+        for each in apps:
+            each.close()
 
 
 COMMANDS = {

@@ -7,9 +7,9 @@ FC's HTTP trigger (`functions/index.py`) and `dwnotify serve` (`dwnotify.serve`)
 - another path: 404; another method: 405;
 - a signature that is missing, wrong, made with another channel's secret, or a timestamp more than
   five minutes from now: 401, and nothing else is done;
-- a verified interaction: 200 with an empty body at once (Slack wants an answer within 3 s), and one
-  audit line naming who clicked what on which run and stage. This version does not act yet: the
-  result is always "not acted on yet".
+- a verified interaction: 200 with an empty body (Slack wants an answer within 3 s), once the
+  click is judged and its decision claimed (`dwnotify.acting.Actor.take`); the DataWorks call and
+  the message's edit are deferred by the actor.
 
 Secrets never reach a response or a log line: a response body says only what failed.
 """
@@ -21,22 +21,23 @@ import binascii
 import json
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import logs
 from .credentials import Secret
-from .errors import ConfigError
-from .settings import PersonSettings, Settings
-from .slack_verify import Interaction, parse_payload, retry_number, verify
+from .errors import ConfigError, NotifierError
+from .settings import Settings
+from .slack_verify import parse_payload, retry_number, verify
+
+if TYPE_CHECKING:
+    from .acting import Actor
 
 log = logging.getLogger("dwnotify.http")
-audit = logging.getLogger("dwnotify.audit")
 
 ACTIONS_PATH = "/slack/actions"
-NOT_ACTED = "not acted on yet"
 MAX_BODY_BYTES = 1 << 20  # Slack's payloads are a few KB
 
 
@@ -68,8 +69,11 @@ class HttpResponse:
         }
 
 
-def handle(request: HttpRequest, settings: Settings, now: float) -> HttpResponse:
-    """Answer one request (see the module docstring); `now` is epoch seconds."""
+def handle(
+    request: HttpRequest, settings: Settings, now: float, actor: Callable[[], Actor] | None = None
+) -> HttpResponse:
+    """Answer one request (see the module docstring); `now` is epoch seconds. `actor` builds what takes
+    a verified click (the state store, the clients): only once a request is verified."""
     if not settings.actions.enabled or request.path != ACTIONS_PATH:
         return HttpResponse(404, "not found\n")
     if request.method.upper() != "POST":
@@ -83,7 +87,12 @@ def handle(request: HttpRequest, settings: Settings, now: float) -> HttpResponse
         log.warning("slack request refused (401): %s", problem)
         return HttpResponse(401, "unauthorized\n")
     assert interaction is not None  # a verified request has a channel, hence a payload
-    record(interaction, settings, retry_number(request.headers))
+    if interaction.type != "block_actions":
+        log.info("slack request of type %r ignored", interaction.type[:40])
+        return HttpResponse(200, "")
+    if actor is None:
+        raise NotifierError("the HTTP entry has no actor to take a verified click")
+    actor().take(interaction, retry_number(request.headers))
     return HttpResponse(200, "")
 
 
@@ -97,30 +106,6 @@ def signing_secrets(settings: Settings, channel_id: str) -> list[Secret]:
         if channel.type == "slack-app" and channel.options.get("channel") == channel_id and secret:
             found.append(secret)
     return found
-
-
-def person_of(settings: Settings, slack_user_id: str) -> PersonSettings | None:
-    """The `people` entry whose Slack member id is `slack_user_id`."""
-    if not slack_user_id:
-        return None
-    return next((p for p in settings.people.values() if p.slack_user_id == slack_user_id), None)
-
-
-def record(interaction: Interaction, settings: Settings, retry: int) -> None:
-    """The audit line of one verified interaction: who, what, run, stage and the result."""
-    person = person_of(settings, interaction.user_id)
-    entry = {
-        "who": interaction.user_id,
-        "person": person.id if person else None,
-        "type": interaction.type,
-        "action": interaction.action_id,
-        "project": interaction.value.get("project"),
-        "run": interaction.run,
-        "stage": interaction.stage,
-        "retry": retry,
-        "result": NOT_ACTED,
-    }
-    audit.info("audit %s", json.dumps(entry, ensure_ascii=False), extra={"run_id": interaction.run or None})
 
 
 # FC's HTTP trigger --------------------------------------------------------------------------------
@@ -193,7 +178,7 @@ class SettingsCache:
 settings_cache = SettingsCache()
 
 
-def answer_fc(request: HttpRequest, path: Path, now: float) -> dict[str, Any]:
+def answer_fc(request: HttpRequest, path: Path, now: float, actor: Callable[[], Actor]) -> dict[str, Any]:
     """FC's answer to an HTTP-trigger request: the config at `path` read (once), then `handle`."""
     try:
         settings = settings_cache.get(path)
@@ -204,4 +189,8 @@ def answer_fc(request: HttpRequest, path: Path, now: float) -> dict[str, Any]:
     except OSError as error:
         log.error("reading the config failed: %s", logs.mask(str(error)))
         return HttpResponse(500, "the notifier's config cannot be read; see the function's log\n").to_fc()
-    return handle(request, settings, now).to_fc()
+    try:
+        return handle(request, settings, now, actor).to_fc()
+    except (NotifierError, OSError) as error:  # e.g. the state store cannot be reached: Slack retries
+        log.error("a verified click was not taken: %s", logs.mask(f"{type(error).__name__}: {error}"))
+        return HttpResponse(500, "the click could not be taken; see the function's log\n").to_fc()

@@ -16,16 +16,20 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 from urllib.parse import urlsplit
 
 from . import logs
 from .http_entry import MAX_BODY_BYTES, HttpRequest, HttpResponse, handle
 from .settings import Settings
 
+if TYPE_CHECKING:
+    from .acting import Actor
+
 log = logging.getLogger("dwnotify.serve")
 
 MIN_EVERY_S = 10
+STOP_WAIT_S = 8.0  # how long a stop waits for clicks still being carried out (a runtime waits 10 s)
 _DURATION = re.compile(r"(?:([0-9]+)h)?(?:([0-9]+)m)?(?:([0-9]+)s)?")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -47,7 +51,12 @@ def parse_every(text: str) -> float:
     return float(seconds)
 
 
-def _request_handler(settings: Settings, clock: Callable[[], float]) -> type[BaseHTTPRequestHandler]:
+def _request_handler(
+    settings: Settings,
+    clock: Callable[[], float],
+    actor: Callable[[], Actor] | None,
+    serial: threading.Lock,
+) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         """Every method goes to the HTTP entry, which answers 404, 405, 401 or 200."""
 
@@ -62,7 +71,8 @@ def _request_handler(settings: Settings, clock: Callable[[], float]) -> type[Bas
             body = self.rfile.read(length) if length > 0 else b""
             request = HttpRequest(self.command, urlsplit(self.path).path, dict(self.headers.items()), body)
             try:
-                response = handle(request, settings, clock())
+                with serial:
+                    response = handle(request, settings, clock(), actor)
             except Exception as error:  # a bug answers 500 and is logged; the server goes on
                 log.error("request failed: %s", logs.mask(f"{type(error).__name__}: {error}"))
                 response = HttpResponse(500, "internal error\n")
@@ -83,6 +93,38 @@ def _request_handler(settings: Settings, clock: Callable[[], float]) -> type[Bas
             log.debug("%s %s", self.address_string(), logs.mask(format % args))
 
     return Handler
+
+
+class Deferred:
+    """Carries out claimed decisions on threads of their own, after Slack has its answer; `join`
+    waits for those still running (a stop lets them finish, as it lets the tick)."""
+
+    def __init__(self, serial: threading.Lock) -> None:
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._serial = serial  # the clicks' one store connection: taken by one request at a time
+
+    def defer(self, work: Callable[[], object]) -> None:
+        """Start `work` on its own thread."""
+        thread = threading.Thread(target=self._run, args=(work,), name="dwnotify-act", daemon=True)
+        with self._lock:
+            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        thread.start()
+
+    def _run(self, work: Callable[[], object]) -> None:
+        try:
+            with self._serial:
+                work()
+        except Exception as error:  # logged; the decision's record says what was reached
+            log.error("action failed: %s", logs.mask(f"{type(error).__name__}: {error}"))
+
+    def join(self, timeout_s: float) -> None:
+        """Wait up to `timeout_s` for the deferred work still running."""
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
 
 class Ticker:
@@ -115,12 +157,29 @@ def run(
     tick: Callable[[float], None] | None = None,
     stream: TextIO,
     stop: threading.Event | None = None,
+    actor: Callable[[Callable[[str], None]], Actor] | None = None,
 ) -> int:
-    """Serve until SIGTERM or SIGINT (or `stop`); `tick(slot_end)` runs every `every` seconds. Exit 0."""
+    """Serve until SIGTERM or SIGINT (or `stop`); `tick(slot_end)` runs every `every` seconds. Exit 0.
+
+    `actor(defer)` builds what takes verified clicks (`dwnotify.acting`), once; what it defers runs on
+    a thread of its own after the answer is sent. Clicks share one store connection, so they are taken
+    one at a time (they are rare; a tick has its own)."""
     stop = stop or threading.Event()
-    server = ThreadingHTTPServer((host, port), _request_handler(settings, time.time))
+    serial = threading.Lock()
+    deferred = Deferred(serial)
+    built: list[Actor] = []
+
+    def the_actor() -> Actor:
+        if not built and actor is not None:
+            built.append(actor(lambda key: deferred.defer(lambda: built[0].carry_out(key))))
+        return built[0]
+
+    answering = _request_handler(settings, time.time, the_actor if actor is not None else None, serial)
+    server = ThreadingHTTPServer((host, port), answering)
     server.daemon_threads = True
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in STOP_SIGNALS}
+    # Signals reach only the main thread; embedded elsewhere (a test, a host program) `stop` stops it.
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in STOP_SIGNALS} if in_main else {}
     serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
     ticker = Ticker(tick, every, stop) if tick is not None and every is not None else None
     try:
@@ -137,6 +196,7 @@ def run(
         server.server_close()
         if ticker is not None and ticker.thread.is_alive():
             ticker.thread.join()
+        deferred.join(STOP_WAIT_S)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0

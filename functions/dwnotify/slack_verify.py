@@ -75,6 +75,9 @@ class Interaction:
     action_id: str
     value: Mapping[str, Any]
     response_url: str
+    # The message the button is on, as Slack shows it now: edited at once after the click.
+    message_blocks: tuple[Mapping[str, Any], ...] = ()
+    message_text: str = ""
 
     @property
     def run(self) -> str:
@@ -107,6 +110,10 @@ def parse_payload(body: bytes) -> Interaction | None:
         action_id=str(action.get("action_id") or ""),
         value=_value(action.get("value")),
         response_url=str(payload.get("response_url") or ""),
+        message_blocks=tuple(b for b in message.get("blocks") or () if isinstance(b, dict))
+        if isinstance(message.get("blocks"), list)
+        else (),
+        message_text=str(message.get("text") or ""),
     )
 
 

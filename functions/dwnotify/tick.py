@@ -678,6 +678,7 @@ class Notifier:
                 rendered = replace(rendered, reply=reply.text)
             if mentioned is not None and mention:  # DingTalk lists its mentions beside the text (`at`)
                 rendered = replace(rendered, mentions=(mentioned,))
+            rendered = self._with_offers(rendered, run, channel)
             messages.append(
                 outbox.record(
                     rendered,
@@ -691,6 +692,17 @@ class Notifier:
                 )
             )
         return messages
+
+    def _with_offers(self, message: Message, run: Run, channel: ChannelSettings) -> Message:
+        """The message with buttons for what the run offers, where clicks come back signed."""
+        from .actions import offers
+        from .channels import CHANNEL_TYPES
+
+        with_offers = CHANNEL_TYPES[channel.type].with_offers
+        if with_offers is None or not channel.options.get("signing_secret"):
+            return message
+        offered = offers(run, self.settings.actions)
+        return with_offers(message, offered) if offered else message
 
     def _render_safely(
         self, template: str, context: MessageContext, summary: TickSummary, fallback: str = "default"

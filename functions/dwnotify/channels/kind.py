@@ -18,6 +18,8 @@ from .base import Markup
 if TYPE_CHECKING:
     import httpx
 
+    from ..actions import Offer
+    from ..message import Message
     from ..settings import ChannelSettings, PersonSettings
     from .base import Channel
 
@@ -105,7 +107,7 @@ class ChannelType:
     no id this service knows): the only live mention a message holds, values stay inert;
     `person_ids` are the `people` fields that hold this service's ids, with their forms.
     `living` types keep one message per run and edit it (their sender is a `living.LivingChannel`);
-    their messages are never merged into digests.
+    their messages are never merged into digests. `with_offers` puts a run's action buttons on it.
     """
 
     name: str
@@ -120,6 +122,9 @@ class ChannelType:
     mention: Callable[[PersonSettings], str] = field(default=_no_mention)
     person_ids: Mapping[str, PersonId] = field(default_factory=dict)
     living: bool = False
+    # The message with buttons for what the run offers (`dwnotify.actions`), for a type whose clicks
+    # come back signed; None: the type shows none.
+    with_offers: Callable[[Message, Sequence[Offer]], Message] | None = None
 
     def __post_init__(self) -> None:
         unknown = {kind for kind in self.options.values() if kind not in OPTION_KINDS}

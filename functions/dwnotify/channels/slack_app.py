@@ -80,7 +80,6 @@ MAX_BUTTON_VALUE_CHARS = 2_000
 MAX_CONFIRM_TITLE_CHARS = 100
 MAX_CONFIRM_TEXT_CHARS = 300
 MAX_CONFIRM_BUTTON_CHARS = 30
-_ADVANCE_LABEL = "Advance to "  # how `actions.offers` labels an advance: the stage's name follows
 
 
 class SlackAppChannel(HttpChannel):
@@ -348,8 +347,7 @@ def _button(offer: Offer) -> dict[str, Any] | None:
 def _consequence(offer: Offer) -> str:
     """What the click does, in the words the confirm dialog asks it."""
     if offer.action == ADVANCE:
-        stage = offer.label[len(_ADVANCE_LABEL) :] if offer.label.startswith(_ADVANCE_LABEL) else ""
-        return f"Advance run {offer.run} to {stage or offer.stage}?"
+        return f"Advance run {offer.run} to {offer.stage_name or offer.stage}?"
     return f"Abolish run {offer.run}? Its remaining stages will not run."
 
 
@@ -390,4 +388,5 @@ TYPE = ChannelType(
     mention=slack_mention,
     person_ids=PERSON_IDS,  # the same Slack member IDs
     living=True,
+    with_offers=with_offers,  # the run's action buttons (signed clicks come back to /slack/actions)
 )

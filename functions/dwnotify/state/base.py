@@ -257,9 +257,10 @@ class ActionRecord:
 
     Stored with a conditional write before DataWorks is called (`version` 0: none stored, so the
     write succeeds only where there is no record), so that a second click, a retry or a replay finds
-    it and does nothing. `result` is `claimed` while the call is made, then `done`, `refused`,
-    `unknown` (the call's answer was lost: the next poll shows what happened) or `failed` (DataWorks
-    did not carry it out, so the click may be tried again).
+    it and does nothing. `result` is `claimed` until the work starts, `calling` while DataWorks is
+    called (a retried invocation that finds it does nothing), then `done`, `refused` (the run had
+    moved on), `unknown` (the call's answer was lost: the next poll shows what happened) or `failed`
+    (DataWorks did not carry it out, so the click may be tried again).
     """
 
     key: str
@@ -269,6 +270,7 @@ class ActionRecord:
     result: str = "claimed"
     detail: str = ""
     request_id: str = ""
+    click_json: str = ""  # what was clicked and where (`dwnotify.acting`): the deferred work's input
     version: int = 0
 
     @property
@@ -285,6 +287,7 @@ class ActionRecord:
             "result": self.result,
             "detail": self.detail,
             "request_id": self.request_id,
+            "click": self.click_json,
         }
 
     @classmethod
@@ -300,6 +303,7 @@ class ActionRecord:
                 str(data.get("result") or "unknown"),
                 str(data.get("detail") or ""),
                 str(data.get("request_id") or ""),
+                str(data.get("click") or ""),
                 int(version),
             )
         except UNREADABLE as error:
