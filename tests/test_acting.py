@@ -328,3 +328,17 @@ def test_a_read_that_fails_writes_nothing_so_the_click_may_be_tried_again(tmp_pa
     assert record is not None and record.result == "failed"
     assert "could not be read" in rig.chat.answers[0][1]
     assert not any(call.startswith("ExecPipelineRunStage") for call in rig.source.calls)
+
+
+def test_what_a_click_costs_before_and_after_slacks_answer(tmp_path: Path) -> None:
+    """Before the 200: one read and one conditional write, no DataWorks call. After it: one read and
+    two writes of the record, two DataWorks calls (the run, the action) and one edit."""
+    rig = Rig(tmp_path, waiting_run(), deferring=True)
+    trips, writes = rig.store.round_trips, rig.store.write_round_trips
+    rig.actor.take(interaction())
+    assert (rig.store.round_trips - trips, rig.store.write_round_trips - writes) == (2, 1)
+    assert rig.source.calls == [] and rig.chat.edits == []
+    trips, writes = rig.store.round_trips, rig.store.write_round_trips
+    rig.actor.carry_out(rig.deferred[0])
+    assert (rig.store.round_trips - trips, rig.store.write_round_trips - writes) == (3, 2)
+    assert len(rig.source.calls) == 2 and len(rig.chat.edits) == 1
