@@ -133,18 +133,14 @@ class Actor:
         if click is None:
             return self._audit(interaction.user_id, person, None, IGNORED, retry=retry)
         channel = self._channel_of(click.channel_id)
-        allowed = (
-            approvers(self._settings.actions, self._settings.rules, channel.name, click.project)
-            if (channel is not None)
-            else set()
-        )
-        why = not_allowed(click, self._settings.actions, person, allowed)
         if channel is None:
-            why = why or "this channel's messages are not this notifier's."
-        if why is not None:
-            self._respond(click, channel, why)
-            return self._audit(click.user_id, person, click, NOT_ALLOWED, detail=why, retry=retry)
-        assert channel is not None
+            why: str | None = "this channel's messages are not this notifier's."
+        else:
+            allowed = approvers(self._settings.actions, self._settings.rules, channel.name, click.project)
+            why = not_allowed(click, self._settings.actions, person, allowed)
+        if why is not None or channel is None:
+            self._respond(click, channel, why or "")
+            return self._audit(click.user_id, person, click, NOT_ALLOWED, detail=why or "", retry=retry)
         pending = _Pending(click, channel.name, list(interaction.message_blocks), interaction.message_text)
         claimed = self._claim(click, person, pending)
         if claimed is None:
