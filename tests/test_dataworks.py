@@ -34,7 +34,13 @@ def make_client(
     credentials: Credentials = CREDENTIALS,
     **overrides: object,
 ) -> tuple[DataWorksClient, ProjectSettings]:
-    host = emulator.base_url.removeprefix("http://")
+    return client_at(emulator.base_url.removeprefix("http://"), clock, credentials, **overrides)
+
+
+def client_at(
+    host: str, clock: ManualClock, credentials: Credentials = CREDENTIALS, **overrides: object
+) -> tuple[DataWorksClient, ProjectSettings]:
+    """The product's client for workspace 10000 at `host` (an emulator, or a bare socket)."""
     project = ProjectSettings(10000, None, "cn-shanghai", host)
     settings = DataWorksSettings(
         region="cn-shanghai", endpoint=host, protocol="http", projects=(project,), **overrides

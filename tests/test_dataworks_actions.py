@@ -13,9 +13,10 @@ import pytest
 from dwnotify.credentials import Credentials, Secret
 from dwnotify.dataworks import DataWorksClient, ambiguous
 from dwnotify.errors import DataWorksError
-from dwnotify.settings import DataWorksSettings, ProjectSettings
+from dwnotify.settings import ProjectSettings
 from emulators import DataWorksEmulator
-from tests.conftest import CREDENTIALS, ManualClock, wait_for
+from tests.conftest import ManualClock, wait_for
+from tests.test_dataworks import client_at
 
 STAGES = [
     {"code": "BUILD", "step": 1, "type": "Build"},
@@ -28,17 +29,6 @@ WRITES: dict[str, Write] = {
     EXEC: lambda client, project, run_id: client.exec_stage(project, run_id, "CHECK"),
     ABOLISH: lambda client, project, run_id: client.abolish_run(project, run_id),
 }
-
-
-def make_client(
-    host: str, clock: ManualClock, credentials: Credentials = CREDENTIALS, **overrides: object
-) -> tuple[DataWorksClient, ProjectSettings]:
-    project = ProjectSettings(10000, None, "cn-shanghai", host)
-    settings = DataWorksSettings(
-        region="cn-shanghai", endpoint=host, protocol="http", projects=(project,), **overrides
-    )  # type: ignore[arg-type]
-    client = DataWorksClient(settings, credentials, sleep=clock.sleep, clock=clock, jitter=lambda: 1.0)
-    return client, project
 
 
 @pytest.fixture
@@ -67,7 +57,7 @@ def test_exec_stage_posts_the_sdks_form_and_returns_the_request_id(
     emulator: DataWorksEmulator, clock: ManualClock
 ) -> None:
     run_id = waiting(emulator)
-    client, project = make_client(host(emulator), clock)
+    client, project = client_at(host(emulator), clock)
     request_id = client.exec_stage(project, run_id, "CHECK")
     assert client.calls == 1 == emulator.call_count() == emulator.call_count(EXEC)
     [call] = emulator.calls
@@ -84,7 +74,7 @@ def test_abolish_run_posts_id_and_project_in_the_form(
     emulator: DataWorksEmulator, clock: ManualClock
 ) -> None:
     run_id = waiting(emulator)
-    client, project = make_client(host(emulator), clock)
+    client, project = client_at(host(emulator), clock)
     assert client.abolish_run(project, run_id)
     [call] = emulator.calls
     assert (call.action, call.method) == (ABOLISH, "POST")
@@ -103,7 +93,7 @@ def test_a_throttled_write_is_sent_again(
 ) -> None:
     run_id = waiting(emulator)
     emulator.inject(action, code, status, times=1)
-    client, project = make_client(host(emulator), clock)
+    client, project = client_at(host(emulator), clock)
     assert WRITES[action](client, project, run_id)
     assert client.calls == 2 == emulator.call_count(action)
     assert clock.slept == [0.5]
@@ -114,7 +104,7 @@ def test_a_write_throttled_every_time_gives_up_retryable_and_not_ambiguous(
     emulator: DataWorksEmulator, clock: ManualClock
 ) -> None:
     emulator.inject(EXEC, "Throttling.User", times=10)
-    client, project = make_client(host(emulator), clock, max_attempts=3)
+    client, project = client_at(host(emulator), clock, max_attempts=3)
     with pytest.raises(DataWorksError) as caught:
         client.exec_stage(project, waiting(emulator), "CHECK")
     assert caught.value.code == "Throttling.User" and caught.value.retryable
@@ -147,7 +137,7 @@ def test_an_answer_that_may_follow_a_done_write_is_not_retried(
     else:
         code, status = fault.split()
         emulator.inject(action, code, int(status))
-    client, project = make_client(host(emulator), clock)
+    client, project = client_at(host(emulator), clock)
     with pytest.raises(DataWorksError) as caught:
         WRITES[action](client, project, run_id)
     error = caught.value
@@ -159,7 +149,7 @@ def test_an_answer_that_may_follow_a_done_write_is_not_retried(
 def test_no_answer_in_time_is_ambiguous(emulator: DataWorksEmulator, clock: ManualClock) -> None:
     run_id = waiting(emulator)
     emulator.inject_answer(EXEC, {"RequestId": "X", "Success": True}, drip_s=0.1)
-    client, project = make_client(host(emulator), clock, timeout=timedelta(seconds=0.5))
+    client, project = client_at(host(emulator), clock, timeout=timedelta(seconds=0.5))
     with pytest.raises(DataWorksError) as caught:
         client.exec_stage(project, run_id, "CHECK")
     assert caught.value.code == "SDK.NoAnswer" and ambiguous(caught.value) and not caught.value.retryable
@@ -173,7 +163,7 @@ def test_a_connection_never_made_is_tried_again_and_is_not_ambiguous(clock: Manu
         port = probe.getsockname()[1]
     token = "CAIS+sts/token==hidden-part"
     credentials = Credentials("test-ak", Secret("test-secret-77"), Secret(token))
-    client, project = make_client(f"127.0.0.1:{port}", clock, credentials, max_attempts=3)
+    client, project = client_at(f"127.0.0.1:{port}", clock, credentials, max_attempts=3)
     with pytest.raises(DataWorksError) as caught:
         client.exec_stage(project, "r1", "CHECK")
     error = caught.value
@@ -200,7 +190,7 @@ def test_a_refusal_carries_the_gateways_code_and_is_not_retried(
     run_id = waiting(emulator)
     if setup == "ended":
         emulator.set_run_status(run_id, "Fail")
-    client, project = make_client(host(emulator), clock)
+    client, project = client_at(host(emulator), clock)
     target = "no-such-run" if setup == "unknown" else run_id
     with pytest.raises(DataWorksError) as caught:
         if setup == "deploy":
@@ -216,7 +206,7 @@ def test_a_refusal_carries_the_gateways_code_and_is_not_retried(
 
 def test_success_false_is_a_refusal(emulator: DataWorksEmulator, clock: ManualClock) -> None:
     emulator.inject_answer(EXEC, {"RequestId": "R-1", "Success": False})
-    client, project = make_client(host(emulator), clock)
+    client, project = client_at(host(emulator), clock)
     with pytest.raises(DataWorksError) as caught:
         client.exec_stage(project, waiting(emulator), "CHECK")
     assert (caught.value.code, caught.value.request_id) == ("Success.False", "R-1")
@@ -229,7 +219,7 @@ def test_no_secret_in_a_refused_writes_error(clock: ManualClock) -> None:
     with DataWorksEmulator({"projects": [10000]}, clock=clock, security_token=token) as emu:
         run_id = waiting(emu)
         credentials = Credentials("test-ak", Secret("wrong-secret-4711"), Secret(token))
-        client, project = make_client(host(emu), clock, credentials)
+        client, project = client_at(host(emu), clock, credentials)
         for write in WRITES.values():
             with pytest.raises(DataWorksError) as caught:
                 write(client, project, run_id)
@@ -243,7 +233,7 @@ def test_no_secret_in_a_refused_writes_error(clock: ManualClock) -> None:
 def test_the_old_surface_gets_the_old_names(clock: ManualClock) -> None:
     with DataWorksEmulator({"projects": [10000]}, clock=clock, old_api_only=True) as emu:
         first, second = waiting(emu), waiting(emu)
-        client, project = make_client(host(emu), clock)
+        client, project = client_at(host(emu), clock)
         assert client.exec_stage(project, first, "CHECK")  # the new name refused, then the old one
         assert client.legacy_api
         assert client.abolish_run(project, second)  # straight to the old name
@@ -259,7 +249,7 @@ def test_the_old_surface_gets_the_old_names(clock: ManualClock) -> None:
 
 def test_writes_share_the_limit_and_the_budget(emulator: DataWorksEmulator, clock: ManualClock) -> None:
     run_id = waiting(emulator)
-    client, project = make_client(host(emulator), clock, max_qps=1.0)
+    client, project = client_at(host(emulator), clock, max_qps=1.0)
     client.get_run(project, run_id)
     client.exec_stage(project, run_id, "CHECK")
     assert clock.slept == [1.0]  # one a second, reads and writes together
@@ -271,7 +261,7 @@ def test_writes_share_the_limit_and_the_budget(emulator: DataWorksEmulator, cloc
 
 
 def test_a_write_after_the_deadline_is_not_sent(emulator: DataWorksEmulator, clock: ManualClock) -> None:
-    client, project = make_client(host(emulator), clock)
+    client, project = client_at(host(emulator), clock)
     with pytest.raises(DataWorksError) as caught:
         client.exec_stage(project, waiting(emulator), "CHECK", deadline=clock.now)
     assert "deadline" in str(caught.value) and not ambiguous(caught.value)

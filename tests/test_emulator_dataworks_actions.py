@@ -7,7 +7,6 @@ signer for what the SDK would not send (a tampered body).
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
@@ -15,7 +14,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 import pytest
@@ -24,6 +22,7 @@ from aliyunsdkcore.client import AcsClient
 from aliyunsdkcore.request import CommonRequest
 
 from emulators.dataworks import DataWorksEmulator
+from tests.test_emulator_dataworks import common, signed_query
 
 START = 1_795_680_000.0  # 2026-11-26T08:00:00Z
 STAGES = [
@@ -374,31 +373,12 @@ def test_the_new_surface_has_the_old_names_too(emu: DataWorksEmulator) -> None:
 
 
 # An independent V1 signer, written from the signing documentation: query and form together.
-def enc(value: str) -> str:
-    return quote(value, safe="-_.~")
-
-
-def v1_signature(method: str, params: dict[str, str], secret: str = "test-secret") -> str:
-    canonical = "&".join(f"{enc(k)}={enc(v)}" for k, v in sorted(params.items()))
-    to_sign = f"{method}&%2F&{enc(canonical)}"
-    return base64.b64encode(hmac.new(f"{secret}&".encode(), to_sign.encode(), hashlib.sha1).digest()).decode()
-
-
 def signed_post(
     emu: DataWorksEmulator, form: dict[str, str], sent_form: dict[str, str] | None = None
 ) -> httpx.Response:
-    query = {
-        "Action": EXEC,
-        "Version": "2024-05-18",
-        "Format": "JSON",
-        "AccessKeyId": "test-ak",
-        "SignatureMethod": "HMAC-SHA1",
-        "SignatureVersion": "1.0",
-        "SignatureNonce": uuid.uuid4().hex,
-        "Timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "ProjectId": "10000",
-    }
-    query["Signature"] = v1_signature("POST", {**query, **form})
+    """An HMAC-SHA1 POST signed over the query and `form`, sending `sent_form` (a tampered body) if given."""
+    query = common(EXEC, ProjectId="10000")
+    query["Signature"] = signed_query({**query, **form}, method="POST")["Signature"]
     return httpx.post(emu.base_url + "/", params=query, data=sent_form or form)
 
 
