@@ -390,22 +390,9 @@ class SqliteStateStore:
     def store_living(self, living: LivingMessage, now: float) -> LivingMessage:
         """Store a living message at its next version, if that version is still the stored one."""
         stored = replace(living, version=living.version + 1)
-        values = (json.dumps(stored.to_data()), stored.version, now, living.channel, living.run_key)
-        with self._write() as db:
-            if living.version == 0:
-                changed = db.execute(
-                    "INSERT INTO living (data, version, updated_at, channel, run_key) VALUES (?, ?, ?, ?, ?) "
-                    "ON CONFLICT DO NOTHING",
-                    values,
-                )
-            else:
-                changed = db.execute(
-                    "UPDATE living SET data = ?, version = ?, updated_at = ? "
-                    "WHERE channel = ? AND run_key = ? AND version = ?",
-                    (*values, living.version),
-                )
-            if changed.rowcount != 1:
-                raise ConflictError(f"the living message of run {living.run_key} on {living.channel} changed")
+        keys = {"channel": living.channel, "run_key": living.run_key}
+        if not self._versioned_write("living", keys, stored.to_data(), living.version, now):
+            raise ConflictError(f"the living message of run {living.run_key} on {living.channel} changed")
         return stored
 
     def load_action(self, key: str) -> ActionRecord | None:
@@ -416,22 +403,31 @@ class SqliteStateStore:
     def store_action(self, record: ActionRecord, now: float) -> ActionRecord:
         """Store a decision at its next version, if that version is still the stored one (0: none)."""
         stored = replace(record, version=record.version + 1)
-        values = (json.dumps(stored.to_data()), stored.version, now, record.key)
+        if not self._versioned_write("actions", {"key": record.key}, stored.to_data(), record.version, now):
+            raise ConflictError(f"the decision {record.key} was recorded by another request")
+        return stored
+
+    def _versioned_write(
+        self, table: str, keys: Mapping[str, str], data: Mapping[str, Any], version: int, now: float
+    ) -> bool:
+        """Write a record's row at `version + 1`: created when `version` is 0 and there is none, else
+        updated only while it is still at `version`; whether it was written (compare-and-set)."""
+        columns, names = list(keys.values()), " AND ".join(f"{name} = ?" for name in keys)
+        values = (json.dumps(dict(data)), version + 1, now)
         with self._write() as db:
-            if record.version == 0:
+            if version == 0:
+                marks = ", ".join("?" * (3 + len(keys)))
                 changed = db.execute(
-                    "INSERT INTO actions (data, version, updated_at, key) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT DO NOTHING",
-                    values,
+                    f"INSERT INTO {table} (data, version, updated_at, {', '.join(keys)}) "  # noqa: S608 - names are ours
+                    f"VALUES ({marks}) ON CONFLICT DO NOTHING",
+                    (*values, *columns),
                 )
             else:
                 changed = db.execute(
-                    "UPDATE actions SET data = ?, version = ?, updated_at = ? WHERE key = ? AND version = ?",
-                    (*values, record.version),
+                    f"UPDATE {table} SET data = ?, version = ?, updated_at = ? WHERE {names} AND version = ?",  # noqa: S608
+                    (*values, *columns, version),
                 )
-            if changed.rowcount != 1:
-                raise ConflictError(f"the decision {record.key} was recorded by another request")
-        return stored
+            return changed.rowcount == 1
 
     def report(self, limit: int = 200) -> StatusReport:
         """Runs still moving and messages pending or failed."""

@@ -370,13 +370,8 @@ class TablestoreStateStore:
     def store_living(self, living: LivingMessage, now: float) -> LivingMessage:
         """Store a living message at its next version: one write, conditional on the stored version."""
         stored = replace(living, version=living.version + 1)
-        cells = {"data": json.dumps(stored.to_data()), "version": stored.version, "updated_at": float(now)}
         key = rows.living_key(living.channel, living.run_key)
-        if living.version == 0:
-            write = Write("put", key, cells, "EXPECT_NOT_EXIST")
-        else:
-            write = Write("put", key, cells, "EXPECT_EXIST", equals=(("version", living.version),))
-        if not self._table.write([write])[0]:
+        if not self._versioned_write(key, stored.to_data(), living.version, now):
             raise ConflictError(f"the living message of run {living.run_key} on {living.channel} changed")
         return stored
 
@@ -390,15 +385,19 @@ class TablestoreStateStore:
         """Store a decision at its next version: one write, conditional on the row not existing (version
         0) or on the stored version."""
         stored = replace(record, version=record.version + 1)
-        cells = {"data": json.dumps(stored.to_data()), "version": stored.version, "updated_at": float(now)}
-        key = rows.action_key(record.key)
-        if record.version == 0:
-            write = Write("put", key, cells, "EXPECT_NOT_EXIST")
-        else:
-            write = Write("put", key, cells, "EXPECT_EXIST", equals=(("version", record.version),))
-        if not self._table.write([write])[0]:
+        if not self._versioned_write(rows.action_key(record.key), stored.to_data(), record.version, now):
             raise ConflictError(f"the decision {record.key} was recorded by another request")
         return stored
+
+    def _versioned_write(self, key: Key, data: Mapping[str, Any], version: int, now: float) -> bool:
+        """One write of a record's row at `version + 1`, conditional on there being none (`version`
+        0) or on the stored version; whether it was written (compare-and-set)."""
+        cells = {"data": json.dumps(dict(data)), "version": version + 1, "updated_at": float(now)}
+        if version == 0:
+            write = Write("put", key, cells, "EXPECT_NOT_EXIST")
+        else:
+            write = Write("put", key, cells, "EXPECT_EXIST", equals=(("version", version),))
+        return self._table.write([write])[0]
 
     # -- status ------------------------------------------------------------------------------
     def report(self, limit: int = 200) -> StatusReport:
