@@ -358,6 +358,15 @@ def test_edit_blocks_fails_as_call_fails(slack: SlackEmulator) -> None:
             chat.edit_blocks(posted.channel_id, posted.ts, "t", RETURNED[:1])
 
 
+def test_an_ephemerals_text_from_dataworks_stays_inert(slack: SlackEmulator) -> None:
+    with httpx.Client() as client:
+        chat = app_channel(slack, client)
+        posted = chat.post(with_offers(MESSAGE, [ABOLISH]), "10000/r-7f3a")
+        chat.respond(response_url(slack, posted), "stage S3 is <!channel> & <http://evil|x>")
+    [response] = slack.responses()
+    assert response["body"]["text"] == "stage S3 is &lt;!channel&gt; &amp; &lt;http://evil|x&gt;"
+
+
 def test_respond_posts_exactly_an_ephemeral_to_the_clicks_response_url(slack: SlackEmulator) -> None:
     with httpx.Client() as client:
         chat = app_channel(slack, client)

@@ -50,6 +50,7 @@ from .slack import (
     MAX_TEXT_OBJECT_CHARS,
     PERSON_IDS,
     build_payload,
+    escape_mrkdwn,
     fit_blocks,
     layout_problems,
     sections,
@@ -236,6 +237,7 @@ class SlackAppChannel(HttpChannel):
     def respond(self, response_url: str, text: str) -> None:
         """Answer the person who clicked with an ephemeral message through the click's `response_url`.
 
+        `text` is plain: it is escaped for mrkdwn (a stage status or a run id from DataWorks stays inert).
         Slack takes the POST without a token and answers 200 `ok`. The caller has checked the URL's host
         against `actions.response_hosts`; here plain http is refused too, except to loopback (the
         stand-in), and nothing is sent: the URL lets whoever holds it post in the click's place.
@@ -246,7 +248,7 @@ class SlackAppChannel(HttpChannel):
         body = {
             "response_type": "ephemeral",
             "replace_original": False,
-            "text": trim_utf8(text, MAX_TEXT_CHARS),
+            "text": trim_utf8(escape_mrkdwn(text), MAX_TEXT_CHARS),
         }
         response = self._post(response_url, body)
         if response.status_code == 200:
