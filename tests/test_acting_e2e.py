@@ -330,3 +330,11 @@ def test_on_fc_the_click_is_answered_first_and_carried_out_once_by_an_async_invo
     [call] = [c for c in world.dataworks.calls if c.action == "ExecPipelineRunStage"]
     assert (call.params["Id"], call.params["Code"]) == (run_id, "DEPLOY")
     assert buttons(the_message(world)) == []
+
+
+def test_with_actions_off_a_waiting_run_shows_no_buttons(acting: World) -> None:
+    acting.config_overrides["actions"] = {"enabled": False}
+    waiting_run(acting)
+    acting.tick()
+    message = the_message(acting)
+    assert message["blocks"] and buttons(message) == []
