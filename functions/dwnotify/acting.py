@@ -28,7 +28,7 @@ from datetime import datetime
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from .actions import ADVANCE, Click, approvers, click_of, not_allowed, refusal
+from .actions import ADVANCE, Click, approvers, click_of, not_allowed, refusal, slack_app_channels
 from .errors import ConflictError, DataWorksError, DeliveryError, StateError
 from .model import Run
 from .settings import ChannelSettings, PersonSettings, ProjectSettings, Settings
@@ -276,14 +276,7 @@ class Actor:
 
     def _channel_of(self, slack_channel_id: str) -> ChannelSettings | None:
         """The slack-app channel that posts to this Slack channel (its signing secret verified the click)."""
-        return next(
-            (
-                channel
-                for channel in self._settings.channels.values()
-                if channel.type == "slack-app" and channel.options.get("channel") == slack_channel_id
-            ),
-            None,
-        )
+        return next(iter(slack_app_channels(self._settings.channels.values(), slack_channel_id)), None)
 
     def _audit(
         self,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .model import INIT, RUNNING, SUCCESS, Run, Stage, is_final
-from .settings import ActionsSettings, PersonSettings, RuleSettings
+from .settings import ActionsSettings, ChannelSettings, PersonSettings, RuleSettings
 
 ADVANCE = "advance"
 ABOLISH = "abolish"
@@ -106,6 +106,14 @@ def click_of(action_id: str, value: Mapping[str, Any], **where: str) -> Click | 
     if not isinstance(run, str) or not run or not isinstance(stage, str):
         return None
     return Click(action, project, run, stage, **where)
+
+
+def slack_app_channels(channels: Iterable[ChannelSettings], slack_channel_id: str) -> list[ChannelSettings]:
+    """The slack-app channels that post to Slack channel `slack_channel_id` (a click on one of their
+    messages is verified with their signing secret, and acted on with their token)."""
+    if not slack_channel_id:
+        return []
+    return [c for c in channels if c.type == "slack-app" and c.options.get("channel") == slack_channel_id]
 
 
 def approvers(

@@ -98,14 +98,12 @@ def handle(
 
 def signing_secrets(settings: Settings, channel_id: str) -> list[Secret]:
     """The signing secrets of the slack-app channels posting to Slack channel `channel_id`."""
-    if not channel_id:
-        return []
-    found = []
-    for channel in settings.channels.values():
-        secret = channel.options.get("signing_secret")
-        if channel.type == "slack-app" and channel.options.get("channel") == channel_id and secret:
-            found.append(secret)
-    return found
+    from .actions import slack_app_channels
+
+    found = (
+        c.options.get("signing_secret") for c in slack_app_channels(settings.channels.values(), channel_id)
+    )
+    return [secret for secret in found if secret]
 
 
 # FC's HTTP trigger --------------------------------------------------------------------------------
