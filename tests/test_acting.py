@@ -193,6 +193,7 @@ def test_whatever_repeats_a_click_finds_its_decision_and_does_nothing(
     rig = Rig(tmp_path, waiting_run())
     rig.actor.take(interaction())
     calls, edits = list(rig.source.calls), list(rig.chat.edits)
+    caplog.clear()  # the first click's lines are captured too once another test set INFO on dwnotify
     with caplog.at_level(logging.INFO, logger="dwnotify.audit"):
         retry = 1 if again == "a Slack retry" else 0
         assert rig.actor.take(interaction(user="U0ALICE01"), retry) == "duplicate"
